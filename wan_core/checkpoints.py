@@ -1,0 +1,474 @@
+"""Reading checkpoints: one place for file formats, prefixes and model-kind guessing.
+
+Model loaders never open files themselves. They call :func:`open_checkpoint`, which
+accepts a file, a list of shards, an HF-style folder or an in-memory state dict and
+returns a lazy :class:`TensorSource`: keys, shapes and dtypes are known without
+reading any tensor data, and each tensor is read from disk only when asked for.
+This is what lets a loader build a model on the meta device and materialise one
+tensor at a time, so a 28 GB checkpoint never sits in RAM twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import torch
+
+from .errors import CheckpointError, preview_keys
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+CheckpointInput = Union[PathLike, Iterable[PathLike], Mapping[str, torch.Tensor]]
+
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives and what it is, known without reading its data."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    path: Path | None = None
+    offset: int = 0
+    nbytes: int = 0
+
+
+class TensorSource(Mapping):
+    """A lazy, read-only mapping of tensor names to tensors.
+
+    ``source[key]`` reads the tensor (from disk for files); ``source.info(key)``
+    gives shape and dtype without reading. ``config`` holds a folder's
+    ``config.json`` (or None); ``metadata`` the safetensors header metadata;
+    ``identity`` a string that changes when the underlying files change (for caches).
+    """
+
+    def __init__(
+        self,
+        infos: dict[str, TensorInfo],
+        reader: Callable[[str], torch.Tensor],
+        *,
+        config: dict | None = None,
+        metadata: dict[str, str] | None = None,
+        identity: str = "",
+        description: str = "state dict",
+    ) -> None:
+        self._infos = infos
+        self._reader = reader
+        self.config = config
+        self.metadata = metadata or {}
+        self.identity = identity
+        self.description = description
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._infos:
+            raise KeyError(key)
+        return self._reader(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._infos
+
+    def info(self, key: str) -> TensorInfo:
+        return self._infos[key]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._infos[key].shape
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._infos[key].dtype
+
+    def total_bytes(self) -> int:
+        return sum(i.nbytes for i in self._infos.values())
+
+    def renamed(self, rename: Callable[[str], str | None]) -> TensorSource:
+        """A view with keys mapped by ``rename`` (None drops the key); no data is read."""
+        mapping: dict[str, str] = {}
+        for old in self._infos:
+            new = rename(old)
+            if new is None:
+                continue
+            if new in mapping:
+                raise CheckpointError(
+                    f"Two tensors map to the same name {new!r} ({mapping[new]!r} and {old!r}) in "
+                    f"{self.description}: the file mixes two layouts. Re-export it in one layout."
+                )
+            mapping[new] = old
+        infos = {new: self._infos[old] for new, old in mapping.items()}
+        return TensorSource(
+            infos,
+            lambda key: self._reader(mapping[key]),
+            config=self.config,
+            metadata=self.metadata,
+            identity=self.identity,
+            description=self.description,
+        )
+
+    def subset(self, keys: Iterable[str]) -> TensorSource:
+        wanted = set(keys)
+        return self.renamed(lambda k: k if k in wanted else None)
+
+    def with_prefix_stripped(self, prefix: str) -> TensorSource:
+        """Keys starting with ``prefix`` lose it; other keys are dropped."""
+        n = len(prefix)
+        return self.renamed(lambda k: k[n:] if k.startswith(prefix) else None)
+
+
+# ---------------------------------------------------------------------------------------
+# safetensors, read directly (no mmap, so resident memory equals the tensors' own size)
+# ---------------------------------------------------------------------------------------
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse the JSON header of a .safetensors file."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                raise ValueError(f"header length {n} is implausible")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, struct.error) as exc:
+        raise CheckpointError(
+            f"Cannot read {path} as safetensors ({exc}). The file may be truncated or not a "
+            "safetensors file: download it again."
+        ) from exc
+    metadata = header.pop("__metadata__", None) or {}
+    base = 8 + n
+    infos: dict[str, TensorInfo] = {}
+    for key, entry in header.items():
+        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has dtype {entry['dtype']}, which is not supported. "
+                f"Supported: {', '.join(SAFETENSORS_DTYPES)}."
+            )
+        start, end = entry["data_offsets"]
+        infos[key] = TensorInfo(tuple(entry["shape"]), dtype, path, base + start, end - start)
+    return infos, metadata
+
+
+def read_tensor(info: TensorInfo) -> torch.Tensor:
+    """Read one tensor's bytes straight into a new CPU tensor."""
+    buf = torch.empty(info.nbytes, dtype=torch.uint8)
+    if info.nbytes:
+        with open(info.path, "rb") as f:
+            f.seek(info.offset)
+            got = f.readinto(buf.numpy())
+        if got != info.nbytes:
+            raise CheckpointError(
+                f"{info.path} is truncated: expected {info.nbytes} bytes at offset {info.offset}, "
+                f"got {got}. Download the file again."
+            )
+    return buf.view(info.dtype).reshape(info.shape)
+
+
+def _file_identity(paths: list[Path]) -> str:
+    parts = []
+    for p in paths:
+        st = p.stat()
+        parts.append(f"{p.resolve()}:{st.st_size}:{int(st.st_mtime_ns)}")
+    return "|".join(parts)
+
+
+def _open_safetensors_files(paths: list[Path]) -> TensorSource:
+    infos: dict[str, TensorInfo] = {}
+    metadata: dict[str, str] = {}
+    for path in paths:
+        file_infos, file_meta = read_safetensors_header(path)
+        dup = set(file_infos) & set(infos)
+        if dup:
+            raise CheckpointError(f"Shards repeat tensors ({preview_keys(dup)}); pass each shard once.")
+        infos.update(file_infos)
+        metadata.update(file_meta)
+    return TensorSource(
+        infos,
+        lambda key: read_tensor(infos[key]),
+        metadata=metadata,
+        identity=_file_identity(paths),
+        description=", ".join(p.name for p in paths),
+    )
+
+
+def _open_torch_file(path: Path) -> TensorSource:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises many types for bad pickles; re-raise typed.
+        raise CheckpointError(
+            f"Cannot load {path} with torch.load(weights_only=True): {exc}. Only plain tensor "
+            "checkpoints are accepted; convert other pickles to safetensors."
+        ) from exc
+    if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{path} holds a {type(sd).__name__}, expected a dict of tensors.")
+    src = source_from_dict(sd, description=path.name)
+    src.identity = _file_identity([path])
+    return src
+
+
+def source_from_dict(sd: Mapping[str, torch.Tensor], description: str = "state dict") -> TensorSource:
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    infos = {
+        k: TensorInfo(tuple(v.shape), v.dtype, None, 0, v.numel() * v.element_size())
+        for k, v in tensors.items()
+    }
+    return TensorSource(infos, tensors.__getitem__, identity=f"dict:{id(sd)}", description=description)
+
+
+def _shards_of_folder(folder: Path) -> tuple[list[Path], dict | None]:
+    config = None
+    cfg_path = folder / "config.json"
+    if cfg_path.is_file():
+        config = json.loads(cfg_path.read_text())
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        weight_map = json.loads(indexes[0].read_text())["weight_map"]
+        return sorted({folder / name for name in weight_map.values()}), config
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        files = sorted(p for p in folder.iterdir() if p.suffix in TORCH_SUFFIXES)
+    if not files:
+        raise CheckpointError(
+            f"Folder {folder} has no .safetensors or .pth files. Pass the folder that holds "
+            "config.json and the weight shards, or the weight file itself."
+        )
+    return files, config
+
+
+def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
+    """Open any accepted input as a lazy :class:`TensorSource`.
+
+    Accepts a TensorSource (returned as is), a state dict, a ``.safetensors`` or
+    ``.pth/.pt/.bin/.ckpt`` file, a list of shard files, or an HF-style folder
+    (``config.json`` + index + shards).
+    """
+    if isinstance(source, TensorSource):
+        return source
+    if isinstance(source, Mapping):
+        return source_from_dict(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            files, config = _shards_of_folder(path)
+            src = _open_files(files)
+            src.config = config
+            return src
+        if not path.exists():
+            raise CheckpointError(f"Checkpoint {path} does not exist. Check the path or file name.")
+        return _open_files([path])
+    paths = [Path(p) for p in source]
+    if not paths:
+        raise CheckpointError("An empty list of checkpoint files was given; pass at least one file.")
+    return _open_files(paths)
+
+
+def _open_files(paths: list[Path]) -> TensorSource:
+    for p in paths:
+        if not p.is_file():
+            raise CheckpointError(f"Checkpoint shard {p} does not exist.")
+    if all(p.suffix == ".safetensors" for p in paths):
+        return _open_safetensors_files(paths)
+    if len(paths) == 1 and paths[0].suffix in TORCH_SUFFIXES:
+        return _open_torch_file(paths[0])
+    if all(p.suffix in TORCH_SUFFIXES for p in paths):
+        merged: dict[str, torch.Tensor] = {}
+        for p in paths:
+            merged.update(dict(_open_torch_file(p).items()))
+        src = source_from_dict(merged, description=", ".join(p.name for p in paths))
+        src.identity = _file_identity(paths)
+        return src
+    raise CheckpointError(
+        f"Unsupported checkpoint file type(s): {', '.join(p.name for p in paths)}. "
+        "Use .safetensors (preferred) or .pth/.pt."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Prefixes and kind guessing
+# ---------------------------------------------------------------------------------------
+
+KNOWN_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.", "module.", "transformer.")
+
+
+def common_prefix(keys: Iterable[str], candidates: Iterable[str], min_share: float = 0.5) -> str:
+    """The first candidate prefix carried by at least ``min_share`` of the keys, else ''."""
+    keys = list(keys)
+    if not keys:
+        return ""
+    for prefix in candidates:
+        n = sum(1 for k in keys if k.startswith(prefix))
+        if n >= max(1, int(min_share * len(keys))):
+            return prefix
+    return ""
+
+
+def strip_known_prefix(src: TensorSource, candidates: Iterable[str] = KNOWN_PREFIXES) -> TensorSource:
+    """Drop a wrapper prefix (ComfyUI's ``model.diffusion_model.`` etc.) when most keys carry it.
+
+    Keys without the prefix (e.g. a ``scaled_fp8`` marker stored bare) are kept as is.
+    """
+    prefix = common_prefix(src.keys(), candidates)
+    if not prefix:
+        return src
+    n = len(prefix)
+    return src.renamed(lambda k: k[n:] if k.startswith(prefix) else k)
+
+
+@dataclass(frozen=True)
+class KindRule:
+    kind: str
+    any_of: tuple[str, ...] = field(default_factory=tuple)
+
+
+# Substrings that identify a family; checked on keys with wrapper prefixes removed.
+KIND_RULES: tuple[KindRule, ...] = (
+    KindRule("a LoRA", ("lora_A.weight", "lora_down.weight", "lora_up.weight", "lora_B.weight", ".diff_b")),
+    KindRule("a Wan DiT (diffusion model)", ("head.modulation", "scale_shift_table", "blocks.0.self_attn.q.weight")),
+    KindRule("a Wan VAE", ("decoder.middle.0.residual.0.gamma", "decoder.conv_in.weight", "encoder.downsamples.0")),
+    KindRule("a umT5 text encoder", ("encoder.block.0.layer.0.SelfAttention.q.weight", "blocks.0.attn.q.weight",
+                                     "shared.weight", "token_embedding.weight")),
+    KindRule("a CLIP vision model", ("vision_model.encoder.layers.0", "visual.transformer.0")),
+    KindRule("a CLIP text model", ("text_model.encoder.layers.0",)),
+    KindRule("an SD/SDXL/Flux-style model", ("input_blocks.0.0.weight", "double_blocks.0.img_attn.qkv.weight")),
+)
+
+
+def guess_kind(keys: Iterable[str]) -> str:
+    """Best guess at what a state dict is, for error messages ('this looks like a VAE')."""
+    keys = list(keys)
+    for rule in KIND_RULES:
+        if any(marker in k for k in keys for marker in rule.any_of):
+            return rule.kind
+    return "an unknown model"
+
+
+# ---------------------------------------------------------------------------------------
+# fp8 "scaled" checkpoints (ComfyUI format)
+# ---------------------------------------------------------------------------------------
+
+SCALED_FP8_MARKER = "scaled_fp8"
+SCALE_SUFFIXES = (".scale_weight", ".scale_input")
+
+
+def scaled_fp8_dtype(src: TensorSource) -> torch.dtype | None:
+    """The fp8 format announced by a ``scaled_fp8`` marker, or None when absent.
+
+    The marker is an empty tensor whose dtype names the format; ComfyUI treats a
+    float32 marker as e4m3fn.
+    """
+    for key in src:
+        if key == SCALED_FP8_MARKER or key.endswith("." + SCALED_FP8_MARKER):
+            dtype = src.dtype(key)
+            return dtype if dtype in FP8_DTYPES else torch.float8_e4m3fn
+    return None
+
+
+def is_fp8(dtype: torch.dtype) -> bool:
+    return dtype in FP8_DTYPES
+
+
+# ---------------------------------------------------------------------------------------
+# Materialising a meta-device module from a source
+# ---------------------------------------------------------------------------------------
+
+DTypeRule = Callable[[str, torch.dtype], torch.dtype]
+
+
+def check_keys(
+    required: Iterable[str],
+    found: Iterable[str],
+    what: str,
+    allowed: Iterable[str] = (),
+) -> None:
+    """Raise a CheckpointError listing missing and unexpected tensor names.
+
+    ``allowed`` are names that may be present without being required.
+    """
+    required, found = set(required), set(found)
+    missing = required - found
+    unexpected = found - required - set(allowed)
+    if not missing and not unexpected:
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} tensors ({preview_keys(missing)})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} tensors ({preview_keys(unexpected)})")
+    raise CheckpointError(
+        f"The weights do not fit {what}: {'; '.join(parts)}. The file looks like "
+        f"{guess_kind(found)}. Load it with the matching loader, or re-download a complete file."
+    )
+
+
+def materialize(
+    module: torch.nn.Module,
+    src: Mapping[str, torch.Tensor],
+    *,
+    device: torch.device | str = "cpu",
+    dtype_rule: DTypeRule | None = None,
+    what: str = "the model",
+    optional: Iterable[str] = (),
+) -> None:
+    """Replace every meta parameter/buffer of ``module`` by the tensor of the same name in ``src``.
+
+    Tensors are read, converted and moved one at a time, so peak memory is the
+    final model plus one tensor. ``dtype_rule(name, stored_dtype)`` picks each
+    tensor's dtype (default: keep the stored dtype). Names in ``optional`` may be
+    absent (they keep their initial value, which must not be on the meta device).
+    """
+    targets = dict(module.named_parameters(remove_duplicate=False))
+    targets.update(dict(module.named_buffers(remove_duplicate=False)))
+    optional = set(optional)
+    required = {k for k in targets if k not in optional}
+    found = set(src.keys())
+    check_keys(required, found, what, allowed=optional)
+    for name in targets:
+        if name not in found:
+            continue
+        tensor = src[name]
+        want = dtype_rule(name, tensor.dtype) if dtype_rule else tensor.dtype
+        tensor = tensor.to(device=device, dtype=want)
+        _assign(module, name, tensor)
+
+
+def _assign(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    old = getattr(owner, leaf)
+    if tuple(old.shape) != tuple(tensor.shape):
+        raise CheckpointError(
+            f"Tensor {name!r} has shape {tuple(tensor.shape)} but the model built from this "
+            f"checkpoint's config expects {tuple(old.shape)}. The file mixes two model sizes."
+        )
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+    else:
+        owner._buffers[leaf] = tensor

@@ -1,0 +1,67 @@
+"""The conditioning a sampling call carries besides the text: shared by builders, sampler and nodes.
+
+All latents here are NORMALISED (wan_core convention), shaped [B, C, T, h, w]
+with B = 1 (broadcast over the batch of seeds / the cond-uncond pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class VaceHint:
+    """One VACE input. context: [1, 96, T, h, w] (inactive 16 | reactive 16 | mask 64).
+
+    ``strength`` scales its hints; it is active while the sampling progress
+    (step / steps, 0..1) lies in [start, end).
+    """
+
+    context: torch.Tensor
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def active(self, progress: float) -> bool:
+        return self.start <= progress < self.end or (self.end >= 1.0 and progress >= 1.0)
+
+
+@dataclass(frozen=True)
+class FrameLock:
+    """Latent frames kept fixed during sampling (TI2V-5B first frame).
+
+    latent: [1, C, T, h, w] normalised values to keep; mask: [1, 1, T, 1, 1] (or
+    broadcastable), 1 where the sampler generates, 0 where ``latent`` is imposed.
+    After every step ``x = (1 - mask) * latent + mask * x``; tokens under mask 0
+    get timestep 0 (per-token timesteps, spec 8.3).
+    """
+
+    latent: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything a DiT call needs besides x, t and the text context.
+
+    * ``latent_shape``: (C, T, h, w) of the noise latent to sample.
+    * ``y``: extra input channels concatenated after x ([1, C_extra, T, h, w]), or None.
+    * ``clip_fea``: [1, 257|514, 1280] CLIP-H tokens (Wan2.1 I2V/FLF2V/Fun), or None.
+    * ``vace``: VACE inputs, each with its own strength and step range.
+    * ``frame_lock``: TI2V first-frame replacement, or None.
+    * ``trim_latent_frames``: leading latent frames to drop after sampling (VACE references).
+    * ``init_latent``: a normalised latent to start from when denoise < 1 (V2V), or None.
+    """
+
+    latent_shape: tuple[int, int, int, int]
+    y: torch.Tensor | None = None
+    clip_fea: torch.Tensor | None = None
+    vace: tuple[VaceHint, ...] = field(default_factory=tuple)
+    frame_lock: FrameLock | None = None
+    trim_latent_frames: int = 0
+    init_latent: torch.Tensor | None = None
+
+    def with_(self, **changes) -> Conditioning:
+        return replace(self, **changes)

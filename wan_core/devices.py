@@ -1,0 +1,94 @@
+"""Device and dtype policy: the one place that decides where and in what precision to run.
+
+Nothing here allocates on an accelerator at import time. Callers (ComfyUI through
+``nodes/comfy_bridge.py``, the CLI, user code) pass a device; ``None`` means "the
+best available one".
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """The given device, or the best available accelerator, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():  # also true on ROCm builds
+        return torch.device("cuda")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        return torch.device("xpu")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device | str | None = None) -> torch.dtype:
+    """Parse a dtype name, or choose the compute dtype for ``device`` when None.
+
+    bf16 where the hardware has it (CUDA/ROCm/XPU/MPS), fp32 on CPU, where half
+    precision matmuls are slow and the tests want exact parity.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype not in ("", "auto", "default"):
+        try:
+            return DTYPE_NAMES[dtype.lower()]
+        except KeyError:
+            from .errors import InputError
+
+            raise InputError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}.") from None
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dev.type in ("xpu", "mps"):
+        return torch.bfloat16
+    return torch.float32
+
+
+def is_fp8(dtype: torch.dtype) -> bool:
+    return dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def empty_cache(device: torch.device | str | None = None) -> None:
+    """Return cached allocator memory to the driver (after interrupts, between experts)."""
+    gc.collect()
+    dev = torch.device(device) if device is not None else None
+    if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif dev is not None and dev.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+    elif dev is not None and dev.type == "xpu" and hasattr(torch, "xpu"):
+        torch.xpu.empty_cache()
+
+
+def free_memory(device: torch.device | str) -> int | None:
+    """Free bytes on ``device`` (None when unknown, e.g. CPU or MPS)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info(dev)
+        reserved_unused = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+        return int(free + reserved_unused)
+    return None
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
