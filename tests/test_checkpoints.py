@@ -90,3 +90,23 @@ def test_truncated_file_is_a_typed_error(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(data[:-50])
     with pytest.raises(CheckpointError, match="truncated"):
         open_checkpoint(tmp_path / "m.safetensors")["a"]
+
+
+def test_fp8_scaled_roundtrip_through_wanlinear():
+    from wan_core.fp8 import attach_scales, dequantize_state_dict, quantize_state_dict, split_scales
+    from wan_core.ops import WanLinear
+
+    lin = WanLinear(8, 4)
+    sd = {"weight": torch.randn(4, 8), "bias": torch.randn(4)}
+    q = quantize_state_dict({"l." + k: v for k, v in sd.items()}, lambda n, t: True)
+    model_keys, scale_keys = split_scales(q)
+    assert scale_keys == {"l.scale_weight", "scaled_fp8"} and q["l.weight"].dtype == torch.float8_e4m3fn
+    parent = torch.nn.Module()
+    parent.l = lin
+    materialize(parent, {k: q[k] for k in model_keys})
+    assert attach_scales(parent, q) == 1
+    x = torch.randn(3, 8)
+    ref = dequantize_state_dict(q)
+    expected = x @ ref["l.weight"].T + ref["l.bias"]
+    assert torch.allclose(lin(x), expected, atol=1e-5)
+    assert (ref["l.weight"] - sd["weight"]).abs().max() < 0.1 * sd["weight"].abs().max()

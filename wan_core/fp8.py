@@ -1,0 +1,90 @@
+"""fp8 storage: ComfyUI "scaled fp8" files and plain fp8 weights.
+
+Weights stay fp8 in memory; :class:`~wan_core.ops.WanLinear` dequantises them per
+call (``W = weight.to(compute) * scale_weight``). This module converts between the
+file layout (``<layer>.weight`` fp8 + ``<layer>.scale_weight`` fp32 scalar + a
+``scaled_fp8`` marker) and modules, and writes such files (tests, tiny models,
+re-quantising after a LoRA merge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER
+from .ops import WanLinear
+
+FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
+
+
+def quantize_tensor(w: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor scaled fp8: returns (fp8 weight, fp32 scalar scale) with w ~= q * scale."""
+    w32 = w.float()
+    amax = w32.abs().max().clamp_min(1e-12)
+    scale = (amax / FP8_MAX[fp8_dtype]).reshape(())
+    q = (w32 / scale).clamp(-FP8_MAX[fp8_dtype], FP8_MAX[fp8_dtype]).to(fp8_dtype)
+    return q, scale
+
+
+def quantize_state_dict(
+    sd: Mapping[str, torch.Tensor],
+    should_quantize: Callable[[str, torch.Tensor], bool],
+    fp8_dtype: torch.dtype = torch.float8_e4m3fn,
+    marker_prefix: str = "",
+) -> dict[str, torch.Tensor]:
+    """Write a ComfyUI-style scaled-fp8 state dict.
+
+    Every ``X.weight`` with ``should_quantize(name, tensor)`` becomes fp8 with an
+    ``X.scale_weight``; everything else is copied unchanged. The marker
+    ``<marker_prefix>scaled_fp8`` is an empty tensor of the fp8 dtype.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in sd.items():
+        if name.endswith(".weight") and tensor.ndim == 2 and should_quantize(name, tensor):
+            q, scale = quantize_tensor(tensor, fp8_dtype)
+            out[name] = q
+            out[name[: -len(".weight")] + ".scale_weight"] = scale
+        else:
+            out[name] = tensor
+    out[marker_prefix + SCALED_FP8_MARKER] = torch.empty(0, dtype=fp8_dtype)
+    return out
+
+
+def dequantize_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The reference weights a scaled-fp8 state dict stands for (for parity tests)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in sd.items():
+        if name.endswith(SCALE_SUFFIXES) or name.endswith(SCALED_FP8_MARKER):
+            continue
+        if tensor.dtype in FP8_MAX:
+            scale_key = name[: -len(".weight")] + ".scale_weight"
+            scale = sd[scale_key].float() if scale_key in sd else torch.tensor(1.0)
+            out[name] = (tensor.to(dtype) * scale.to(dtype))
+        else:
+            out[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return out
+
+
+def split_scales(keys) -> tuple[set[str], set[str]]:
+    """Split tensor names into (model tensors, scale tensors + marker) for loading."""
+    scales = {k for k in keys if k.endswith(SCALE_SUFFIXES) or k == SCALED_FP8_MARKER
+              or k.endswith("." + SCALED_FP8_MARKER)}
+    return set(keys) - scales, scales
+
+
+def attach_scales(module: nn.Module, src: Mapping[str, torch.Tensor], device: torch.device | str = "cpu") -> int:
+    """Give each WanLinear whose ``<name>.scale_weight`` is in ``src`` its scale; returns the count.
+
+    ``.scale_input`` (activation scales for fp8 matmul) is ignored: we compute in
+    bf16/fp16/fp32, where it has no meaning.
+    """
+    count = 0
+    for name, sub in module.named_modules():
+        key = f"{name}.scale_weight"
+        if isinstance(sub, WanLinear) and key in src:
+            sub.set_scale(src[key].to(device))
+            count += 1
+    return count
