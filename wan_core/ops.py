@@ -38,16 +38,13 @@ class WanLinear(nn.Module):
         self.out_features = out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
-        self.scale_weight: torch.Tensor | None = None
+        self.scale_weight: torch.Tensor | None
+        self.register_buffer("scale_weight", None)
         self.adapters: list[Adapter] = []
 
     def set_scale(self, scale: torch.Tensor | None) -> None:
         """Attach (or remove) the per-tensor dequantisation scale as a buffer."""
-        if scale is None:
-            self._buffers.pop("scale_weight", None)
-            self.scale_weight = None
-        else:
-            self.register_buffer("scale_weight", scale.reshape(()).float())
+        self._buffers["scale_weight"] = None if scale is None else scale.reshape(()).float()
 
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The effective weight in ``dtype`` (fp8 -> dtype, times the scale)."""
