@@ -1,0 +1,224 @@
+"""Reading and writing videos and images for the standalone pipeline and the CLI.
+
+Frames travel as float tensors ``[F, H, W, 3]`` in 0..1 (ComfyUI's IMAGE layout).
+``.mp4`` is written as H.264 yuv420p through PyAV (its wheels ship libx264, no
+system ffmpeg needed); ``.webp`` as an animated WebP through Pillow. Generation
+parameters are stored inside the file as JSON: in the mp4 ``comment`` tag, or in
+the WebP's EXIF ImageDescription, so a clip always says how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+VIDEO_SUFFIXES = (".mp4", ".webp")
+METADATA_TAG = "comment"
+EXIF_IMAGE_DESCRIPTION = 0x010E
+
+
+def _to_uint8_frames(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[F, H, W, 3] float 0..1 (torch or numpy) -> uint8 numpy [F, H, W, 3]."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().to("cpu", torch.float32).numpy()
+    arr = np.asarray(frames, dtype=np.float32)
+    if arr.ndim == 3:  # a single frame
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] == 0:
+        raise InputError(f"Video frames must be shaped [F, H, W, 3] with F >= 1; got {tuple(arr.shape)}.")
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    arr = arr[..., :3]
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _even_dims(frames: np.ndarray) -> np.ndarray:
+    """yuv420p needs even width and height: pad one edge-replicated row/column if odd."""
+    _f, h, w, _c = frames.shape
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        log.info("H.264 yuv420p needs even sizes: padding %dx%d to %dx%d by repeating the edge.",
+                 w, h, w + pad_w, h + pad_h)
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return frames
+
+
+def _fps_fraction(fps: float) -> Fraction:
+    if not fps or fps <= 0:
+        raise InputError(f"fps must be positive; got {fps!r}.")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _metadata_json(metadata: dict[str, Any] | None) -> str | None:
+    if not metadata:
+        return None
+    return json.dumps(metadata, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def write_video(
+    frames: torch.Tensor | np.ndarray,
+    path: PathLike,
+    fps: float = 16.0,
+    metadata: dict[str, Any] | None = None,
+    crf: int = 17,
+) -> Path:
+    """Write frames [F, H, W, 3] float 0..1 to ``path`` (.mp4: H.264 yuv420p; .webp: animated).
+
+    ``metadata`` is stored as JSON (see module docstring); ``crf`` is the x264
+    quality (lower = better, 0 = lossless luma). Returns the path written.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise InputError(f"Cannot write video {path.name!r}: use a file name ending in {' or '.join(VIDEO_SUFFIXES)}.")
+    data = _to_uint8_frames(frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".mp4":
+        _write_mp4(data, path, _fps_fraction(fps), _metadata_json(metadata), crf)
+    else:
+        _write_webp(data, path, float(_fps_fraction(fps)), _metadata_json(metadata))
+    log.info("Wrote %d frames (%dx%d, %.3g fps) to %s", data.shape[0], data.shape[2], data.shape[1], fps, path)
+    return path
+
+
+def _write_mp4(data: np.ndarray, path: Path, fps: Fraction, comment: str | None, crf: int) -> None:
+    import av
+
+    data = _even_dims(data)
+    with av.open(str(path), mode="w") as container:
+        if comment is not None:
+            container.metadata[METADATA_TAG] = comment
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = data.shape[2], data.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(int(crf)), "preset": "medium"}
+        for frame in data:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_webp(data: np.ndarray, path: Path, fps: float, comment: str | None) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in data]
+    kwargs: dict[str, Any] = {"save_all": True, "append_images": images[1:], "duration": round(1000.0 / fps),
+                              "loop": 0, "lossless": False, "quality": 90}
+    if comment is not None:
+        exif = Image.Exif()
+        exif[EXIF_IMAGE_DESCRIPTION] = comment
+        kwargs["exif"] = exif.tobytes()
+    images[0].save(path, format="WEBP", **kwargs)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"Video file {str(path)!r} does not exist.")
+
+
+def read_video(path: PathLike, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
+    """Read a video (anything PyAV/ffmpeg decodes, or an animated WebP/GIF) -> (frames, fps).
+
+    frames: float32 [F, H, W, 3] in 0..1; fps in frames per second.
+    """
+    path = Path(path)
+    _check_readable(path)
+    if path.suffix.lower() in (".webp", ".gif"):
+        frames, fps = _read_pil_animation(path, max_frames)
+    else:
+        frames, fps = _read_av(path, max_frames)
+    if not frames:
+        raise InputError(f"No video frames could be decoded from {str(path)!r}.")
+    video = torch.from_numpy(np.stack(frames)).float().div_(255.0)
+    return video, fps
+
+
+def _read_av(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
+    import av
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or Fraction(16)
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise InputError(f"Could not decode video {str(path)!r}: {exc}") from exc
+    return frames, float(rate)
+
+
+def _read_pil_animation(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
+    from PIL import Image, ImageSequence
+
+    frames: list[np.ndarray] = []
+    durations: list[float] = []
+    with Image.open(path) as image:
+        for frame in ImageSequence.Iterator(image):
+            frames.append(np.asarray(frame.convert("RGB")))
+            durations.append(float(frame.info.get("duration", 0) or 0))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    mean_ms = sum(durations) / len(durations) if durations and sum(durations) > 0 else 1000.0 / 16
+    return frames, 1000.0 / mean_ms
+
+
+def read_metadata(path: PathLike) -> dict[str, Any]:
+    """The JSON parameters :func:`write_video` stored in the file ({} when there are none)."""
+    path = Path(path)
+    _check_readable(path)
+    if path.suffix.lower() == ".webp":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            text = image.getexif().get(EXIF_IMAGE_DESCRIPTION)
+    else:
+        import av
+
+        with av.open(str(path)) as container:
+            text = container.metadata.get(METADATA_TAG)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {"comment": text}
+    return value if isinstance(value, dict) else {"comment": value}
+
+
+def load_image(path: PathLike) -> torch.Tensor:
+    """Load an image file -> float32 [1, H, W, 3] in 0..1 (EXIF rotation applied, alpha dropped)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Image file {str(path)!r} does not exist.")
+    try:
+        with Image.open(path) as image:
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{str(path)!r} is not an image Pillow can read: {exc}") from exc
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).float().div_(255.0)[None]
+
+
+def load_frames(path: PathLike, max_frames: int | None = None) -> torch.Tensor:
+    """A video file, or a still image used as a one-frame video -> [F, H, W, 3] float 0..1."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        return load_image(path)
+    return read_video(path, max_frames)[0]
