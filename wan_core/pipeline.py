@@ -1,0 +1,425 @@
+"""Standalone generation: text/image/first-last-frame/TI2V/VACE to video from Python in a few lines.
+
+    from wan_core.pipeline import WanPipeline
+    pipe = WanPipeline.from_files(model="wan2.1_t2v_1.3B_bf16.safetensors",
+                                  vae="wan_2.1_vae.safetensors",
+                                  text_encoder="umt5_xxl_fp8_e4m3fn_scaled.safetensors")
+    result = pipe.generate("a corgi surfing a wave", frames=33, width=832, height=480, seed=1)
+    result.save("corgi.mp4")
+
+The mode follows the loaded DiT (``dit.config.task``) and the inputs given:
+T2V, I2V (``image``), FLF2V (``image`` + ``last_image``), TI2V-5B (optional
+``image``), VACE (``control_video`` / ``control_mask`` / ``reference_images``),
+and Wan2.2 A14B when a low-noise expert is loaded too. Unset sampling parameters
+take the official per-task defaults (``wan_core.configs.defaults_for``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from .devices import empty_cache, resolve_device, resolve_dtype
+from .errors import ConditioningError, InputError
+from .memory import on_device
+from .progress import NO_HOOKS, RunHooks
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """What to generate. ``None`` means "the official default for the loaded model's task".
+
+    frames: pixel frames (4n+1); width/height: pixels; cfg: one scale, or (high, low)
+    for the two A14B experts; seed None draws a random one (recorded in the result).
+    """
+
+    prompt: str
+    negative_prompt: str | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg: float | tuple[float, float] | None = None
+    shift: float | None = None
+    solver: str | None = None
+    seed: int | None = None
+    fps: float | None = None
+    vace_strength: float = 1.0
+    boundary: float | None = None
+
+
+@dataclass(frozen=True)
+class GenerateInputs:
+    """Pixel inputs, all float 0..1: image / last_image [1, H, W, 3], control_video [F, H, W, 3],
+    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3]."""
+
+    image: torch.Tensor | None = None
+    last_image: torch.Tensor | None = None
+    control_video: torch.Tensor | None = None
+    control_mask: torch.Tensor | None = None
+    reference_images: torch.Tensor | None = None
+
+
+@dataclass
+class GenerateResult:
+    """frames: float32 [F, H, W, 3] in 0..1 on CPU; latent: normalised [1, C, T, h, w];
+    params: the resolved settings (stored as the video's metadata); timings in seconds."""
+
+    frames: torch.Tensor
+    fps: float
+    latent: torch.Tensor
+    params: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: PathLike) -> Path:
+        """Write the video (.mp4 H.264 or .webp) with ``params`` as JSON metadata."""
+        from .video_io import write_video
+
+        return write_video(self.frames, path, fps=self.fps, metadata=self.params)
+
+
+def _name_of(source: Any) -> str | None:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    if isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike)):
+        return Path(source[0]).name
+    return None
+
+
+class WanPipeline:
+    """Loaded models plus the logic that turns a prompt (and images / control video) into frames.
+
+    Models are kept on ``offload_device`` between phases when ``offload`` is set and
+    moved to ``device`` only while they run (text encoder, then DiT, then VAE), so
+    peak memory is the largest single model rather than their sum.
+    """
+
+    def __init__(self, dit: Any, vae: Any, text_encoder: Any, clip_vision: Any = None, dit_low: Any = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+                 offload: bool = False, names: dict[str, str | None] | None = None) -> None:
+        self.dit, self.dit_low, self.vae = dit, dit_low, vae
+        self.text_encoder, self.clip_vision = text_encoder, clip_vision
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.offload = offload
+        self.names = dict(names or {})
+        self.loras: list[dict[str, Any]] = []
+        _check_pair(dit, dit_low, vae)
+
+    @classmethod
+    def from_files(cls, model: Any, vae: PathLike, text_encoder: PathLike, clip_vision: PathLike | None = None,
+                   model_low: Any = None, tokenizer: PathLike | None = None,
+                   device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+                   offload: bool | None = None, attention: str = "auto") -> WanPipeline:
+        """Load every component from files (any layout the loaders accept).
+
+        ``model`` is the DiT (the high-noise expert for Wan2.2 A14B, ``model_low`` the
+        low-noise one). ``offload`` None means: offload on accelerators, not on CPU.
+        """
+        import wan_core
+
+        dev = resolve_device(device)
+        cdtype = resolve_dtype(dtype, dev)
+        offload = dev.type != "cpu" if offload is None else offload
+        home = torch.device("cpu") if offload else dev
+        started = time.perf_counter()
+        dit = wan_core.load_dit(model, device=home, dtype=cdtype, attention=attention)
+        dit_low = wan_core.load_dit(model_low, device=home, dtype=cdtype, attention=attention) if model_low else None
+        vae_model = _to(wan_core.load_vae(vae), home)
+        te = wan_core.load_text_encoder(text_encoder, tokenizer=tokenizer, device=home, dtype=cdtype)
+        clip = _to(wan_core.load_clip_vision(clip_vision), home) if clip_vision else None
+        log.info("Loaded %s in %.1f s", dit.config.variant, time.perf_counter() - started)
+        names = {"model": _name_of(model), "model_low": _name_of(model_low), "vae": _name_of(vae),
+                 "text_encoder": _name_of(text_encoder), "clip_vision": _name_of(clip_vision)}
+        return cls(dit, vae_model, te, clip, dit_low, device=dev, dtype=cdtype, offload=offload, names=names)
+
+    # ------------------------------------------------------------------ LoRA
+
+    def add_loras(self, specs: Sequence[Any]) -> None:
+        """Apply ``wan_core.lora.LoraSpec`` entries (to both experts for A14B)."""
+        from .lora import apply_lora_stack
+
+        if not specs:
+            return
+        if self.dit_low is None:
+            apply_lora_stack(self.dit, list(specs))
+        else:
+            apply_lora_stack(self.dit, list(specs), expert="high")
+            apply_lora_stack(self.dit_low, list(specs), expert="low")
+        for spec in specs:
+            self.loras.append({"file": _name_of(spec.path) or "<dict>", "strength": spec.strength})
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, prompt: str | GenerateParams, *, hooks: RunHooks | None = None,
+                 image: torch.Tensor | None = None, last_image: torch.Tensor | None = None,
+                 control_video: torch.Tensor | None = None, control_mask: torch.Tensor | None = None,
+                 reference_images: torch.Tensor | None = None, **params: Any) -> GenerateResult:
+        """Generate one video. ``prompt`` is a string (then ``params`` are GenerateParams fields)
+        or a ready GenerateParams; images are float 0..1 tensors (see GenerateInputs)."""
+        request = prompt if isinstance(prompt, GenerateParams) else GenerateParams(prompt=prompt, **params)
+        inputs = GenerateInputs(image, last_image, control_video, control_mask, reference_images)
+        return self.run(request, inputs, hooks or NO_HOOKS)
+
+    def run(self, request: GenerateParams, inputs: GenerateInputs, hooks: RunHooks) -> GenerateResult:
+        """The whole pipeline: resolve defaults, encode text/images, sample, decode."""
+        timings: dict[str, float] = {}
+        mode = choose_mode(self.dit.config, inputs)
+        resolved = resolve_params(self.dit.config, self.vae.config, request, inputs, mode)
+        tick = time.perf_counter()
+        positive, negative = self.encode_prompts(resolved["prompt"], resolved["negative_prompt"])
+        clip_fea = self.encode_clip(mode, inputs)
+        timings["encode_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        with on_device(self.vae, self.device, self.offload):
+            cond = build_conditioning(mode, self.vae, inputs, resolved, clip_fea)
+        validate(cond, self.dit.config, self.vae.config)
+        latent = self.sample(positive, negative, cond, resolved, hooks)
+        timings["sample_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        frames = self.decode(latent, hooks)
+        timings["decode_s"] = time.perf_counter() - tick
+        meta = {**resolved, "mode": mode, "variant": self.dit.config.variant, "loras": list(self.loras),
+                **{k: v for k, v in self.names.items() if v}}
+        log.info("Generated %d frames %dx%d (%s) in %.1f s", frames.shape[0], frames.shape[2], frames.shape[1],
+                 mode, sum(timings.values()))
+        return GenerateResult(frames=frames, fps=float(resolved["fps"]), latent=latent.cpu(),
+                              params=meta, timings=timings)
+
+    def encode_prompts(self, prompt: str, negative: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """umT5 embeddings: ([ [L_pos, D] ], [ [L_neg, D] ]) on the compute device."""
+        with on_device(self.text_encoder, self.device, self.offload), torch.no_grad():
+            pos, neg = self.text_encoder.encode([prompt, negative])
+        return [pos.to(self.device)], [neg.to(self.device)]
+
+    def encode_clip(self, mode: str, inputs: GenerateInputs) -> torch.Tensor | None:
+        """CLIP-H tokens [1, 257 | 514, width] for models with an image embedding, else None."""
+        if not getattr(self.dit.config, "clip_dim", None) or inputs.image is None:
+            return None
+        if self.clip_vision is None:
+            raise InputError(f"{self.dit.config.variant} needs CLIP vision features of the input image: "
+                             "pass clip_vision (e.g. clip_vision_h.safetensors).")
+        images = [inputs.image[:1]]
+        if mode == "flf2v" and inputs.last_image is not None:
+            images.append(inputs.last_image[:1])
+        with on_device(self.clip_vision, self.device, self.offload), torch.no_grad():
+            tokens = [self.clip_vision.encode(img.to(self.device)) for img in images]  # each [1, 257, W]
+        return torch.cat(tokens, dim=1)
+
+    def experts(self, resolved: dict[str, Any]) -> Any:
+        """The DiT, or ``Experts(high, low)`` for Wan2.2 A14B."""
+        if self.dit_low is None:
+            return self.dit
+        from .sampling import Experts
+
+        cfg = resolved["cfg"]
+        cfg_high, cfg_low = (cfg if isinstance(cfg, (list, tuple)) else (cfg, cfg))
+        return Experts(high=self.dit, low=self.dit_low, boundary=resolved.get("boundary"),
+                       cfg_high=cfg_high, cfg_low=cfg_low)
+
+    def sample(self, positive: list[torch.Tensor], negative: list[torch.Tensor], cond: Any,
+               resolved: dict[str, Any], hooks: RunHooks) -> torch.Tensor:
+        """Run the sampler -> normalised latent [1, C, T, h, w] (VACE reference frames trimmed)."""
+        from .sampling import SamplerSettings, sample
+
+        cfg = resolved["cfg"]
+        settings = SamplerSettings(steps=resolved["steps"], shift=resolved["shift"],
+                                   cfg=cfg[0] if isinstance(cfg, (list, tuple)) else cfg,
+                                   solver=resolved["solver"], seed=resolved["seed"])
+        models = [self.dit] + ([self.dit_low] if self.dit_low is not None else [])
+        with on_device(models, self.device, self.offload), torch.no_grad():
+            latent = sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks,
+                            device=self.device)
+        if cond.trim_latent_frames and latent.shape[2] == cond.latent_shape[1]:
+            latent = latent[:, :, cond.trim_latent_frames:]
+        return latent
+
+    def decode(self, latent: torch.Tensor, hooks: RunHooks = NO_HOOKS) -> torch.Tensor:
+        """Normalised latent [1, C, T, h, w] -> frames [F, H, W, 3] float32 0..1 on CPU."""
+        hooks.check()
+        with on_device(self.vae, self.device, self.offload), torch.no_grad():
+            video = self.vae.decode(latent.to(self.device))  # [1, 3, F, H, W] in -1..1
+        if self.offload:
+            empty_cache(self.device)
+        return video[0].float().clamp(-1, 1).add(1).mul(0.5).permute(1, 2, 3, 0).contiguous().cpu()
+
+
+def _to(module: Any, device: torch.device) -> Any:
+    return module.to(device) if hasattr(module, "to") else module
+
+
+def _check_pair(dit: Any, dit_low: Any, vae: Any) -> None:
+    """The two experts must be the same variant; the VAE must give the DiT its latent channels."""
+    if dit_low is not None and dit_low.config.variant != dit.config.variant:
+        raise InputError(f"The high-noise model is {dit.config.variant} but the low-noise model is "
+                         f"{dit_low.config.variant}: load the two experts of one Wan2.2 A14B release.")
+    want, have = dit.config.latent_channels, vae.config.z_dim
+    if want != have:
+        hint = "wan2.2_vae.safetensors" if want == 48 else "wan_2.1_vae.safetensors"
+        raise ConditioningError(f"The VAE has {have} latent channels (Wan{vae.config.version}) but "
+                                f"{dit.config.variant} expects {want}: load {hint}.")
+
+
+# ---------------------------------------------------------------- decisions: mode, settings, conditioning
+
+MODES = ("t2v", "i2v", "flf2v", "ti2v", "vace", "fun-control", "fun-inp")
+
+
+def _given(inputs: Any) -> set[str]:
+    return {name for name, value in vars(inputs).items() if value is not None}
+
+
+def _reject(variant: str, given: set[str], allowed: set[str], hint: str) -> None:
+    extra = sorted(given - allowed)
+    if extra:
+        raise ConditioningError(f"{variant} cannot use {', '.join(extra)} ({hint}).")
+
+
+def model_kind(config: Any) -> str:
+    """The DiT's task, with Fun models named as such (their task may read "i2v")."""
+    variant = str(config.variant).lower()
+    for fun in ("fun-control", "fun-inp"):
+        if fun in variant or fun == str(config.task):
+            return fun
+    return str(config.task)
+
+
+def choose_mode(config: Any, inputs: Any) -> str:
+    """One of MODES for DiT ``config`` and the non-None fields of ``inputs`` (GenerateInputs)."""
+    kind, given, variant = model_kind(config), _given(inputs), config.variant
+    if kind == "t2v":
+        _reject(variant, given, set(), "a text-to-video model: load an I2V/FLF2V/VACE/TI2V model for image inputs")
+        return "t2v"
+    if kind in ("i2v", "flf2v", "fun-inp"):
+        _reject(variant, given, {"image", "last_image"}, "it takes a start image and optionally an end image")
+        if "image" not in given:
+            raise InputError(f"{variant} is an image-to-video model: give a start image (--image).")
+        if kind == "flf2v" and "last_image" not in given:
+            raise InputError(f"{variant} is a first-last-frame model: give --image and --last-image.")
+        if kind == "fun-inp":
+            return kind
+        return "flf2v" if "last_image" in given else "i2v"
+    if kind == "ti2v":
+        _reject(variant, given, {"image"}, "TI2V-5B takes text and optionally a start image")
+        return "ti2v"
+    if kind == "vace":
+        _reject(variant, given, {"control_video", "control_mask", "reference_images"},
+                "VACE takes a control video, a mask and reference images; pass a start image as a reference")
+        return "vace"
+    if kind == "fun-control":
+        _reject(variant, given, {"control_video", "image"}, "Fun-Control takes a control video and a start image")
+        if "control_video" not in given:
+            raise InputError(f"{variant} is a Fun-Control model: give a control video (--control-video).")
+        return kind
+    raise ConditioningError(f"The standalone pipeline does not support {variant} (task {config.task!r}); "
+                            f"supported tasks: {', '.join(MODES)}.")
+
+
+def _defaults(config: Any, mode: str) -> Any:
+    from .configs import defaults_for
+
+    task = "i2v" if mode == "flf2v" and config.task == "i2v" else config.task
+    return defaults_for(config.family, task, getattr(config, "size_label", None))
+
+
+def _negative(config: Any, given: str | None) -> str:
+    if given:
+        return given
+    from .configs import default_negative_prompt
+
+    return default_negative_prompt(config.family, config.task)
+
+
+def check_size(width: int, height: int, frames: int, multiple: int) -> None:
+    """Pixel sizes must be multiples of VAE stride x patch (16 for Wan2.1, 32 for Wan2.2 VAE); F = 4n+1."""
+    if width <= 0 or height <= 0 or width % multiple or height % multiple:
+        raise InputError(f"Size {width}x{height} is not a multiple of {multiple} (VAE stride x patch size): "
+                         f"use e.g. {max(multiple, width // multiple * multiple)}x"
+                         f"{max(multiple, height // multiple * multiple)}.")
+    if frames < 1 or (frames - 1) % 4:
+        raise InputError(f"The frame count must be 4n+1 (1, 5, 9, ..., 81); got {frames}: use {(frames // 4) * 4 + 1}.")
+
+
+def fit_to_image(image: torch.Tensor, area: int, multiple: int) -> tuple[int, int]:
+    """(width, height) with about ``area`` pixels and the aspect of ``image`` [1, H, W, 3]."""
+    aspect = image.shape[1] / image.shape[2]
+    height = math.sqrt(area * aspect) // multiple * multiple
+    width = math.sqrt(area / aspect) // multiple * multiple
+    return max(multiple, int(width)), max(multiple, int(height))
+
+
+def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode: str) -> dict[str, Any]:
+    """GenerateParams with every None replaced by the task default; sizes checked.
+
+    Returns a JSON-able dict (it becomes the video's metadata).
+    """
+    base = _defaults(config, mode)
+    out = {k: v for k, v in asdict(request).items()}
+    for name in ("steps", "shift", "cfg", "solver", "frames", "fps"):
+        if out[name] is None:
+            out[name] = getattr(base, name)
+    multiple = int(vae_config.spatial_stride) * 2
+    if out["width"] is None or out["height"] is None:
+        width, height = base.width, base.height
+        if inputs.image is not None and mode in ("i2v", "flf2v", "ti2v", "fun-inp"):
+            width, height = fit_to_image(inputs.image, base.width * base.height, multiple)
+        out["width"] = out["width"] or width
+        out["height"] = out["height"] or height
+    if out["seed"] is None:
+        out["seed"] = random.SystemRandom().randrange(2**32)
+    out["negative_prompt"] = _negative(config, out["negative_prompt"])
+    if isinstance(out["cfg"], list):
+        out["cfg"] = tuple(out["cfg"])
+    check_size(int(out["width"]), int(out["height"]), int(out["frames"]), multiple)
+    return out
+
+
+def _builder(name: str) -> Any:
+    from . import conditioning
+
+    fn = getattr(conditioning, name, None)
+    if fn is None:
+        raise ConditioningError(f"wan_core.conditioning has no {name}(); this mode cannot run standalone yet.")
+    return fn
+
+
+def build_conditioning(mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip_fea: torch.Tensor | None) -> Any:
+    """The Conditioning for ``mode`` (checked against the DiT later by the sampler)."""
+    frames, width, height = int(r["frames"]), int(r["width"]), int(r["height"])
+    if mode == "t2v":
+        return _builder("t2v_conditioning")(vae.config.z_dim, frames, width, height, vae.config.spatial_stride)
+    if mode in ("i2v", "fun-inp") and inputs.last_image is None:
+        return _builder("i2v_conditioning")(vae, inputs.image, frames, width, height, clip_fea=clip_fea)
+    if mode in ("flf2v", "fun-inp"):
+        return _builder("flf2v_conditioning")(vae, inputs.image, inputs.last_image, frames, width, height,
+                                              clip_fea=clip_fea)
+    if mode == "ti2v":
+        return _builder("ti2v_conditioning")(vae, inputs.image, frames, width, height)
+    if mode == "vace":
+        return _builder("vace_conditioning")(vae, frames, width, height, control_video=inputs.control_video,
+                                             control_mask=inputs.control_mask,
+                                             reference_images=inputs.reference_images, strength=r["vace_strength"])
+    return _builder("fun_control_conditioning")(vae, inputs.control_video, inputs.image, frames, width, height,
+                                                clip_fea=clip_fea)
+
+
+def validate(cond: Any, dit_config: Any, vae_config: Any) -> None:
+    """Run ``wan_core.conditioning.validate_conditioning`` when it exists."""
+    from . import conditioning
+
+    check = getattr(conditioning, "validate_conditioning", None)
+    if check is not None:
+        check(cond, dit_config, vae_config)
