@@ -1,0 +1,140 @@
+"""Loader nodes: diffusion model (+ A14B low-noise expert), VAE, text encoder, CLIP vision.
+
+Each shows the variant wan_core detected from the file's keys and shapes on the node
+(``ui.text``, drawn as a badge by js/wan_core.js). ComfyUI caches node outputs while
+the inputs are unchanged, so a file is not reloaded on every queue.
+"""
+
+from __future__ import annotations
+
+import wan_core
+
+from . import comfy_bridge as bridge
+from .common import NONE_CHOICE, combo, model_combo, widget, with_ui_text
+from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE, WanModelHandle
+
+DTYPES = ["auto", "bf16", "fp16", "fp32"]
+WEIGHT_STORAGE = ["as stored", "fp8_e4m3fn", "fp8_e5m2"]
+ATTENTION = ["auto", "sdpa", "flash_attn", "sageattention"]
+
+
+def _dtype(name: str) -> str | None:
+    return None if name == "auto" else name
+
+
+def _load_one_dit(name: str, dtype: str, weight_storage: str, attention: str, block_swap: int):
+    kwargs = {}
+    if weight_storage != "as stored":
+        kwargs["weight_dtype"] = weight_storage
+    dit = wan_core.load_dit(bridge.model_path("diffusion_models", name), device=bridge.compute_device(),
+                            dtype=_dtype(dtype), attention=attention, **kwargs)
+    if block_swap > 0:
+        dit.set_block_swap(block_swap, offload_device=bridge.offload_device())
+    return dit
+
+
+class WanModelLoader:
+    DESCRIPTION = ("Loads a Wan DiT from models/diffusion_models (any layout: official, ComfyUI, diffusers, "
+                   "fp8-scaled). For Wan2.2 A14B pick the high-noise expert as model and the low-noise expert "
+                   "as low_noise_model: one sampler then switches between them.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (WAN_MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The DiT (and low-noise expert), for the Wan sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": model_combo("diffusion_models", "DiT file; the variant is detected from its weights."),
+            "low_noise_model_name": model_combo(
+                "diffusion_models", "Wan2.2 A14B only: the low-noise expert file; 'none' otherwise.", optional=True),
+            "dtype": combo(DTYPES, "Compute dtype; auto = bf16 on GPUs, fp32 on CPU."),
+            "weight_storage": combo(WEIGHT_STORAGE, "Keep weights in fp8 to halve memory (dequantised per layer)."),
+            "attention": combo(ATTENTION, "Attention kernel; auto picks the fastest installed one."),
+            "block_swap": widget("INT", "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM).",
+                                 default=0, min=0, max=40),
+        }}
+
+    def load(self, model_name, low_noise_model_name, dtype, weight_storage, attention, block_swap):
+        high = _load_one_dit(model_name, dtype, weight_storage, attention, block_swap)
+        low = None
+        if low_noise_model_name != NONE_CHOICE:
+            low = _load_one_dit(low_noise_model_name, dtype, weight_storage, attention, block_swap)
+        handle = WanModelHandle(high=high, low=low)
+        return with_ui_text(handle.describe(), handle)
+
+
+class WanVAELoader:
+    DESCRIPTION = "Loads a Wan VAE (Wan2.1 z16 or Wan2.2 z48, detected from the weights) from models/vae."
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (WAN_VAE,)
+    RETURN_NAMES = ("vae",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": model_combo("vae", "VAE file: wan_2.1_vae for Wan2.1 and Wan2.2 A14B, wan2.2_vae for TI2V-5B."),
+            "dtype": combo(DTYPES, "Working dtype of the VAE; auto = bf16 on GPUs, fp32 on CPU."),
+        }}
+
+    def load(self, vae_name, dtype):
+        vae = wan_core.load_vae(bridge.model_path("vae", vae_name), device=bridge.compute_device(),
+                                dtype=_dtype(dtype))
+        cfg = vae.config
+        return with_ui_text(f"wan{cfg.version} VAE (z{cfg.z_dim}, /{cfg.spatial_stride})", vae)
+
+
+class WanTextEncoderLoader:
+    DESCRIPTION = ("Loads the umT5-XXL text encoder from models/text_encoders (tokenizer embedded in ComfyUI's "
+                   "files). Prompt embeddings are cached, so an unchanged prompt never runs the encoder again.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (WAN_TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder_name": model_combo("text_encoders", "umT5-XXL encoder file (bf16 or fp8-scaled)."),
+            "device": combo(["auto", "cpu"], "Where the encoder runs; cpu keeps the GPU free for the DiT."),
+            "dtype": combo(DTYPES, "Compute dtype; auto = bf16 on GPUs, fp32 on CPU."),
+            "keep_loaded": widget("BOOLEAN", "Keep the weights in memory after encoding (off = release them; "
+                                  "cached prompts still work).", default=True),
+        }}
+
+    def load(self, text_encoder_name, device, dtype, keep_loaded):
+        target = bridge.compute_device() if device == "auto" else "cpu"
+        te = wan_core.load_text_encoder(bridge.model_path("text_encoders", text_encoder_name), device=target,
+                                        dtype=_dtype(dtype), keep_loaded=keep_loaded)
+        cfg = te.config
+        return with_ui_text(f"umT5 (d{cfg.d_model}, {cfg.layers} layers)", te)
+
+
+class WanCLIPVisionLoader:
+    DESCRIPTION = "Loads the CLIP-H vision encoder (Wan2.1 I2V / FLF2V / Fun) from models/clip_vision."
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (WAN_CLIP_VISION,)
+    RETURN_NAMES = ("clip_vision",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "clip_name": model_combo("clip_vision", "CLIP-H vision file, e.g. clip_vision_h.safetensors."),
+        }}
+
+    def load(self, clip_name):
+        clip = wan_core.load_clip_vision(bridge.model_path("clip_vision", clip_name),
+                                         device=bridge.compute_device())
+        cfg = clip.config
+        return with_ui_text(f"CLIP vision (w{cfg.width}, {cfg.tokens} tokens)", clip)
+
+
+NODE_CLASSES = {
+    "WanCoreModelLoader": (WanModelLoader, "Wan Model Loader"),
+    "WanCoreVAELoader": (WanVAELoader, "Wan VAE Loader"),
+    "WanCoreTextEncoderLoader": (WanTextEncoderLoader, "Wan Text Encoder Loader"),
+    "WanCoreCLIPVisionLoader": (WanCLIPVisionLoader, "Wan CLIP Vision Loader"),
+}
