@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -66,8 +67,28 @@ def sentencepiece_tokenizer(model_bytes: bytes, description: str) -> Tokenizer:
     if eos < 0:
         raise TokenizerError(f"{description} has no '</s>' piece; umT5 needs it as end token (id 1).")
     digest = hashlib.sha256(model_bytes).hexdigest()[:16]
-    return Tokenizer(lambda text: sp.encode(text, out_type=int), eos, sp.get_piece_size(), f"spm:{digest}",
-                     description)
+    return Tokenizer(_control_aware_encoder(sp), eos, sp.get_piece_size(), f"spm:{digest}", description)
+
+
+def _control_aware_encoder(sp) -> Callable[[str], list[int]]:
+    """SentencePiece encoding in which control pieces written in the text (``</s>``, ``<pad>``, ``<s>``)
+    become their ids, as HF's converted umT5 tokenizer does (they are "added tokens" there).
+    """
+    controls = {sp.id_to_piece(i): i for i in range(sp.get_piece_size()) if sp.is_control(i)}
+    if not controls:
+        return lambda text: sp.encode(text, out_type=int)
+    pattern = re.compile("(" + "|".join(re.escape(c) for c in sorted(controls, key=len, reverse=True)) + ")")
+
+    def encode(text: str) -> list[int]:
+        ids: list[int] = []
+        for part in pattern.split(text):
+            if part in controls:
+                ids.append(controls[part])
+            elif part:
+                ids.extend(sp.encode(part, out_type=int))
+        return ids
+
+    return encode
 
 
 def json_tokenizer(path: Path) -> Tokenizer:
