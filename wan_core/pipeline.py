@@ -42,8 +42,8 @@ PathLike = Union[str, os.PathLike]
 class GenerateParams:
     """What to generate. ``None`` means "the official default for the loaded model's task".
 
-    frames: pixel frames (4n+1); width/height: pixels; cfg: one scale, or (high, low)
-    for the two A14B experts; seed None draws a random one (recorded in the result).
+    frames: pixel frames (4n+1); width/height: pixels; cfg: one scale, or a
+    (low_noise, high_noise) pair for the two A14B experts (the official order); seed None draws a random one (recorded in the result).
     """
 
     prompt: str
@@ -123,11 +123,13 @@ class WanPipeline:
     def from_files(cls, model: Any, vae: PathLike, text_encoder: PathLike, clip_vision: PathLike | None = None,
                    model_low: Any = None, tokenizer: PathLike | None = None,
                    device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-                   offload: bool | None = None, attention: str = "auto") -> WanPipeline:
+                   offload: bool | None = None, attention: str = "auto",
+                   text_cache: PathLike | bool | None = None) -> WanPipeline:
         """Load every component from files (any layout the loaders accept).
 
         ``model`` is the DiT (the high-noise expert for Wan2.2 A14B, ``model_low`` the
         low-noise one). ``offload`` None means: offload on accelerators, not on CPU.
+        ``text_cache``: the text encoder's embedding disk cache folder (False: memory only).
         """
         import wan_core
 
@@ -139,7 +141,8 @@ class WanPipeline:
         dit = wan_core.load_dit(model, device=home, dtype=cdtype, attention=attention)
         dit_low = wan_core.load_dit(model_low, device=home, dtype=cdtype, attention=attention) if model_low else None
         vae_model = _to(wan_core.load_vae(vae), home)
-        te = wan_core.load_text_encoder(text_encoder, tokenizer=tokenizer, device=home, dtype=cdtype)
+        te = wan_core.load_text_encoder(text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype,
+                                        cache_dir=text_cache, keep_loaded=not offload)
         clip = _to(wan_core.load_clip_vision(clip_vision), home) if clip_vision else None
         log.info("Loaded %s in %.1f s", dit.config.variant, time.perf_counter() - started)
         names = {"model": _name_of(model), "model_low": _name_of(model_low), "vae": _name_of(vae),
@@ -160,7 +163,8 @@ class WanPipeline:
             apply_lora_stack(self.dit, list(specs), expert="high")
             apply_lora_stack(self.dit_low, list(specs), expert="low")
         for spec in specs:
-            self.loras.append({"file": _name_of(spec.path) or "<dict>", "strength": spec.strength})
+            self.loras.append({"file": _name_of(spec.path) or "<dict>", "strength": spec.strength,
+                               "strength_low": spec.strength_low})
 
     # ------------------------------------------------------------------ generation
 
@@ -185,7 +189,8 @@ class WanPipeline:
         timings["encode_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         with on_device(self.vae, self.device, self.offload):
-            cond = build_conditioning(mode, self.vae, inputs, resolved, clip_fea)
+            cond = build_conditioning(mode, self.vae, inputs, resolved, clip_fea,
+                                      int(getattr(self.dit.config, "extra_channels", 0) or 0))
         validate(cond, self.dit.config, self.vae.config)
         latent = self.sample(positive, negative, cond, resolved, hooks)
         timings["sample_s"] = time.perf_counter() - tick
@@ -201,8 +206,10 @@ class WanPipeline:
 
     def encode_prompts(self, prompt: str, negative: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """umT5 embeddings: ([ [L_pos, D] ], [ [L_neg, D] ]) on the compute device."""
-        with on_device(self.text_encoder, self.device, self.offload), torch.no_grad():
-            pos, neg = self.text_encoder.encode([prompt, negative])
+        with torch.no_grad():
+            pos, neg = self.text_encoder.encode([prompt, negative])  # the encoder picks its own device
+        if self.offload and hasattr(self.text_encoder, "release"):
+            self.text_encoder.release()
         return [pos.to(self.device)], [neg.to(self.device)]
 
     def encode_clip(self, mode: str, inputs: GenerateInputs) -> torch.Tensor | None:
@@ -220,25 +227,20 @@ class WanPipeline:
         return torch.cat(tokens, dim=1)
 
     def experts(self, resolved: dict[str, Any]) -> Any:
-        """The DiT, or ``Experts(high, low)`` for Wan2.2 A14B."""
+        """The DiT, or ``Experts(high, low, boundary)`` for Wan2.2 A14B (cfg pairs go in the settings)."""
         if self.dit_low is None:
             return self.dit
         from .sampling import Experts
 
-        cfg = resolved["cfg"]
-        cfg_high, cfg_low = (cfg if isinstance(cfg, (list, tuple)) else (cfg, cfg))
-        return Experts(high=self.dit, low=self.dit_low, boundary=resolved.get("boundary"),
-                       cfg_high=cfg_high, cfg_low=cfg_low)
+        return Experts(high=self.dit, low=self.dit_low, boundary=resolved.get("boundary"))
 
     def sample(self, positive: list[torch.Tensor], negative: list[torch.Tensor], cond: Any,
                resolved: dict[str, Any], hooks: RunHooks) -> torch.Tensor:
         """Run the sampler -> normalised latent [1, C, T, h, w] (VACE reference frames trimmed)."""
         from .sampling import SamplerSettings, sample
 
-        cfg = resolved["cfg"]
-        settings = SamplerSettings(steps=resolved["steps"], shift=resolved["shift"],
-                                   cfg=cfg[0] if isinstance(cfg, (list, tuple)) else cfg,
-                                   solver=resolved["solver"], seed=resolved["seed"])
+        settings = SamplerSettings(steps=int(resolved["steps"]), shift=float(resolved["shift"]),
+                                   cfg=resolved["cfg"], solver=str(resolved["solver"]), seed=int(resolved["seed"]))
         models = [self.dit] + ([self.dit_low] if self.dit_low is not None else [])
         with on_device(models, self.device, self.offload), torch.no_grad():
             latent = sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks,
@@ -387,39 +389,53 @@ def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode
     return out
 
 
+_BUILDER_MODULES = ("i2v", "ti2v", "vace", "fun", "validate")
+
+
 def _builder(name: str) -> Any:
+    """``wan_core.conditioning.<name>``, from the package or one of its modules."""
+    import importlib
+
     from . import conditioning
 
     fn = getattr(conditioning, name, None)
+    for module in _BUILDER_MODULES:
+        if fn is not None:
+            break
+        try:
+            fn = getattr(importlib.import_module(f"{conditioning.__name__}.{module}"), name, None)
+        except ImportError:
+            continue
     if fn is None:
         raise ConditioningError(f"wan_core.conditioning has no {name}(); this mode cannot run standalone yet.")
     return fn
 
 
-def build_conditioning(mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip_fea: torch.Tensor | None) -> Any:
-    """The Conditioning for ``mode`` (checked against the DiT later by the sampler)."""
+def build_conditioning(mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip_fea: torch.Tensor | None,
+                       extra_channels: int = 0) -> Any:
+    """The Conditioning for ``mode`` (checked against the DiT by :func:`validate`)."""
     frames, width, height = int(r["frames"]), int(r["width"]), int(r["height"])
     if mode == "t2v":
         return _builder("t2v_conditioning")(vae.config.z_dim, frames, width, height, vae.config.spatial_stride)
-    if mode in ("i2v", "fun-inp") and inputs.last_image is None:
+    if mode == "i2v":
         return _builder("i2v_conditioning")(vae, inputs.image, frames, width, height, clip_fea=clip_fea)
-    if mode in ("flf2v", "fun-inp"):
+    if mode == "flf2v":
         return _builder("flf2v_conditioning")(vae, inputs.image, inputs.last_image, frames, width, height,
                                               clip_fea=clip_fea)
+    if mode == "fun-inp":
+        return _builder("fun_inp_conditioning")(vae, inputs.image, inputs.last_image, frames, width, height,
+                                                clip_fea=clip_fea)
     if mode == "ti2v":
         return _builder("ti2v_conditioning")(vae, inputs.image, frames, width, height)
     if mode == "vace":
         return _builder("vace_conditioning")(vae, frames, width, height, control_video=inputs.control_video,
                                              control_mask=inputs.control_mask,
                                              reference_images=inputs.reference_images, strength=r["vace_strength"])
-    return _builder("fun_control_conditioning")(vae, inputs.control_video, inputs.image, frames, width, height,
-                                                clip_fea=clip_fea)
+    return _builder("fun_control_conditioning")(vae, inputs.control_video, frames, width, height,
+                                                start_image=inputs.image, clip_fea=clip_fea,
+                                                model_extra_channels=extra_channels)
 
 
 def validate(cond: Any, dit_config: Any, vae_config: Any) -> None:
-    """Run ``wan_core.conditioning.validate_conditioning`` when it exists."""
-    from . import conditioning
-
-    check = getattr(conditioning, "validate_conditioning", None)
-    if check is not None:
-        check(cond, dit_config, vae_config)
+    """``wan_core.conditioning.validate_conditioning``: raises ConditioningError naming the fix."""
+    _builder("validate_conditioning")(cond, dit_config, vae_config)

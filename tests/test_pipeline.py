@@ -1,0 +1,204 @@
+"""Standalone pipeline end to end on tiny random-weight models (CPU, fp32, 5 frames, 2 steps)."""
+
+import json
+
+import pytest
+import torch
+
+from wan_core.errors import ConditioningError, InputError
+from wan_core.pipeline import GenerateParams, WanPipeline
+from wan_core.tiny_build import write_tiny_models
+from wan_core.video_io import read_metadata, read_video
+
+T2V = "wan2.1_t2v_1.3B_bf16.safetensors"
+I2V = "wan2.1_i2v_480p_14B_bf16.safetensors"
+FLF2V = "wan2.1_flf2v_720p_14B_fp16.safetensors"
+VACE = "wan2.1_vace_1.3B_fp16.safetensors"
+FUN_CONTROL = "wan2.1_fun_control_1.3B_bf16.safetensors"
+TI2V = "wan2.2_ti2v_5B_fp16.safetensors"
+A14B_HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+A14B_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+VAE21, VAE22 = "wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"
+TE, CLIP, LORA = "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_vision_h.safetensors", \
+    "wan2.1_t2v_1.3B_example_lora.safetensors"
+SMALL = {"frames": 5, "width": 64, "height": 64, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    names = (T2V, I2V, FLF2V, VACE, FUN_CONTROL, TI2V, A14B_HIGH, A14B_LOW, VAE21, VAE22, TE, CLIP, LORA)
+    return write_tiny_models(tmp_path_factory.mktemp("tiny"), names=names)
+
+
+@pytest.fixture(scope="module")
+def pipes(files):
+    cache = {}
+
+    def get(model, vae=VAE21, clip=None, low=None, fresh=False):
+        key = (model, vae, clip, low)
+        if fresh or key not in cache:
+            pipe = WanPipeline.from_files(model=files[model], vae=files[vae], text_encoder=files[TE],
+                                          clip_vision=files[clip] if clip else None,
+                                          model_low=files[low] if low else None,
+                                          device="cpu", dtype="fp32", text_cache=False)
+            if fresh:
+                return pipe
+            cache[key] = pipe
+        return cache[key]
+
+    return get
+
+
+def _image(seed, height=48, width=80):
+    return torch.rand(1, height, width, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def _check_video(result, frames=5, size=64):
+    assert result.frames.shape == (frames, size, size, 3)
+    assert result.frames.dtype == torch.float32
+    assert 0.0 <= float(result.frames.min()) and float(result.frames.max()) <= 1.0
+    assert torch.isfinite(result.latent).all()
+
+
+def test_t2v_same_seed_same_video_other_seed_other_video(pipes):
+    pipe = pipes(T2V)
+    a = pipe.generate("a red fox in the snow", seed=3, **SMALL)
+    b = pipe.generate("a red fox in the snow", seed=3, **SMALL)
+    c = pipe.generate("a red fox in the snow", seed=4, **SMALL)
+    _check_video(a)
+    assert a.latent.shape == (1, 16, 2, 8, 8)
+    assert torch.equal(a.latent, b.latent) and torch.equal(a.frames, b.frames)
+    assert not torch.allclose(a.latent, c.latent)
+
+
+def test_t2v_equals_the_components_called_by_hand(pipes):
+    """The pipeline's wiring (default negative prompt, settings, conditioning, decode) vs direct calls."""
+    from wan_core.conditioning import t2v_conditioning
+    from wan_core.configs import default_negative_prompt, defaults_for
+    from wan_core.sampling import SamplerSettings, sample
+
+    pipe = pipes(T2V)
+    result = pipe.generate("a boat on a lake", seed=11, **SMALL)
+    cfg = pipe.dit.config
+    base = defaults_for(cfg.family, cfg.task, cfg.size_label)
+    pos, neg = pipe.text_encoder.encode(["a boat on a lake", default_negative_prompt(cfg.family, cfg.task)])
+    cond = t2v_conditioning(16, 5, 64, 64, 8)
+    settings = SamplerSettings(steps=2, shift=base.shift, cfg=base.cfg, solver=base.solver, seed=11)
+    with torch.no_grad():
+        latent = sample(pipe.dit, [pos], [neg], cond, settings, device="cpu")
+        video = pipe.vae.decode(latent)
+    assert torch.equal(result.latent, latent.cpu())
+    expected = ((video[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0)
+    assert torch.allclose(result.frames, expected, atol=1e-6)
+
+
+def test_unset_parameters_take_the_task_defaults(pipes):
+    from wan_core.configs import default_negative_prompt, defaults_for
+
+    pipe = pipes(T2V)
+    result = pipe.generate(GenerateParams(prompt="x", frames=5, width=64, height=64, steps=1))
+    cfg = pipe.dit.config
+    base = defaults_for(cfg.family, cfg.task, cfg.size_label)
+    params = result.params
+    assert (params["shift"], params["cfg"], params["solver"], params["fps"]) == \
+        (base.shift, base.cfg, base.solver, base.fps)
+    assert params["negative_prompt"] == default_negative_prompt(cfg.family, cfg.task)
+    assert isinstance(params["seed"], int) and params["mode"] == "t2v" and params["model"] == T2V
+
+
+def test_result_save_round_trips_metadata(pipes, tmp_path):
+    result = pipes(T2V).generate("metadata check", seed=5, **SMALL)
+    path = result.save(tmp_path / "out.mp4")
+    frames, fps = read_video(path)
+    assert frames.shape[0] == 5 and fps == pytest.approx(result.fps)
+    assert read_metadata(path) == json.loads(json.dumps(result.params, default=str))
+
+
+def test_i2v_uses_the_image_and_clip(pipes):
+    pipe = pipes(I2V, clip=CLIP)
+    a = pipe.generate("a cat", image=_image(1), seed=2, **SMALL)
+    b = pipe.generate("a cat", image=_image(2), seed=2, **SMALL)
+    _check_video(a)
+    assert a.params["mode"] == "i2v"
+    assert not torch.allclose(a.latent, b.latent)
+    with pytest.raises(InputError, match="start image"):
+        pipe.generate("a cat", seed=2, **SMALL)
+
+
+def test_i2v_without_clip_model_is_a_clear_error(pipes):
+    with pytest.raises(InputError, match="clip_vision"):
+        pipes(I2V).generate("a cat", image=_image(1), seed=2, **SMALL)
+
+
+def test_flf2v_first_and_last_frame(pipes):
+    pipe = pipes(FLF2V, clip=CLIP)
+    a = pipe.generate("morph", image=_image(1), last_image=_image(3), seed=2, **SMALL)
+    b = pipe.generate("morph", image=_image(1), last_image=_image(4), seed=2, **SMALL)
+    _check_video(a)
+    assert a.params["mode"] == "flf2v" and not torch.allclose(a.latent, b.latent)
+
+
+def test_ti2v_keeps_the_encoded_first_frame(pipes):
+    from wan_core.conditioning import ti2v_conditioning
+
+    pipe = pipes(TI2V, vae=VAE22)
+    image = _image(5)
+    result = pipe.generate("a dog", image=image, seed=1, **SMALL)
+    _check_video(result)
+    assert result.latent.shape == (1, 48, 2, 4, 4) and result.params["mode"] == "ti2v"
+    with torch.no_grad():
+        lock = ti2v_conditioning(pipe.vae, image, 5, 64, 64).frame_lock
+    assert torch.allclose(result.latent[:, :, :1], lock.latent[:, :, :1].cpu(), atol=1e-5)
+    _check_video(pipe.generate("a dog", seed=1, **SMALL))  # text-only TI2V
+
+
+def test_vace_with_control_video_and_reference_trims_the_reference(pipes):
+    pipe = pipes(VACE)
+    control = torch.rand(5, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    a = pipe.generate("dance", control_video=control, reference_images=_image(7, 64, 64), seed=3, **SMALL)
+    b = pipe.generate("dance", control_video=control.flip(0), reference_images=_image(7, 64, 64), seed=3, **SMALL)
+    _check_video(a)
+    assert a.latent.shape[2] == 2 and a.params["mode"] == "vace"
+    assert not torch.allclose(a.latent, b.latent)
+
+
+def test_fun_control(pipes):
+    pipe = pipes(FUN_CONTROL, clip=CLIP)
+    control = torch.rand(5, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    result = pipe.generate("pose", control_video=control, image=_image(2), seed=1, **SMALL)
+    _check_video(result)
+    assert result.params["mode"] == "fun-control"
+
+
+def test_a14b_runs_both_experts(pipes):
+    two = pipes(A14B_HIGH, low=A14B_LOW)
+    same = pipes(A14B_HIGH, low=A14B_HIGH)
+    params = dict(SMALL, steps=3, shift=12.0, boundary=0.5, cfg=(3.0, 4.0), seed=9)
+    a = two.generate("a city at night", **params)
+    b = same.generate("a city at night", **params)
+    _check_video(a)
+    assert a.params["model_low"] == A14B_LOW and a.params["cfg"] == (3.0, 4.0)
+    assert not torch.allclose(a.latent, b.latent), "the low-noise expert was never used"
+
+
+def test_lora_changes_the_video(pipes, files):
+    from wan_core.lora import LoraSpec
+
+    plain = pipes(T2V).generate("lora", seed=1, **SMALL)
+    pipe = pipes(T2V, fresh=True)
+    pipe.add_loras([LoraSpec(path=str(files[LORA]), strength=1.0)])
+    styled = pipe.generate("lora", seed=1, **SMALL)
+    assert not torch.allclose(plain.latent, styled.latent)
+    assert styled.params["loras"] == [{"file": LORA, "strength": 1.0, "strength_low": None}]
+
+
+def test_inputs_that_do_not_fit_raise_clear_errors(pipes):
+    pipe = pipes(T2V)
+    with pytest.raises(ConditioningError, match="image"):
+        pipe.generate("x", image=_image(0), **SMALL)
+    with pytest.raises(InputError, match="multiple of 16"):
+        pipe.generate("x", **dict(SMALL, width=60))
+    with pytest.raises(InputError, match="4n\\+1"):
+        pipe.generate("x", **dict(SMALL, frames=6))
+    with pytest.raises(ConditioningError, match="wan2.2_vae"):
+        pipes(TI2V, vae=VAE21)
