@@ -1,0 +1,141 @@
+"""Transformer block of the Wan DiT (WAN_SPEC 2.3 - 2.6), with official parameter names.
+
+Precision (spec 2.8): the residual stream ``x`` is fp32; LayerNorm statistics,
+modulation and the gated adds are fp32; every Linear runs in the compute dtype
+``cdt`` (bf16 on GPUs, fp32 in tests); RMSNorm on q/k and RoPE run in fp32 and the
+result is cast to ``cdt`` for the attention kernel.
+
+Shapes: x [B, S, D] fp32; e0 [B, 1 or S, 6, D] fp32 (per-token for Wan2.2 TI2V);
+context tokens [B, L, D] in ``cdt``; rope factors [S, 1, d/2] complex64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import WanLinear
+from .attention import attention
+from .rope import apply_rope
+
+
+class WanRMSNorm(nn.Module):
+    """RMSNorm over the full width D (all heads jointly), statistics in fp32; weight [D] fp32."""
+
+    def __init__(self, dim: int, eps: float, device=None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., D] any dtype -> fp32 [..., D]."""
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Parameter-free LayerNorm in fp32."""
+    return F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """``LN(x) * (1 + scale) + shift`` in fp32."""
+    return torch.addcmul(shift, layer_norm(x, eps), 1 + scale)
+
+
+@dataclass
+class Context:
+    """Embedded conditioning shared by all blocks of one forward: text [B, 512, D], image [B, Li, D] or None."""
+
+    text: torch.Tensor
+    image: torch.Tensor | None = None
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, eps: float, device=None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.backend = "sdpa"
+        self.q = WanLinear(dim, dim, device=device)
+        self.k = WanLinear(dim, dim, device=device)
+        self.v = WanLinear(dim, dim, device=device)
+        self.o = WanLinear(dim, dim, device=device)
+        self.norm_q = WanRMSNorm(dim, eps, device=device)
+        self.norm_k = WanRMSNorm(dim, eps, device=device)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """x [B, S, D] in cdt -> [B, S, D] in cdt; q/k get RMSNorm then RoPE (fp32), then cdt."""
+        heads = (self.num_heads, -1)
+        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), rope).to(x.dtype)
+        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), rope).to(x.dtype)
+        v = self.v(x).unflatten(-1, heads)
+        return self.o(attention(q, k, v, self.backend).flatten(-2))
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention; with ``image_kv`` also the I2V image branch (k_img/v_img/norm_k_img).
+
+    I2V: ``out = Attn(q, k_txt, v_txt) + Attn(q, k_img, v_img)`` summed before ``o`` (spec 2.6).
+    """
+
+    def __init__(self, dim: int, num_heads: int, eps: float, image_kv: bool, device=None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.backend = "sdpa"
+        self.q = WanLinear(dim, dim, device=device)
+        self.k = WanLinear(dim, dim, device=device)
+        self.v = WanLinear(dim, dim, device=device)
+        self.o = WanLinear(dim, dim, device=device)
+        self.norm_q = WanRMSNorm(dim, eps, device=device)
+        self.norm_k = WanRMSNorm(dim, eps, device=device)
+        if image_kv:
+            self.k_img = WanLinear(dim, dim, device=device)
+            self.v_img = WanLinear(dim, dim, device=device)
+            self.norm_k_img = WanRMSNorm(dim, eps, device=device)
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """x [B, S, D] cdt; ctx tokens cdt -> [B, S, D] cdt."""
+        heads = (self.num_heads, -1)
+        dtype = x.dtype
+        q = self.norm_q(self.q(x)).to(dtype).unflatten(-1, heads)
+        k = self.norm_k(self.k(ctx.text)).to(dtype).unflatten(-1, heads)
+        out = attention(q, k, self.v(ctx.text).unflatten(-1, heads), self.backend)
+        if ctx.image is not None and hasattr(self, "k_img"):
+            k_img = self.norm_k_img(self.k_img(ctx.image)).to(dtype).unflatten(-1, heads)
+            v_img = self.v_img(ctx.image).unflatten(-1, heads)
+            out = out + attention(q, k_img, v_img, self.backend)
+        return self.o(out.flatten(-2))
+
+
+class WanBlock(nn.Module):
+    """One DiT block (official ``WanAttentionBlock``): modulated self-attn, cross-attn, modulated FFN."""
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, eps: float, image_kv: bool, device=None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.modulation = nn.Parameter(torch.zeros(1, 6, dim, device=device))
+        self.self_attn = SelfAttention(dim, num_heads, eps, device=device)
+        self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=True, device=device)
+        self.cross_attn = CrossAttention(dim, num_heads, eps, image_kv, device=device)
+        self.ffn = nn.Sequential(
+            WanLinear(dim, ffn_dim, device=device),
+            nn.GELU(approximate="tanh"),
+            WanLinear(ffn_dim, dim, device=device),
+        )
+
+    def forward(
+        self, x: torch.Tensor, e0: torch.Tensor, ctx: Context, rope: torch.Tensor, cdt: torch.dtype
+    ) -> torch.Tensor:
+        """x [B, S, D] fp32 -> fp32; e0 [B, 1|S, 6, D] fp32."""
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation + e0).unbind(-2)
+        # 1. Self-attention (modulated, gated)
+        y = self.self_attn(modulate(x, shift_sa, scale_sa, self.eps).to(cdt), rope)
+        x = torch.addcmul(x, y, gate_sa)
+        # 2. Cross-attention (affine LayerNorm, no modulation, no gate)
+        c = F.layer_norm(x, (x.shape[-1],), self.norm3.weight.float(), self.norm3.bias.float(), self.eps)
+        x = x + self.cross_attn(c.to(cdt), ctx)
+        # 3. Feed-forward (modulated, gated)
+        y = self.ffn(modulate(x, shift_ff, scale_ff, self.eps).to(cdt))
+        return torch.addcmul(x, y, gate_ff)

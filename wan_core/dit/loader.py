@@ -1,0 +1,142 @@
+"""``load_dit``: any Wan DiT checkpoint layout -> :class:`WanDiT` (eval, no grad).
+
+Accepted inputs (via :func:`wan_core.checkpoints.open_checkpoint`): a file, a list of
+shards, an HF-style folder (config.json + index + shards) or a state dict. Layouts:
+official names, ComfyUI repacks (``model.diffusion_model.`` prefix), diffusers names
+(``WanTransformer3DModel`` / ``WanVACETransformer3DModel``), ComfyUI "scaled fp8"
+(``scaled_fp8`` marker + ``.scale_weight``) and plain fp8 weights. The variant is
+detected from keys and shapes only.
+
+Memory: the model is built on the meta device and filled one tensor at a time, so
+a bf16 file loaded as bf16 never exists twice in RAM.
+
+dtype policy (``dtype`` = weight storage of the Linear layers):
+
+* ``dtype=None``: Linear weights stored in bf16/fp16/fp8 stay as stored (fp32 ones are
+  cast to the compute dtype); compute dtype = ``resolve_dtype(None, device)``
+  (bf16 on GPUs, fp32 on CPU).
+* ``dtype`` bf16/fp16/fp32: Linear weights are cast to it (fp8 weights stay fp8) and
+  it is also the compute dtype.
+* ``dtype`` fp8 (e4m3fn/e5m2): Linear weights in blocks are stored as plain fp8
+  (scale 1); compute dtype = ``resolve_dtype(None, device)``.
+
+Norm weights, modulations and ``emb_pos`` are always fp32 (tiny, and the spec computes
+there in fp32); convolutions use the compute dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+
+from ..checkpoints import (
+    CheckpointInput,
+    TensorSource,
+    materialize,
+    open_checkpoint,
+    scaled_fp8_dtype,
+    strip_known_prefix,
+)
+from ..devices import is_fp8, resolve_device, resolve_dtype
+from ..fp8 import attach_scales, split_scales
+from ..ops import WanLinear
+from .config import DiTConfig, config_from_shapes
+from .convert import diffusers_to_official_name, is_diffusers_layout
+from .model import WanDiT
+
+log = logging.getLogger(__name__)
+
+FP32_PARAM_SUFFIXES = ("modulation", "emb_pos")
+
+
+def official_source(source: CheckpointInput | TensorSource) -> TensorSource:
+    """Open ``source`` and present it with official tensor names (prefix stripped, diffusers renamed)."""
+    src = strip_known_prefix(open_checkpoint(source))
+    if is_diffusers_layout(src.keys()):
+        src = src.renamed(_official_name)
+    return src
+
+
+def _official_name(name: str) -> str | None:
+    """diffusers -> official; unknown names are kept so they are reported as unexpected."""
+    if name.endswith(".norm_added_q.weight"):
+        return None
+    return diffusers_to_official_name(name) or name
+
+
+def detect_config(source: CheckpointInput | TensorSource) -> DiTConfig:
+    """Detect the DiT config without reading tensor data (only names and shapes)."""
+    src = official_source(source)
+    model_keys, _ = split_scales(src.keys())
+    return config_from_shapes({k: src.shape(k) for k in model_keys}, src.config)
+
+
+def _linear_param_names(model: WanDiT) -> set[str]:
+    names = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, WanLinear):
+            names.update(f"{mod_name}.{p}" for p in ("weight", "bias"))
+    return names
+
+
+def make_dtype_rule(model: WanDiT, dtype: torch.dtype | None, compute: torch.dtype):
+    """Per-tensor storage dtype following the module docstring's policy."""
+    linear = _linear_param_names(model)
+    fp8_store = dtype is not None and is_fp8(dtype)
+
+    def rule(name: str, stored: torch.dtype) -> torch.dtype:
+        if name not in linear:
+            if name.endswith(FP32_PARAM_SUFFIXES) or ".norm" in name or name.startswith("img_emb.proj."):
+                return torch.float32
+            return compute
+        if is_fp8(stored):
+            return stored
+        if fp8_store:
+            return dtype if name.startswith("blocks.") and name.endswith(".weight") else compute
+        if dtype is not None:
+            return dtype
+        return stored if stored in (torch.float16, torch.bfloat16) else compute
+
+    return rule
+
+
+def load_dit(
+    source: CheckpointInput | TensorSource,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    attention: str = "auto",
+    block_swap: int = 0,
+    offload_device: torch.device | str = "cpu",
+) -> WanDiT:
+    """Load a Wan DiT from any supported layout (see the module docstring) onto ``device``.
+
+    ``attention``: "auto", "sdpa", "flash_attn" or "sageattention" (missing kernels raise
+    BackendUnavailableError). ``block_swap``: number of blocks to keep on ``offload_device``.
+    """
+    dev = resolve_device(device)
+    store = resolve_dtype(dtype, dev) if dtype is not None else None
+    compute = store if store is not None and not is_fp8(store) else resolve_dtype(None, dev)
+    src = official_source(source)
+    model_keys, scale_keys = split_scales(src.keys())
+    config = config_from_shapes({k: src.shape(k) for k in model_keys}, src.config)
+    model = WanDiT(config, device="meta")
+    materialize(model, src.subset(model_keys), device=dev, dtype_rule=make_dtype_rule(model, store, compute),
+                what=f"a {config.variant} DiT")
+    scaled = attach_scales(model, src.subset(scale_keys), device=dev) if scale_keys else 0
+    if scaled:
+        log.info("Loaded %d fp8-scaled Linear layers (%s).", scaled, scaled_fp8_dtype(src))
+    model.set_compute_dtype(compute)
+    model.set_attention(attention)
+    model.eval().requires_grad_(False)
+    if block_swap:
+        model.set_block_swap(block_swap, offload_device)
+    log.info("Loaded %s (%d layers, dim %d) on %s, compute %s.", config.variant, config.num_layers,
+             config.dim, dev, compute)
+    return model
+
+
+def load_dit_experts(sources: Iterable[CheckpointInput], **kwargs) -> list[WanDiT]:
+    """Load several experts (Wan2.2 A14B high/low noise) with the same options."""
+    return [load_dit(s, **kwargs) for s in sources]

@@ -1,0 +1,204 @@
+"""The Wan DiT: one implementation for every supported variant (WAN_SPEC sections 1-2).
+
+Variants differ only by optional parts, attached by :class:`DiTConfig`: ``img_emb``
++ ``k_img/v_img`` (Wan2.1 I2V/FLF2V/Fun), ``vace_*`` (VACE), ``ref_conv`` (Fun V1.1
+reference image) and per-token timesteps (Wan2.2 TI2V-5B).
+
+Precision policy: ``compute_dtype`` (bf16 on GPUs, fp32 on CPU by default) for
+matmuls, convolutions and attention; fp32 for the timestep embedding, modulation,
+LayerNorm statistics, the residual stream and the head (spec 2.8). Weights may be
+stored in another dtype (bf16 weights with fp32 compute, fp8 with a scale) and are
+converted per call by :class:`~wan_core.ops.WanLinear`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConditioningError, InputError
+from .attention import check_backend
+from .blocks import Context, WanBlock
+from .blockswap import BlockSwap
+from .config import DiTConfig
+from .embeddings import Head, ImageEmbedding, TextEmbedding, embed_timesteps, time_embedding_mlp, time_projection_mlp
+from .rope import RopeCache
+from .vace import VaceBlock, start_vace
+
+
+class WanDiT(nn.Module):
+    """Wan2.1 / Wan2.2 diffusion transformer predicting the flow-matching velocity."""
+
+    def __init__(self, config: DiTConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        c = self.config = config
+        self.compute_dtype = torch.float32
+        self.attention_backend = "sdpa"
+        self.patch_embedding = nn.Conv3d(c.in_dim, c.dim, c.patch_size, stride=c.patch_size, device=device)
+        self.text_embedding = TextEmbedding(c.text_dim, c.dim, c.text_len, device=device)
+        self.time_embedding = time_embedding_mlp(c.freq_dim, c.dim, device=device)
+        self.time_projection = time_projection_mlp(c.dim, device=device)
+        if c.clip_dim is not None:
+            pos = c.clip_tokens if c.task == "flf2v" else None
+            self.img_emb = ImageEmbedding(c.clip_dim, c.dim, pos, device=device)
+        self.blocks = nn.ModuleList(
+            WanBlock(c.dim, c.ffn_dim, c.num_heads, c.eps, c.has_image_embedding, device=device)
+            for _ in range(c.num_layers)
+        )
+        self.head = Head(c.dim, c.out_dim * c.patch_volume, c.eps, device=device)
+        if c.has_vace:
+            self.vace_patch_embedding = nn.Conv3d(c.vace_in_dim, c.dim, c.patch_size, stride=c.patch_size, device=device)
+            self.vace_blocks = nn.ModuleList(
+                VaceBlock(c.dim, c.ffn_dim, c.num_heads, c.eps, first=j == 0, device=device)
+                for j in range(len(c.vace_layers))
+            )
+        if c.has_ref_conv:
+            self.ref_conv = nn.Conv2d(c.ref_conv_in_dim, c.dim, c.patch_size[1:], stride=c.patch_size[1:], device=device)
+        self.rope = RopeCache(c.head_dim)
+        self.block_swap: BlockSwap | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (activations, matmuls); weights may be stored differently."""
+        return self.compute_dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_embedding.weight.device
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise InputError(f"Compute dtype {dtype} is not supported; use float32, bfloat16 or float16.")
+        self.compute_dtype = dtype
+
+    def set_attention(self, backend: str) -> None:
+        """Select the attention kernel for every block (see :mod:`wan_core.dit.attention`)."""
+        self.attention_backend = check_backend(backend)
+        for module in self.modules():
+            if hasattr(module, "backend"):
+                module.backend = self.attention_backend
+
+    def set_block_swap(self, n_blocks: int, offload_device: torch.device | str = "cpu") -> None:
+        """Keep ``n_blocks`` main blocks on ``offload_device``, moving each in just before use."""
+        if self.block_swap is not None:
+            self.block_swap.remove()
+            self.block_swap = None
+        if n_blocks > 0:
+            self.block_swap = BlockSwap(self.blocks, n_blocks, torch.device(offload_device), self.device)
+
+    # ----------------------------------------------------------------------------------
+    # forward
+    # ----------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        context: torch.Tensor | list[torch.Tensor],
+        clip_fea: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        vace_context: torch.Tensor | list[torch.Tensor] | None = None,
+        vace_scale: float | list[float] = 1.0,
+        ref_latent: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity [B, out_dim, T, h, w] fp32 for the normalised latent x [B, C, T, h, w].
+
+        t: [B] / scalar / per-token [B, T*h/2*w/2] (or per-frame [B, T]) in 0..1000.
+        context: [B, L<=512, text_dim] or B tensors [L_i, text_dim]. clip_fea: [B, N, clip_dim].
+        y: [B, in_dim - C, T, h, w] appended after x. vace_context: [B, vace_in_dim, T, h, w]
+        or a list (vace_scale one float or one per context). ref_latent: [B, C_ref, h, w] for
+        ``ref_conv`` models (prepended as one extra frame). Batch-1 conditioning broadcasts.
+        """
+        with torch.no_grad():
+            x, grid = self._patchify_input(x, y)
+            batch, tokens = x.shape[0], x.shape[1]
+            ref_tokens = 0
+            if ref_latent is not None:
+                x, ref_tokens = self._prepend_reference(x, ref_latent)
+            e, e0 = self._embed_time(self._timesteps(t, batch, grid, ref_tokens))
+            ctx = self._embed_context(context, clip_fea, batch)
+            rope = self.rope.get((grid[0] + (1 if ref_tokens else 0), grid[1], grid[2]), x.device)
+            x = self._run_blocks(x, e0, ctx, rope, vace_context, vace_scale, ref_tokens)
+            out = self.head(x[:, ref_tokens:], e if e.shape[1] == 1 else e[:, ref_tokens:])
+            return self._unpatchify(out, grid, batch, tokens)
+
+    def _patchify_input(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """[B, C, T, h, w] (+ y) -> tokens [B, S, D] fp32 and the grid (f, h/2, w/2)."""
+        if x.ndim != 5:
+            raise InputError(f"x must be a 5-D latent [B, C, T, h, w]; got shape {tuple(x.shape)}.")
+        if y is not None:
+            y = y.expand(x.shape[0], *y.shape[1:]) if y.shape[0] == 1 else y
+            x = torch.cat([x, y.to(x.dtype)], dim=1)
+        c = self.config
+        if x.shape[1] != c.in_dim:
+            raise ConditioningError(
+                f"{c.variant} takes {c.in_dim} input channels (latent {c.out_dim} + y {c.extra_channels}); got "
+                f"{x.shape[1]}. Use the conditioning node that matches this model (i2v/fun need y)."
+            )
+        pt, ph, pw = c.patch_size
+        if x.shape[2] % pt or x.shape[3] % ph or x.shape[4] % pw:
+            raise InputError(f"Latent size {tuple(x.shape[2:])} is not divisible by the patch size {c.patch_size}.")
+        tokens = self.patch_embedding(x.to(self.compute_dtype))
+        grid = tuple(tokens.shape[2:])
+        return tokens.flatten(2).transpose(1, 2).float(), grid  # type: ignore[return-value]
+
+    def _prepend_reference(self, x: torch.Tensor, ref_latent: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if not self.config.has_ref_conv:
+            raise ConditioningError(f"{self.config.variant} has no ref_conv; it cannot take a reference latent.")
+        ref = ref_latent if ref_latent.ndim == 4 else ref_latent[:, :, 0]
+        r = self.ref_conv(ref.to(self.compute_dtype)).flatten(2).transpose(1, 2).float()
+        r = r.expand(x.shape[0], -1, -1) if r.shape[0] == 1 else r
+        return torch.cat([r, x], dim=1), r.shape[1]
+
+    def _timesteps(self, t, batch: int, grid: tuple[int, int, int], ref_tokens: int) -> torch.Tensor:
+        """[B] -> [B] ; [B, T] (per frame) or [B, S] (per token) -> [B, S(+ref)]."""
+        t = torch.as_tensor(t, device=self.device)
+        if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1):
+            return t.reshape(1).expand(batch)
+        if t.ndim == 1:
+            return t
+        f, gh, gw = grid
+        if t.shape[1] == f and f != f * gh * gw:
+            t = t.repeat_interleave(gh * gw, dim=1)
+        if t.shape[1] != f * gh * gw:
+            raise InputError(f"Per-token timesteps have shape {tuple(t.shape)}; expected [B, {f * gh * gw}] or [B, {f}].")
+        if ref_tokens:
+            t = torch.cat([t[:, :1].expand(-1, ref_tokens), t], dim=1)
+        return t.expand(batch, -1) if t.shape[0] == 1 else t
+
+    def _embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return embed_timesteps(t, self.config.freq_dim, self.time_embedding, self.time_projection)
+
+    def _embed_context(self, context, clip_fea: torch.Tensor | None, batch: int) -> Context:
+        text = self.text_embedding.embed(context, batch, self.compute_dtype, self.device)
+        image = None
+        if self.config.has_image_embedding:
+            if clip_fea is None:
+                raise ConditioningError(
+                    f"{self.config.variant} needs CLIP vision features (clip_fea); connect a CLIP vision encode."
+                )
+            image = self.img_emb(clip_fea.to(self.device), batch).to(self.compute_dtype)
+        return Context(text, image)
+
+    def _run_blocks(self, x, e0, ctx: Context, rope, vace_context, vace_scale, ref_tokens: int) -> torch.Tensor:
+        cdt = self.compute_dtype
+        vace = hint_at = None
+        if vace_context is not None:
+            if not self.config.has_vace:
+                raise ConditioningError(f"{self.config.variant} is not a VACE model; remove the VACE conditioning.")
+            if ref_tokens:
+                raise ConditioningError("A reference latent (ref_conv) cannot be combined with VACE.")
+            vace = start_vace(self.vace_patch_embedding, self.vace_blocks[0], vace_context, vace_scale, x, cdt)
+            hint_at = {layer: j for j, layer in enumerate(self.config.vace_layers)}
+        for i, block in enumerate(self.blocks):
+            x = block(x, e0, ctx, rope, cdt)
+            if vace is not None and i in hint_at:
+                x = x + vace.step(self.vace_blocks[hint_at[i]], e0, ctx, rope, cdt)
+        return x
+
+    def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int], batch: int, tokens: int) -> torch.Tensor:
+        """[B, S, pt*ph*pw*C] (c fastest) -> [B, C, f*pt, gh*ph, gw*pw] fp32."""
+        f, gh, gw = grid
+        pt, ph, pw = self.config.patch_size
+        out = out[:, :tokens].reshape(batch, f, gh, gw, pt, ph, pw, -1)
+        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.reshape(batch, -1, f * pt, gh * ph, gw * pw).float()
