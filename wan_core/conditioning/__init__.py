@@ -1,5 +1,39 @@
-"""Conditioning builders (I2V, FLF2V, TI2V, VACE, Fun) and control preprocessing."""
+"""Conditioning builders (I2V, FLF2V, TI2V, VACE, Fun) and control preprocessing.
 
+Builders take ComfyUI-style IMAGE tensors ``[N, H, W, 3]`` in 0..1 (MASK ``[N, H, W]``),
+pixel frames/width/height, and a loaded VAE, and return a :class:`Conditioning`
+with NORMALISED latents for the sampler. ``validate_conditioning`` checks the result
+against the loaded DiT before sampling. Preprocessing lives in ``.control``.
+"""
+
+from . import control
+from .fun import fun_control_conditioning
+from .i2v import anchored_conditioning, flf2v_conditioning, fun_inp_conditioning, i2v_conditioning, t2v_conditioning
+from .image import best_output_size, official_i2v_size
+from .ti2v import ti2v_conditioning
 from .types import Conditioning, FrameLock, VaceHint
+from .vace import combine_vace, mask_latent, vace_conditioning
+from .validate import check_frames, check_size, check_vae, validate_conditioning
 
-__all__ = ["Conditioning", "FrameLock", "VaceHint"]
+__all__ = [
+    "Conditioning",
+    "FrameLock",
+    "VaceHint",
+    "anchored_conditioning",
+    "best_output_size",
+    "check_frames",
+    "check_size",
+    "check_vae",
+    "combine_vace",
+    "control",
+    "flf2v_conditioning",
+    "fun_control_conditioning",
+    "fun_inp_conditioning",
+    "i2v_conditioning",
+    "mask_latent",
+    "official_i2v_size",
+    "t2v_conditioning",
+    "ti2v_conditioning",
+    "vace_conditioning",
+    "validate_conditioning",
+]

@@ -41,6 +41,22 @@ class FrameLock:
     latent: torch.Tensor
     mask: torch.Tensor
 
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1 - mask) * latent + mask * x`` for x ``[B, C, T, h, w]`` (on x's device and dtype)."""
+        mask = self.mask.to(device=x.device, dtype=x.dtype)
+        return (1 - mask) * self.latent.to(device=x.device, dtype=x.dtype) + mask * x
+
+    def token_timesteps(self, t: torch.Tensor, patch_size: tuple[int, int, int] = (1, 2, 2)) -> torch.Tensor:
+        """Per-token timesteps ``[B, T/pt * h/ph * w/pw]`` = t times the mask at each patch (spec 8.3).
+
+        ``t``: ``[B]`` (or a scalar); tokens of locked frames get 0, all others t.
+        """
+        _, _, frames, h, w = self.latent.shape
+        t = torch.as_tensor(t).reshape(-1)
+        grid = self.mask[0, 0].to(device=t.device, dtype=torch.float32).expand(frames, h, w)
+        per_token = grid[:: patch_size[0], :: patch_size[1], :: patch_size[2]].reshape(1, -1)
+        return t.float()[:, None] * per_token
+
 
 @dataclass(frozen=True)
 class Conditioning:
