@@ -182,7 +182,8 @@ class WanPipeline:
         """The whole pipeline: resolve defaults, encode text/images, sample, decode."""
         timings: dict[str, float] = {}
         mode = choose_mode(self.dit.config, inputs)
-        resolved = resolve_params(self.dit.config, self.vae.config, request, inputs, mode)
+        resolved = resolve_params(self.dit.config, self.vae.config, request, inputs, mode,
+                                  two_experts=self.dit_low is not None)
         tick = time.perf_counter()
         positive, negative = self.encode_prompts(resolved["prompt"], resolved["negative_prompt"])
         clip_fea = self.encode_clip(mode, inputs)
@@ -330,19 +331,23 @@ def choose_mode(config: Any, inputs: Any) -> str:
                             f"supported tasks: {', '.join(MODES)}.")
 
 
-def _defaults(config: Any, mode: str) -> Any:
+def defaults_family(config: Any, two_experts: bool) -> str:
+    """Wan2.2 A14B T2V experts are key-identical to Wan2.1 T2V-14B: two experts mean Wan2.2 defaults."""
+    return "wan2.2" if two_experts else str(config.family)
+
+
+def _defaults(config: Any, two_experts: bool) -> Any:
     from .configs import defaults_for
 
-    task = "i2v" if mode == "flf2v" and config.task == "i2v" else config.task
-    return defaults_for(config.family, task, getattr(config, "size_label", None))
+    return defaults_for(defaults_family(config, two_experts), config.task, getattr(config, "size_label", None))
 
 
-def _negative(config: Any, given: str | None) -> str:
+def _negative(config: Any, given: str | None, two_experts: bool) -> str:
     if given:
         return given
     from .configs import default_negative_prompt
 
-    return default_negative_prompt(config.family, config.task)
+    return default_negative_prompt(defaults_family(config, two_experts), config.task)
 
 
 def check_size(width: int, height: int, frames: int, multiple: int) -> None:
@@ -363,12 +368,13 @@ def fit_to_image(image: torch.Tensor, area: int, multiple: int) -> tuple[int, in
     return max(multiple, int(width)), max(multiple, int(height))
 
 
-def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode: str) -> dict[str, Any]:
+def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode: str,
+                   two_experts: bool = False) -> dict[str, Any]:
     """GenerateParams with every None replaced by the task default; sizes checked.
 
     Returns a JSON-able dict (it becomes the video's metadata).
     """
-    base = _defaults(config, mode)
+    base = _defaults(config, two_experts)
     out = {k: v for k, v in asdict(request).items()}
     for name in ("steps", "shift", "cfg", "solver", "frames", "fps"):
         if out[name] is None:
@@ -382,7 +388,7 @@ def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode
         out["height"] = out["height"] or height
     if out["seed"] is None:
         out["seed"] = random.SystemRandom().randrange(2**32)
-    out["negative_prompt"] = _negative(config, out["negative_prompt"])
+    out["negative_prompt"] = _negative(config, out["negative_prompt"], two_experts)
     if isinstance(out["cfg"], list):
         out["cfg"] = tuple(out["cfg"])
     check_size(int(out["width"]), int(out["height"]), int(out["frames"]), multiple)
