@@ -1,0 +1,355 @@
+"""Applying a loaded LoRA to a model: merged into the weights or added at run time.
+
+* merge: ``W <- W + strength · ΔW`` computed in fp32 on the weight's device and cast
+  back; fp8 weights are dequantised, changed and re-quantised with a fresh scale.
+* runtime: a small callable is appended to ``WanLinear.adapters``; the stored weight
+  (fp8 or not) is untouched, the strength can change between calls, and the factors
+  follow the input's device (block swap). Targets that are not WanLinear weights
+  (norms, modulation, the patch-embedding conv) are merged even in runtime mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoints import is_fp8
+from ..errors import InputError, LoraError, preview_keys
+from ..fp8 import quantize_tensor
+from ..ops import WanLinear
+from .keys import block_index, is_i2v_only, underscore_table
+from .weights import LoraDelta, LoraWeights, load_lora
+
+log = logging.getLogger(__name__)
+
+BlockFilter = Iterable[int] | str | re.Pattern | Callable[[str], bool] | None
+DeltaFn = Callable[[torch.device, torch.Size], torch.Tensor]
+MODES = ("merge", "runtime")
+
+
+@dataclass
+class _Strength:
+    value: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """A delta resolved to one model parameter ``owner.<leaf>`` (full name ``name``)."""
+
+    delta: LoraDelta
+    name: str
+    owner: nn.Module
+    leaf: str
+
+
+class RuntimeAdapter:
+    """``x -> s · (x @ down^T @ up^T + bias)`` with ``s = strength · scale``, in ``x.dtype`` on ``x.device``.
+
+    For a full ``.diff`` the matrix sits in ``down`` and ``up`` is None. The factors
+    are cached once per (device, dtype), so block swap moves them with the input.
+    """
+
+    def __init__(self, strength: _Strength, scale: float, down: torch.Tensor | None = None,
+                 up: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> None:
+        self.strength = strength
+        self.scale = scale
+        self._master = (down, up, bias)
+        self._cache: tuple[torch.device, torch.dtype, tuple] | None = None
+
+    def _factors(self, x: torch.Tensor) -> tuple:
+        if self._cache is None or self._cache[0] != x.device or self._cache[1] != x.dtype:
+            moved = tuple(None if t is None else t.to(device=x.device, dtype=x.dtype) for t in self._master)
+            self._cache = (x.device, x.dtype, moved)
+        return self._cache[2]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.strength.value * self.scale
+        if s == 0.0:
+            return x.new_zeros(())
+        down, up, bias = self._factors(x)
+        y = None
+        if down is not None:
+            y = F.linear(x, down)
+            if up is not None:
+                y = F.linear(y, up)
+        if bias is not None:
+            y = bias if y is None else y + bias
+        return y * s
+
+
+@dataclass
+class _Merged:
+    owner: nn.Module
+    leaf: str
+    delta_fn: DeltaFn
+    applied: float
+    original: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+
+def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float) -> None:
+    """``owner.<leaf> += amount · ΔW`` in fp32; fp8 WanLinear weights get a fresh scale."""
+    p = getattr(owner, leaf)
+    scaled = isinstance(owner, WanLinear) and leaf == "weight" and owner.scale_weight is not None
+    base = owner.dequantized_weight(torch.float32) if scaled else p.detach().float()
+    new = base + amount * delta_fn(p.device, p.shape)
+    if isinstance(owner, WanLinear) and leaf == "weight" and is_fp8(p.dtype):
+        q, scale = quantize_tensor(new, p.dtype)
+        p.data.copy_(q)
+        owner.set_scale(scale)
+    else:
+        p.data.copy_(new.to(p.dtype))
+        if scaled:
+            owner.set_scale(None)
+
+
+@dataclass
+class LoraHandle:
+    """What one :func:`apply_lora` call changed, so it can be re-weighted or undone."""
+
+    model_id: int
+    strength: _Strength
+    adapters: list[tuple[WanLinear, RuntimeAdapter]] = field(default_factory=list)
+    merged: list[_Merged] = field(default_factory=list)
+    removed: bool = False
+
+    @torch.no_grad()
+    def set_strength(self, value: float) -> None:
+        """Change the strength: run-time adapters read it on the next call; merged parts are re-added."""
+        if self.removed:
+            raise LoraError("This LoRA was removed from the model; apply it again instead of changing its strength.")
+        self.strength.value = float(value)
+        for m in self.merged:
+            if m.applied != value:
+                _add_to_param(m.owner, m.leaf, m.delta_fn, float(value) - m.applied)
+                m.applied = float(value)
+
+    @torch.no_grad()
+    def remove(self) -> None:
+        """Drop run-time adapters and un-merge merged parts (exactly when originals were kept)."""
+        if self.removed:
+            return
+        for module, adapter in self.adapters:
+            module.adapters[:] = [a for a in module.adapters if a is not adapter]
+        for m in reversed(self.merged):
+            if m.original is not None:
+                p = getattr(m.owner, m.leaf)
+                p.data.copy_(m.original[0].to(p.device))
+                if isinstance(m.owner, WanLinear) and m.leaf == "weight":
+                    m.owner.set_scale(None if m.original[1] is None else m.original[1].to(p.device))
+            elif m.applied != 0.0:
+                _add_to_param(m.owner, m.leaf, m.delta_fn, -m.applied)
+        self.removed = True
+
+
+@dataclass
+class LoraReport:
+    """Outcome of :func:`apply_lora`: counts (also logged) and the handle to re-weight or undo it."""
+
+    name: str
+    matched: int
+    unmatched: list[str]
+    skipped_i2v: int
+    handle: LoraHandle
+    filtered: int = 0
+    merged: int = 0
+    runtime: int = 0
+
+    def set_strength(self, value: float) -> None:
+        self.handle.set_strength(value)
+
+    @property
+    def strength(self) -> float:
+        return self.handle.strength.value
+
+
+# ---------------------------------------------------------------------------------------
+# Resolving deltas to parameters
+# ---------------------------------------------------------------------------------------
+
+
+def _owner_and_leaf(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    owner_name, _, leaf = name.rpartition(".")
+    return (model.get_submodule(owner_name) if owner_name else model), leaf
+
+
+def _param_name(delta: LoraDelta, params: dict[str, nn.Parameter], table: dict[str, str]) -> str | None:
+    path = table.get(delta.path) if delta.underscored else delta.path
+    if path is None:
+        return None
+    candidates = [path + ".bias"] if delta.kind == "diff_b" else [path + ".weight", path]
+    return next((c for c in candidates if c in params), None)
+
+
+def block_predicate(blocks: BlockFilter) -> Callable[[str], bool]:
+    """Which official parameter names a LoRA may change.
+
+    ints: ``blocks.N.*`` only for N in the set (layers outside the main blocks are
+    kept); a string or compiled regex: ``re.search`` on the official name; a
+    callable: used as is.
+    """
+    if blocks is None:
+        return lambda name: True
+    if callable(blocks) and not isinstance(blocks, re.Pattern):
+        return blocks
+    if isinstance(blocks, (str, re.Pattern)):
+        pattern = re.compile(blocks)
+        return lambda name: pattern.search(name) is not None
+    wanted = {int(b) for b in blocks}
+    return lambda name: block_index(name) is None or block_index(name) in wanted
+
+
+def _check_shape(t: Target, param: torch.Tensor) -> None:
+    got = t.delta.delta_shape()
+    want = tuple(param.shape)
+    if t.delta.kind == "lowrank":
+        fits = got[0] == want[0] and got[1] * want[0] == param.numel()
+    else:
+        fits = t.delta.diff.numel() == param.numel()
+    if not fits:
+        raise LoraError(
+            f"LoRA key {t.delta.key!r} does not fit the model: it changes {t.name!r} with a delta of shape {got}, "
+            f"but the model's tensor has shape {want}. The LoRA was made for another model size or variant "
+            "(e.g. a 14B LoRA on a 1.3B model); pick the LoRA that matches the model."
+        )
+
+
+@dataclass
+class _Plan:
+    targets: list[Target]
+    unmatched: list[str]
+    skipped_i2v: int
+    filtered: int
+
+
+def plan_lora(model: nn.Module, lora: LoraWeights, blocks: BlockFilter = None) -> _Plan:
+    """Resolve every delta to a model parameter and check shapes, changing nothing."""
+    params = dict(model.named_parameters())
+    table = underscore_table(params) if any(d.underscored for d in lora.deltas) else {}
+    keep = block_predicate(blocks)
+    plan = _Plan([], [], 0, 0)
+    for delta in lora.deltas:
+        name = _param_name(delta, params, table)
+        if name is None:
+            if is_i2v_only(delta.path):
+                plan.skipped_i2v += 1
+            else:
+                plan.unmatched.append(delta.key)
+            continue
+        if not keep(name):
+            plan.filtered += 1
+            continue
+        owner, leaf = _owner_and_leaf(model, name)
+        target = Target(delta, name, owner, leaf)
+        _check_shape(target, params[name])
+        plan.targets.append(target)
+    return plan
+
+
+# ---------------------------------------------------------------------------------------
+# Applying
+# ---------------------------------------------------------------------------------------
+
+
+def _can_run_at_runtime(t: Target) -> bool:
+    return isinstance(t.owner, WanLinear) and t.leaf in ("weight", "bias") and getattr(t.owner, t.leaf).ndim <= 2
+
+
+def _runtime_adapter(t: Target, strength: _Strength) -> RuntimeAdapter:
+    d = t.delta
+    if d.kind == "lowrank":
+        return RuntimeAdapter(strength, d.scale, d.down.flatten(1), d.up.flatten(1), d.up_bias)
+    if d.kind == "diff":
+        return RuntimeAdapter(strength, 1.0, down=d.diff.reshape(t.owner.weight.shape))
+    return RuntimeAdapter(strength, 1.0, bias=d.diff.reshape(-1))
+
+
+def _merge_entries(t: Target, model: nn.Module) -> list[tuple[nn.Module, str, DeltaFn]]:
+    """(owner, leaf, ΔW function) for each parameter the delta changes (lowrank up_bias: also the bias)."""
+    d = t.delta
+    entries: list[tuple[nn.Module, str, DeltaFn]] = [(t.owner, t.leaf, d.weight_delta)]
+    if d.kind == "lowrank" and d.up_bias is not None:
+        if getattr(t.owner, "bias", None) is None:
+            log.warning("LoRA key %r has a lora_B.bias but %r has no bias; the bias part is skipped.", d.key, t.name)
+        else:
+            entries.append((t.owner, "bias", lambda dev, shape: (d.up_bias.to(dev).float() * d.scale).reshape(shape)))
+    return entries
+
+
+@torch.no_grad()
+def _merge(t: Target, model: nn.Module, handle: LoraHandle, keep_original: bool) -> None:
+    for owner, leaf, fn in _merge_entries(t, model):
+        original = None
+        if keep_original:
+            p = getattr(owner, leaf)
+            scale = owner.scale_weight if isinstance(owner, WanLinear) and leaf == "weight" else None
+            original = (p.detach().clone(), None if scale is None else scale.clone())
+        _add_to_param(owner, leaf, fn, handle.strength.value)
+        handle.merged.append(_Merged(owner, leaf, fn, handle.strength.value, original))
+
+
+def apply_lora(
+    model: nn.Module,
+    lora,
+    strength: float = 1.0,
+    mode: str = "merge",
+    blocks: BlockFilter = None,
+    keep_original: bool = False,
+) -> LoraReport:
+    """Apply one LoRA (a path, state dict or :class:`LoraWeights`) to a model with official parameter names.
+
+    ``mode`` "merge" changes the weights; "runtime" adds adapters to WanLinear layers.
+    ``blocks`` restricts the layers changed (see :func:`block_predicate`).
+    ``keep_original`` stores the untouched tensors so :func:`remove_lora` restores
+    them bit-exactly (else it subtracts, which is approximate for fp8 weights).
+    Raises LoraError when no key matches or a shape does not fit; nothing is
+    changed in that case.
+    """
+    if mode not in MODES:
+        raise InputError(f"LoRA mode {mode!r} is not one of {MODES}.")
+    weights = load_lora(lora)
+    plan = plan_lora(model, weights, blocks)
+    if not plan.targets and not plan.filtered:
+        example = next(iter(dict(model.named_parameters())), "none")
+        raise LoraError(
+            f"{weights.name}: none of its {len(weights.deltas)} targets exist in the model "
+            f"(LoRA keys: {preview_keys(plan.unmatched or [d.key for d in weights.deltas], 3)}; model parameters "
+            f"look like {example!r}). The LoRA is for another model family or variant; pick a Wan LoRA made "
+            "for this model."
+        )
+    handle = LoraHandle(id(model), _Strength(float(strength)))
+    runtime = 0
+    for t in plan.targets:
+        if mode == "runtime" and _can_run_at_runtime(t):
+            adapter = _runtime_adapter(t, handle.strength)
+            t.owner.adapters.append(adapter)
+            handle.adapters.append((t.owner, adapter))
+            runtime += 1
+        else:
+            _merge(t, model, handle, keep_original)
+    report = LoraReport(weights.name, len(plan.targets), plan.unmatched, plan.skipped_i2v, handle,
+                        plan.filtered, len(plan.targets) - runtime, runtime)
+    _log_report(report, mode)
+    return report
+
+
+def _log_report(r: LoraReport, mode: str) -> None:
+    log.info("LoRA %s (%s, strength %.3g): %d matched (%d merged, %d at run time), %d unmatched, "
+             "%d I2V-only skipped, %d filtered out by the block filter",
+             r.name, mode, r.strength, r.matched, r.merged, r.runtime, len(r.unmatched), r.skipped_i2v, r.filtered)
+    if r.unmatched:
+        log.warning("LoRA %s: %d keys match no model parameter: %s", r.name, len(r.unmatched),
+                    preview_keys(r.unmatched))
+
+
+def remove_lora(model: nn.Module, report_or_handle: LoraReport | LoraHandle) -> None:
+    """Undo :func:`apply_lora`: drop run-time adapters and un-merge merged weights."""
+    handle = report_or_handle.handle if isinstance(report_or_handle, LoraReport) else report_or_handle
+    if handle.model_id != id(model):
+        raise LoraError("This LoRA handle belongs to another model; remove it from the model it was applied to.")
+    handle.remove()

@@ -1,0 +1,200 @@
+"""Reading a LoRA file into format-independent :class:`LoraDelta` records.
+
+Math (WAN_SPEC 9.2): ``ΔW = scale · (up @ down)`` with ``down`` [r, in(, k...)],
+``up`` [out, r(, 1...)], ``scale = alpha / r`` (``alpha / sqrt(r)`` for rsLoRA) or 1
+when no alpha is known; ``.diff`` is a full ΔW, ``.diff_b`` a bias difference.
+The merged weight is ``W + strength · ΔW``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import TensorSource, guess_kind, open_checkpoint
+from ..errors import CheckpointError, LoraError, preview_keys
+from .keys import ParsedKey, diffusers_to_official_path, looks_diffusers, parse_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoraDelta:
+    """One change to one model parameter.
+
+    * ``kind`` "lowrank": ``scale · up @ down`` (+ ``scale · up_bias`` on the bias);
+      "diff": ``diff`` added to the weight (or to a bare parameter such as
+      ``blocks.N.modulation``); "diff_b": ``diff`` added to the bias.
+    * ``path``: official module path (``blocks.0.self_attn.q``), or an underscored
+      path (``blocks_0_self_attn_q``) when ``underscored``; resolved against the
+      model's own names when applied.
+    """
+
+    path: str
+    kind: str
+    key: str
+    underscored: bool = False
+    down: torch.Tensor | None = None
+    up: torch.Tensor | None = None
+    up_bias: torch.Tensor | None = None
+    diff: torch.Tensor | None = None
+    scale: float = 1.0
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.down is None else int(self.down.shape[0])
+
+    def weight_delta(self, device: torch.device | str, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """ΔW in fp32 on ``device``, reshaped to the target parameter's ``shape`` (strength not applied)."""
+        if self.kind == "lowrank":
+            up = self.up.to(device=device, dtype=torch.float32).flatten(1)
+            down = self.down.to(device=device, dtype=torch.float32).flatten(1)
+            return (up @ down).mul_(self.scale).reshape(shape)
+        return self.diff.to(device=device, dtype=torch.float32).reshape(shape)
+
+    def delta_shape(self) -> tuple[int, ...]:
+        """Shape of ΔW as stored (lowrank: [out, in·k...]), for shape checks."""
+        if self.kind == "lowrank":
+            return (int(self.up.shape[0]), int(math.prod(self.down.shape[1:])))
+        return tuple(self.diff.shape)
+
+
+@dataclass
+class LoraWeights:
+    """A loaded LoRA: its deltas plus what was recognised but not used."""
+
+    deltas: list[LoraDelta]
+    ignored: list[str] = field(default_factory=list)
+    name: str = "LoRA"
+    rslora: bool = False
+
+    def __len__(self) -> int:
+        return len(self.deltas)
+
+    def targets(self) -> list[str]:
+        return [d.path for d in self.deltas]
+
+
+@dataclass(frozen=True)
+class PeftSettings:
+    """Adapter-wide settings from PEFT/diffusers metadata (files without ``.alpha`` keys)."""
+
+    lora_alpha: float | None = None
+    use_rslora: bool = False
+
+
+def _settings_from_dict(cfg: Mapping) -> PeftSettings:
+    alpha, rs = None, False
+    for key, value in cfg.items():
+        leaf = str(key).rsplit(".", 1)[-1]
+        if leaf == "lora_alpha" and value is not None:
+            alpha = float(value)
+        elif leaf == "use_rslora":
+            rs = bool(value)
+    return PeftSettings(alpha, rs)
+
+
+def peft_settings(src: TensorSource, path: Path | None) -> PeftSettings:
+    """lora_alpha / use_rslora from diffusers' safetensors metadata or a PEFT adapter_config.json."""
+    raw = src.metadata.get("lora_adapter_metadata")
+    if raw:
+        try:
+            return _settings_from_dict(json.loads(raw))
+        except (ValueError, AttributeError):
+            log.warning("LoRA metadata 'lora_adapter_metadata' is not valid JSON; ignored.")
+    if path is not None:
+        cfg_file = (path if path.is_dir() else path.parent) / "adapter_config.json"
+        if cfg_file.is_file():
+            return _settings_from_dict(json.loads(cfg_file.read_text()))
+    return PeftSettings()
+
+
+def _group_keys(keys: list[str]) -> tuple[dict[tuple[str, bool], dict[str, ParsedKey]], list[str]]:
+    groups: dict[tuple[str, bool], dict[str, ParsedKey]] = {}
+    ignored: list[str] = []
+    parsed = [(k, parse_key(k)) for k in keys]
+    dotted = [p.path for _, p in parsed if p is not None and not p.underscored]
+    rename = looks_diffusers(dotted)
+    for key, p in parsed:
+        if p is None:
+            ignored.append(key)
+            continue
+        path = diffusers_to_official_path(p.path) if (rename and not p.underscored) else p.path
+        parts = groups.setdefault((path, p.underscored), {})
+        if p.part in parts:
+            raise LoraError(f"LoRA keys {parts[p.part].key!r} and {key!r} both give the {p.part} of {path!r}: "
+                            "the file mixes two layouts. Re-export it in one layout.")
+        parts[p.part] = p
+    return groups, ignored
+
+
+def _scale(alpha: float | None, rank: int, settings: PeftSettings) -> float:
+    if alpha is None:
+        alpha = settings.lora_alpha
+    if alpha is None:
+        return 1.0
+    return alpha / (math.sqrt(rank) if settings.use_rslora else rank)
+
+
+def _lowrank(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource,
+             settings: PeftSettings) -> LoraDelta:
+    down, up = src[parts["down"].key], src[parts["up"].key]
+    if down.shape[0] != up.shape[1]:
+        raise LoraError(f"LoRA {parts['down'].key!r} has rank {down.shape[0]} but {parts['up'].key!r} has "
+                        f"{up.shape[1]} (shapes {tuple(down.shape)} and {tuple(up.shape)}): the file is corrupt.")
+    alpha = float(src[parts["alpha"].key].float().reshape(-1)[0]) if "alpha" in parts else None
+    up_bias = src[parts["up_bias"].key] if "up_bias" in parts else None
+    return LoraDelta(path, "lowrank", parts["down"].key, und, down=down, up=up, up_bias=up_bias,
+                     scale=_scale(alpha, int(down.shape[0]), settings))
+
+
+def _deltas_of_group(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource,
+                     settings: PeftSettings, ignored: list[str]) -> list[LoraDelta]:
+    out: list[LoraDelta] = []
+    if "down" in parts and "up" in parts:
+        out.append(_lowrank(path, und, parts, src, settings))
+    else:
+        ignored.extend(parts[p].key for p in ("down", "up", "alpha", "up_bias") if p in parts)
+    if "diff" in parts:
+        out.append(LoraDelta(path, "diff", parts["diff"].key, und, diff=src[parts["diff"].key]))
+    if "diff_b" in parts:
+        out.append(LoraDelta(path, "diff_b", parts["diff_b"].key, und, diff=src[parts["diff_b"].key]))
+    return out
+
+
+def load_lora(path_or_state_dict, *, rslora: bool | None = None, alpha: float | None = None) -> LoraWeights:
+    """Read a LoRA in any supported format (see :mod:`wan_core.lora.keys`).
+
+    ``rslora`` / ``alpha`` override what the file's metadata says (for PEFT files
+    saved without ``.alpha`` keys: scale = alpha / r, or alpha / sqrt(r) for rsLoRA).
+    Raises LoraError when nothing in the input is a LoRA key.
+    """
+    if isinstance(path_or_state_dict, LoraWeights):
+        return path_or_state_dict
+    try:
+        src = open_checkpoint(path_or_state_dict)
+    except CheckpointError as exc:
+        raise LoraError(f"Cannot read the LoRA: {exc}") from exc
+    file_path = Path(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else None
+    settings = peft_settings(src, file_path)
+    settings = PeftSettings(settings.lora_alpha if alpha is None else float(alpha),
+                            settings.use_rslora if rslora is None else bool(rslora))
+    groups, ignored = _group_keys(list(src.keys()))
+    deltas: list[LoraDelta] = []
+    for (path, und), parts in groups.items():
+        deltas.extend(_deltas_of_group(path, und, parts, src, settings, ignored))
+    name = file_path.name if file_path else "LoRA"
+    if not deltas:
+        raise LoraError(f"{name} has no LoRA weights: none of its {len(src)} keys ({preview_keys(src.keys())}) "
+                        f"is a lora_A/lora_B, lora_down/lora_up, .diff or .diff_b key. It looks like "
+                        f"{guess_kind(src.keys())}; load it with the matching loader.")
+    if ignored:
+        log.warning("%s: %d keys are not applied (unsupported adapter type or incomplete pair): %s",
+                    name, len(ignored), preview_keys(ignored))
+    return LoraWeights(deltas, ignored, name, settings.use_rslora)
