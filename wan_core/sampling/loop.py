@@ -1,0 +1,170 @@
+"""The sampling loop: noise -> (guided DiT velocity -> solver step) x N -> latent.
+
+One call handles every Wan variant: a single DiT or the two Wan2.2 A14B experts, CFG,
+batches of seeds, video-to-video (denoise < 1), the TI2V first-frame lock with per-token
+timesteps, VACE hints with step ranges, progress/preview callbacks and interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import torch
+
+from ..conditioning.types import Conditioning
+from ..devices import empty_cache, resolve_device
+from ..errors import ConditioningError, InputError
+from ..progress import NO_HOOKS, RunHooks
+from .experts import OFFICIAL_BOUNDARIES, Experts, Residency, model_device
+from .guidance import Guidance, StepInputs, as_context_list, conditioning_extras
+from .locks import apply_lock, lock_token_mask
+from .noise import seeded_noise
+from .preview import latent_preview
+from .schedules import Schedule, build_schedule
+from .settings import SamplerSettings
+from .solvers import make_solver
+
+log = logging.getLogger(__name__)
+
+
+def step_plan(model, schedule: Schedule, settings: SamplerSettings) -> list[tuple[object, float]]:
+    """(DiT, guidance scale) for every step: the expert switch at the boundary (t >= boundary -> high)."""
+    if isinstance(model, Experts):
+        boundary = model.resolved_boundary()
+        plan = []
+        for t in schedule.timesteps.tolist():
+            high = float(t) >= boundary
+            override = model.cfg_high if high else model.cfg_low
+            plan.append((model.high if high else model.low, float(override) if override is not None else
+                         settings.cfg_for(high)))
+        return plan
+    task = getattr(getattr(model, "config", None), "task", None)
+    boundary = OFFICIAL_BOUNDARIES.get(task, 0.0)  # a (low, high) cfg pair on one model: split as A14B would
+    return [(model, settings.cfg_for(float(t) >= boundary)) for t in schedule.timesteps.tolist()]
+
+
+def _unique(models: list) -> list:
+    out: list = []
+    for m in models:
+        if not any(m is o for o in out):
+            out.append(m)
+    return out
+
+
+def _check_latent_channels(models: list, cond: Conditioning) -> None:
+    for m in models:
+        out_dim = getattr(getattr(m, "config", None), "out_dim", None)
+        if out_dim is not None and int(out_dim) != int(cond.latent_shape[0]):
+            raise ConditioningError(
+                f"The conditioning describes a {cond.latent_shape[0]}-channel latent but the model predicts "
+                f"{out_dim} channels: build the latent with the VAE that belongs to this model "
+                "(16 = Wan2.1 VAE, 48 = Wan2.2 VAE)."
+            )
+
+
+def initial_latent(cond: Conditioning, settings: SamplerSettings, schedule: Schedule,
+                   device: torch.device) -> torch.Tensor:
+    """x at σ_0 [B, C, T, h, w] fp32: pure noise, or (1 − σ_0)·init + σ_0·noise when an init latent is given."""
+    noise = seeded_noise(cond.latent_shape, settings.seed, settings.batch_size).to(device)
+    if cond.init_latent is None:
+        if settings.denoise < 1.0 and settings.sigmas is None:
+            raise InputError(f"denoise={settings.denoise} needs an init latent to start from (video-to-video): "
+                             "connect an encoded video, or set denoise to 1.")
+        return noise
+    init = cond.init_latent.to(device, torch.float32)
+    init = init[None] if init.ndim == 4 else init
+    if tuple(init.shape[1:]) != tuple(cond.latent_shape) or init.shape[0] not in (1, settings.batch_size):
+        raise InputError(f"init latent has shape {tuple(init.shape)}; expected [1, {', '.join(map(str, cond.latent_shape))}]"
+                         " (the shape of the latent being sampled).")
+    sigma0 = float(schedule.sigmas[0])
+    return (1.0 - sigma0) * init + sigma0 * noise
+
+
+def _patch_size(model) -> tuple[int, int, int]:
+    return tuple(getattr(getattr(model, "config", None), "patch_size", (1, 2, 2)))  # type: ignore[return-value]
+
+
+def step_timesteps(schedule: Schedule, k: int, batch: int, token_mask: torch.Tensor | None,
+                   device: torch.device) -> torch.Tensor:
+    """t for step k: [B] (int64 official / fp32 float), or per-token [B, S] fp32 = mask·t under a frame lock."""
+    t = schedule.timesteps[k]
+    if token_mask is None:
+        return t.reshape(1).expand(batch).to(device)
+    return (token_mask.to(device) * float(t)).reshape(1, -1).expand(batch, -1)
+
+
+def sample(model, positive, negative, cond: Conditioning, settings: SamplerSettings,
+           hooks: RunHooks | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Sample a normalised latent [batch_size, C, T', h, w] fp32 on CPU (T' = T − trim_latent_frames).
+
+    ``model``: a WanDiT, or :class:`Experts` for Wan2.2 A14B. ``positive`` / ``negative``: text
+    embeddings as lists of [L_i, D] tensors (one shared prompt, or one per batch element);
+    ``negative`` may be None only when every guidance scale is 1.
+    """
+    hooks = hooks or NO_HOOKS
+    schedule = build_schedule(settings)
+    plan = step_plan(model, schedule, settings)
+    models = _unique([m for m, _ in plan] + ([model.high, model.low] if isinstance(model, Experts) else []))
+    _check_latent_channels(models, cond)
+    device = resolve_device(device if device is not None else model_device(plan[0][0]))
+    mode = model.offload if isinstance(model, Experts) else "never"
+    run = _Run(cond, settings, schedule, plan, Residency(models, device, mode), hooks, device)
+    try:
+        with torch.no_grad():
+            return run.loop(positive, negative)
+    except BaseException as exc:
+        run.release()
+        traceback.clear_frames(exc.__traceback__)
+        empty_cache(device)
+        raise
+
+
+class _Run:
+    """State of one sampling call, kept on an object so an interrupt can drop it all at once."""
+
+    def __init__(self, cond, settings, schedule, plan, residency, hooks, device) -> None:
+        self.cond, self.settings, self.schedule, self.plan = cond, settings, schedule, plan
+        self.residency, self.hooks, self.device = residency, hooks, device
+        self.solver = make_solver(settings.solver, schedule.sigmas)
+        self.x: torch.Tensor | None = None
+
+    def loop(self, positive, negative) -> torch.Tensor:
+        cond, settings, n = self.cond, self.settings, self.schedule.steps
+        batch = settings.batch_size
+        pos = [c.to(self.device) for c in as_context_list(positive, batch, "positive")]
+        neg = None if negative is None else [c.to(self.device) for c in as_context_list(negative, batch, "negative")]
+        token_mask = None
+        if cond.frame_lock is not None:
+            token_mask = lock_token_mask(cond.frame_lock, cond.latent_shape, _patch_size(self.plan[0][0]))
+        guidance = Guidance(settings.batch_cfg)
+        self.x = apply_lock(cond.frame_lock, initial_latent(cond, settings, self.schedule, self.device))
+        current = None
+        for k, (dit, cfg) in enumerate(self.plan):
+            self.hooks.check()
+            if dit is not current:
+                if current is not None:
+                    log.info("Step %d/%d: switching to the low-noise expert (cfg %.2f).", k + 1, n, cfg)
+                self.residency.activate(dit)
+                current = dit
+            t = step_timesteps(self.schedule, k, batch, token_mask, self.device)
+            extras = conditioning_extras(cond, k / n, batch, self.device)
+            v = guidance.velocity(dit, self.x, StepInputs(t, pos, neg, extras), cfg)
+            preview = self._preview(v) if self.hooks.want_preview else None
+            self.x = apply_lock(cond.frame_lock, self.solver.step(self.x, v))
+            del v, extras
+            self.hooks.step(k + 1, n, preview)
+        return self._finish()
+
+    def _preview(self, v: torch.Tensor) -> torch.Tensor:
+        x0 = self.solver.data_prediction(self.x[:1], v[:1])
+        return latent_preview(x0, self.cond.latent_shape[0])
+
+    def _finish(self) -> torch.Tensor:
+        out = self.x[:, :, int(self.cond.trim_latent_frames):].float().cpu()
+        self.release()
+        return out
+
+    def release(self) -> None:
+        self.x = None
+        self.solver.release()
