@@ -76,7 +76,7 @@ class WanPosePassthrough(_ControlNode):
         return {"required": {"frames": socket("IMAGE", "Rendered pose frames.")}}
 
     def run(self, frames):
-        return frames[..., :3]
+        return control.pose_frames(frames)
 
 
 class WanFitFrames(_ControlNode):

@@ -13,7 +13,7 @@ from wan_core import conditioning as wc
 
 from . import comfy_bridge as bridge
 from .common import combo, frames_widget, size_widget, socket, widget
-from .types import CATEGORY, WAN_CLIP_EMBEDS, WAN_CONDITIONING, WAN_VAE
+from .types import CATEGORY, WAN_CLIP_EMBEDS, WAN_CONDITIONING, WAN_MODEL, WAN_VAE
 
 _CAT = f"{CATEGORY}/conditioning"
 RESIZE = ["official", "crop"]
@@ -149,13 +149,16 @@ class WanFunControlToVideo(_ConditioningNode):
     def INPUT_TYPES(cls):
         return {
             "required": {**_size_inputs(), "control_video": socket("IMAGE", "Control frames (length frames).")},
-            "optional": {"start_image": socket("IMAGE", "Optional first frame."), "clip_embeds": _clip_input()},
+            "optional": {"start_image": socket("IMAGE", "Optional first frame."), "clip_embeds": _clip_input(),
+                         "model": socket(WAN_MODEL, "Optional: the Fun-Control model, to lay out its extra channels "
+                                         "(Wan2.2 Fun-Control adds a mask); without it the Wan2.1 layout is used.")},
         }
 
-    def make(self, vae, width, height, length, control_video, start_image=None, clip_embeds=None):
+    def make(self, vae, width, height, length, control_video, start_image=None, clip_embeds=None, model=None):
         image = None if start_image is None else start_image[:1]
+        extra = 2 * vae.config.z_dim if model is None else model.config.extra_channels
         return wc.fun_control_conditioning(vae, control_video, length, width, height, start_image=image,
-                                           clip_fea=clip_embeds)
+                                           clip_fea=clip_embeds, model_extra_channels=extra)
 
 
 class WanFunInpaintToVideo(_ConditioningNode):

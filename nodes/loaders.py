@@ -14,7 +14,7 @@ from .common import NONE_CHOICE, combo, model_combo, widget, with_ui_text
 from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE, WanModelHandle
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
-WEIGHT_STORAGE = ["as stored", "fp8_e4m3fn", "fp8_e5m2"]
+WEIGHT_DTYPES = [*DTYPES, "fp8_e4m3fn", "fp8_e5m2"]
 ATTENTION = ["auto", "sdpa", "flash_attn", "sageattention"]
 
 
@@ -22,15 +22,10 @@ def _dtype(name: str) -> str | None:
     return None if name == "auto" else name
 
 
-def _load_one_dit(name: str, dtype: str, weight_storage: str, attention: str, block_swap: int):
-    kwargs = {}
-    if weight_storage != "as stored":
-        kwargs["weight_dtype"] = weight_storage
-    dit = wan_core.load_dit(bridge.model_path("diffusion_models", name), device=bridge.compute_device(),
-                            dtype=_dtype(dtype), attention=attention, **kwargs)
-    if block_swap > 0:
-        dit.set_block_swap(block_swap, offload_device=bridge.offload_device())
-    return dit
+def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int):
+    return wan_core.load_dit(bridge.model_path("diffusion_models", name), device=bridge.compute_device(),
+                             dtype=_dtype(weight_dtype), attention=attention, block_swap=block_swap,
+                             offload_device=bridge.offload_device())
 
 
 class WanModelLoader:
@@ -49,18 +44,19 @@ class WanModelLoader:
             "model_name": model_combo("diffusion_models", "DiT file; the variant is detected from its weights."),
             "low_noise_model_name": model_combo(
                 "diffusion_models", "Wan2.2 A14B only: the low-noise expert file; 'none' otherwise.", optional=True),
-            "dtype": combo(DTYPES, "Compute dtype; auto = bf16 on GPUs, fp32 on CPU."),
-            "weight_storage": combo(WEIGHT_STORAGE, "Keep weights in fp8 to halve memory (dequantised per layer)."),
+            "weight_dtype": combo(WEIGHT_DTYPES, "auto keeps the stored weights (bf16/fp16/fp8) and computes in "
+                                  "bf16 on GPUs, fp32 on CPU; fp8 stores weights in fp8 (half the memory, "
+                                  "dequantised per layer)."),
             "attention": combo(ATTENTION, "Attention kernel; auto picks the fastest installed one."),
             "block_swap": widget("INT", "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM).",
                                  default=0, min=0, max=40),
         }}
 
-    def load(self, model_name, low_noise_model_name, dtype, weight_storage, attention, block_swap):
-        high = _load_one_dit(model_name, dtype, weight_storage, attention, block_swap)
+    def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
+        high = _load_one_dit(model_name, weight_dtype, attention, block_swap)
         low = None
         if low_noise_model_name != NONE_CHOICE:
-            low = _load_one_dit(low_noise_model_name, dtype, weight_storage, attention, block_swap)
+            low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap)
         handle = WanModelHandle(high=high, low=low)
         return with_ui_text(handle.describe(), handle)
 

@@ -6,6 +6,9 @@ before sampling and removes them afterwards, so the cached model stays unchanged
 
 from __future__ import annotations
 
+import re
+
+from wan_core.errors import InputError
 from wan_core.lora import LoraSpec
 
 from . import comfy_bridge as bridge
@@ -14,6 +17,22 @@ from .types import CATEGORY, WAN_LORA_STACK, WAN_MODEL
 
 _CAT = f"{CATEGORY}/lora"
 MODES = ["runtime", "merge"]
+
+
+def parse_blocks(text: str) -> tuple[int, ...] | str | None:
+    """'' -> None (all); '0-9,12' -> block indices; anything else -> a regex on parameter names."""
+    text = text.strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[\d\s,-]+", text):
+        return text
+    indices: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, sep, hi = part.partition("-")
+        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+            raise InputError(f"LoRA block filter {text!r}: {part!r} is not N or N-M; write e.g. '0-9,12'.")
+        indices.update(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(indices))
 
 
 class WanLoraStack:
@@ -35,7 +54,7 @@ class WanLoraStack:
                 "strength_low_noise": widget("FLOAT", "Strength on the A14B low-noise expert; -1 = same as "
                                              "strength.", default=-1.0, min=-10.0, max=10.0, step=0.01),
                 "mode": combo(MODES, "runtime = adapters on the fly; merge = merged into the weights for the run."),
-                "blocks": widget("STRING", "Optional block filter, e.g. '0-9,12'; empty = all blocks.", default=""),
+                "blocks": widget("STRING", "Optional filter: block indices like '0-9,12', or a regex on parameter names; empty = all.", default=""),
             },
             "optional": {"lora_stack": socket(WAN_LORA_STACK, "A previous stack to extend.")},
         }
@@ -43,7 +62,7 @@ class WanLoraStack:
     def stack(self, lora_name, strength, strength_low_noise, mode, blocks, lora_stack=None):
         spec = LoraSpec(path=bridge.model_path("loras", lora_name), strength=strength,
                         strength_low=None if strength_low_noise == -1.0 else strength_low_noise,
-                        mode=mode, blocks=blocks.strip() or None)
+                        mode=mode, blocks=parse_blocks(blocks))
         return (tuple(lora_stack or ()) + (spec,),)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from wan_core import video_io
-from wan_core.vae import TileOptions
+from wan_core.vae.tiling import TileOptions
 
 from . import comfy_bridge as bridge
 from .common import combo, socket, widget
