@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, rel_err
 
 import nodes
-from conftest import ROOT, rel_err
 from nodes import comfy_bridge as bridge
 from nodes import convert
 from nodes.latent_stats import latent_stats

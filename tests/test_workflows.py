@@ -1,0 +1,170 @@
+"""Shipped workflows: valid against our node definitions, in sync with their API twins and the
+build script, official sampler defaults, and every one runs end to end on tiny checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+from workflow_tools import (
+    API_DIR,
+    WORKFLOWS,
+    execute_api,
+    load_json,
+    override_api,
+    ui_to_api,
+    validate_ui,
+)
+
+from wan_core.configs import defaults_for
+from wan_core.tiny_models import TINY_FILES
+
+NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+EXPECTED = {
+    # workflow: (family, task, size label) of its model, for the official defaults (WAN_SPEC 7.5)
+    "wan21_t2v_1.3b": ("wan2.1", "t2v", "1.3b"),
+    "wan21_t2v_14b": ("wan2.1", "t2v", "14b"),
+    "wan21_i2v_480p": ("wan2.1", "i2v", "480p"),
+    "wan21_flf2v_720p": ("wan2.1", "flf2v", "720p"),
+    "wan21_vace_canny": ("wan2.1", "vace", "480p"),
+    "wan21_fun_control": ("wan2.1", "fun-control", "480p"),
+    "wan21_t2v_lora_stack": ("wan2.1", "t2v", "1.3b"),
+    "wan22_a14b_t2v": ("wan2.2", "t2v", "720p"),
+    "wan22_a14b_i2v": ("wan2.2", "i2v", "720p"),
+    "wan22_ti2v_5b": ("wan2.2", "ti2v", "5b"),
+}
+SMALL = {"width": 64, "height": 64, "length": 5, "steps": 2}
+
+
+@pytest.fixture
+def placeholder_models(tmp_path, monkeypatch):
+    """Empty files named like the released models, so the loader combos list them."""
+    for entry in TINY_FILES:
+        (tmp_path / entry.folder).mkdir(exist_ok=True)
+        (tmp_path / entry.folder / entry.name).write_bytes(b"")
+    monkeypatch.setenv("WAN_CORE_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("WAN_CORE_INPUT_DIR", raising=False)
+    return tmp_path
+
+
+def _nodes_of(workflow: dict, node_type: str) -> list[dict]:
+    return [n for n in workflow["nodes"] if n["type"] == node_type]
+
+
+def test_all_modes_are_shipped():
+    assert set(NAMES) == set(EXPECTED)
+    assert sorted(p.stem for p in API_DIR.glob("*.json")) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_validates_against_node_definitions(name, placeholder_models):
+    errors = validate_ui(load_json(WORKFLOWS / f"{name}.json"))
+    assert errors == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_twin_is_in_sync(name, placeholder_models):
+    assert ui_to_api(load_json(WORKFLOWS / f"{name}.json")) == load_json(API_DIR / f"{name}.json")
+
+
+def test_committed_workflows_equal_the_build_script_output(placeholder_models):
+    spec = importlib.util.spec_from_file_location("build_workflows", WORKFLOWS / "build_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = module.all_workflows()
+    assert sorted(built) == NAMES
+    for name, workflow in built.items():
+        assert workflow == load_json(WORKFLOWS / f"{name}.json"), f"{name}: run workflows/build_workflows.py"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sampler_settings_are_the_official_defaults(name, placeholder_models):
+    api = load_json(API_DIR / f"{name}.json")
+    (sampler,) = [n["inputs"] for n in api.values() if n["class_type"] == "WanCoreSampler"]
+    d = defaults_for(*EXPECTED[name])
+    cfg_low, cfg_high = d.cfg if isinstance(d.cfg, tuple) else (d.cfg, d.cfg)
+    assert (sampler["steps"], sampler["shift"], sampler["cfg"], sampler["solver"]) == (
+        d.steps, d.shift, cfg_high, d.solver)
+    if name.startswith("wan22_a14b"):
+        assert sampler["cfg_low_noise"] == cfg_low
+    (save,) = [n["inputs"] for n in api.values() if n["class_type"] == "WanCoreSaveVideo"]
+    assert save["fps"] == d.fps
+    sizes = [n["inputs"] for n in api.values() if "length" in n["inputs"] and "vae" in n["inputs"]]
+    assert sizes and all((s["width"], s["height"], s["length"]) == (d.width, d.height, d.frames) for s in sizes)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notes_name_every_model_file_and_files_are_released_names(name):
+    workflow = load_json(WORKFLOWS / f"{name}.json")
+    (note,) = _nodes_of(workflow, "MarkdownNote")
+    released = {e.name: e.folder for e in TINY_FILES}
+    api = ui_to_api(workflow)
+    used = [v for n in api.values() for k, v in n["inputs"].items() if k.endswith("_name") and v != "none"]
+    assert used
+    for file_name in used:
+        assert file_name in released, f"{file_name} is not a released (TINY_FILES) name"
+        assert f"models/{released[file_name]}/{file_name}" in note["widgets_values"][0]
+    for node in _nodes_of(workflow, "LoadImage") + _nodes_of(workflow, "WanCoreLoadVideo"):
+        assert (WORKFLOWS / "inputs" / node["widgets_values"][0]).is_file()
+
+
+def test_seed_widget_carries_control_after_generate():
+    workflow = load_json(WORKFLOWS / "wan21_t2v_1.3b.json")
+    (sampler,) = _nodes_of(workflow, "WanCoreSampler")
+    assert sampler["widgets_values"][:2] == [42, "fixed"]
+    assert "control_after_generate" not in str(load_json(API_DIR / "wan21_t2v_1.3b.json"))
+
+
+def test_validator_catches_broken_workflows(placeholder_models):
+    good = load_json(WORKFLOWS / "wan21_i2v_480p.json")
+    assert validate_ui(good) == []
+    swapped = copy.deepcopy(good)
+    (sampler,) = _nodes_of(swapped, "WanCoreSampler")
+    sampler["widgets_values"][2], sampler["widgets_values"][4] = "unipc", sampler["widgets_values"][2]
+    assert any("is not a" in e for e in validate_ui(swapped))
+    short = copy.deepcopy(good)
+    _nodes_of(short, "WanCoreSampler")[0]["widgets_values"].pop(1)  # control_after_generate dropped
+    assert validate_ui(short)
+    out_of_range = copy.deepcopy(good)
+    _nodes_of(out_of_range, "WanCoreImageToVideo")[0]["widgets_values"][0] = 8
+    assert any("outside" in e for e in validate_ui(out_of_range))
+    wrong_link = copy.deepcopy(good)
+    wrong_link["links"][0][5] = "IMAGE"
+    assert any("types differ" in e for e in validate_ui(wrong_link))
+    unknown = copy.deepcopy(good)
+    unknown["nodes"][1]["type"] = "NoSuchNode"
+    assert any("unknown type" in e for e in validate_ui(unknown))
+
+
+# --------------------------------------------------------------------------- end to end on tiny models
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    from wan_core.tiny_build import write_tiny_models
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    write_tiny_models(root)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_runs_end_to_end_on_tiny_models(name, tiny_models, tmp_path, monkeypatch):
+    from wan_core.video_io import read_video
+
+    monkeypatch.setenv("WAN_CORE_MODELS_DIR", str(tiny_models))
+    monkeypatch.setenv("WAN_CORE_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.delenv("WAN_CORE_INPUT_DIR", raising=False)
+    workflow = load_json(WORKFLOWS / f"{name}.json")
+    assert validate_ui(workflow) == []
+    api = override_api(load_json(API_DIR / f"{name}.json"), SMALL)
+    outputs = execute_api(api, workflow=workflow)
+    (saved,) = [o["ui"]["images"][0] for o in outputs.values() if o["ui"] and "images" in o["ui"]]
+    frames, fps = read_video(tmp_path / saved["subfolder"] / saved["filename"])
+    assert frames.shape == (SMALL["length"], SMALL["height"], SMALL["width"], 3)
+    assert fps == pytest.approx(defaults_for(*EXPECTED[name]).fps)
+    assert frames.std() > 0  # not a constant image
+    loaders = [o["ui"]["text"][0] for o in outputs.values() if o["ui"] and "text" in o["ui"]]
+    assert any(v.startswith(EXPECTED[name][0]) for v in loaders), loaders  # detected variant shown

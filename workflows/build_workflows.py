@@ -1,0 +1,234 @@
+"""Builds the shipped workflows (UI format) and their API twins from the node definitions.
+
+    python workflows/build_workflows.py
+
+Sampler settings follow the official defaults (WAN_SPEC 7.5); model file names are the
+public ComfyUI repackaged release names (wan_core.tiny_models.TINY_FILES).
+tests/test_workflows.py checks that the committed files stay in sync with this script's
+output conversion and validate against the node definitions.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from workflow_tools import API_DIR, WORKFLOWS, GraphBuilder, dump_json, ui_to_api  # noqa: E402
+
+REPACK_21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files"
+REPACK_22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/tree/main/split_files"
+TE = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+VAE21 = "wan_2.1_vae.safetensors"
+VAE22 = "wan2.2_vae.safetensors"
+CLIP = "clip_vision_h.safetensors"
+NEG = ""  # empty = the official negative prompt of the model's task
+
+
+def note(g: GraphBuilder, title: str, files: list[tuple[str, str]], repack: str, extra: str = "") -> None:
+    lines = [f"## {title}", "", "Download these files into ComfyUI's model folders:", ""]
+    lines += [f"- `models/{folder}/{name}`" for folder, name in files]
+    lines += ["", f"Source: {repack} (the same file names).", ""]
+    if extra:
+        lines += [extra, ""]
+    lines.append("An empty negative prompt uses the official one of the model's task.")
+    g.add("MarkdownNote", {"text": "\n".join(lines)}, size=(420, 300))
+
+
+def loaders(g: GraphBuilder, model: str, vae: str = VAE21, low: str = "none") -> tuple[int, int, int]:
+    m = g.add("WanCoreModelLoader", {"model_name": model, "low_noise_model_name": low})
+    v = g.add("WanCoreVAELoader", {"vae_name": vae})
+    t = g.add("WanCoreTextEncoderLoader", {"text_encoder_name": TE})
+    return m, v, t
+
+
+def text(g: GraphBuilder, t: int, m: int, prompt: str) -> int:
+    return g.add("WanCoreTextEncode", {"positive": prompt, "negative": NEG},
+                 {"text_encoder": (t, 0), "model": (m, 0)}, size=(400, 220))
+
+
+def finish(g: GraphBuilder, m: int, v: int, te: int, cond: int, sampler: dict, fps: float, prefix: str) -> None:
+    s = g.add("WanCoreSampler", sampler, {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0)},
+              size=(360, 420))
+    d = g.add("WanCoreVAEDecode", {}, {"vae": (v, 0), "latent": (s, 0)})
+    g.add("WanCoreSaveVideo", {"fps": fps, "filename_prefix": f"wan/{prefix}"}, {"frames": (d, 0)}, size=(420, 420))
+
+
+def sampler(steps: int, cfg: float, shift: float, cfg_low: float = -1.0, boundary: float = 0.0) -> dict:
+    return {"seed": 42, "steps": steps, "cfg": cfg, "cfg_low_noise": cfg_low, "shift": shift, "solver": "unipc",
+            "moe_boundary": boundary}
+
+
+def t2v(name: str, model: str, width: int, height: int, sampler_values: dict, title: str) -> dict:
+    g = GraphBuilder()
+    note(g, title, [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE)], REPACK_21)
+    m, v, t = loaders(g, model)
+    te = text(g, t, m, "A red fox trotting through fresh snow in a sunlit pine forest, cinematic.")
+    c = g.add("WanCoreEmptyVideoLatent", {"width": width, "height": height, "length": 81}, {"vae": (v, 0)})
+    finish(g, m, v, te, c, sampler_values, 16.0, name)
+    return g.build(title)
+
+
+def i2v_480p() -> dict:
+    model = "wan2.1_i2v_480p_14B_bf16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 I2V 14B 480p", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
+                                     ("clip_vision", CLIP)], REPACK_21, "Put start.png into ComfyUI's input folder.")
+    m, v, t = loaders(g, model)
+    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
+    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
+    te = text(g, t, m, "The sun rises slowly over green hills, clouds drift, gentle camera push-in.")
+    c = g.add("WanCoreImageToVideo", {"width": 832, "height": 480, "length": 81},
+              {"vae": (v, 0), "start_image": (img, 0), "clip_embeds": (ce, 0)})
+    finish(g, m, v, te, c, sampler(40, 5.0, 3.0), 16.0, "i2v_480p")
+    return g.build("Wan2.1 I2V 480p")
+
+
+def flf2v() -> dict:
+    model = "wan2.1_flf2v_720p_14B_fp16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 FLF2V 14B 720p", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
+                                       ("clip_vision", CLIP)], REPACK_21,
+         "Put start.png and end.png into ComfyUI's input folder.")
+    m, v, t = loaders(g, model)
+    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
+    first = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    last = g.add("LoadImage", {"image": "end.png"}, size=(320, 360))
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (first, 0), "end_image": (last, 0)})
+    te = text(g, t, m, "Time-lapse: the sun climbs from the hills high into the sky.")
+    c = g.add("WanCoreFirstLastFrameToVideo", {"width": 1280, "height": 720, "length": 81},
+              {"vae": (v, 0), "start_image": (first, 0), "end_image": (last, 0), "clip_embeds": (ce, 0)})
+    finish(g, m, v, te, c, sampler(50, 5.0, 16.0), 16.0, "flf2v")
+    return g.build("Wan2.1 FLF2V")
+
+
+def control_chain(g: GraphBuilder, width: int, height: int) -> int:
+    """control.mp4 -> resample to the length -> fit to the size -> canny edges."""
+    vid = g.add("WanCoreLoadVideo", {"video": "control.mp4"})
+    rs = g.add("WanCoreResampleFrames", {"source_fps": 16.0, "target_fps": 16.0, "length": 81},
+               {"frames": (vid, 0)})
+    fit = g.add("WanCoreFitFrames", {"width": width, "height": height, "mode": "crop"}, {"frames": (rs, 0)})
+    return g.add("WanCoreCannyEdges", {"low_threshold": 100, "high_threshold": 200}, {"frames": (fit, 0)})
+
+
+def vace_canny() -> dict:
+    model = "wan2.1_vace_1.3B_fp16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 VACE 1.3B: canny control", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE)],
+         REPACK_21, "Put control.mp4 into ComfyUI's input folder (any video works: it is resampled and fitted).")
+    m, v, t = loaders(g, model)
+    edges = control_chain(g, 832, 480)
+    te = text(g, t, m, "A white robot walks across a neon-lit street at night.")
+    c = g.add("WanCoreVaceToVideo", {"width": 832, "height": 480, "length": 81, "strength": 1.0},
+              {"vae": (v, 0), "control_video": (edges, 0)})
+    finish(g, m, v, te, c, sampler(50, 5.0, 16.0), 16.0, "vace_canny")
+    return g.build("Wan2.1 VACE canny control")
+
+
+def fun_control() -> dict:
+    model = "wan2.1_fun_control_1.3B_bf16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 Fun-Control 1.3B", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
+                                         ("clip_vision", CLIP)], REPACK_21,
+         "Put control.mp4 and start.png into ComfyUI's input folder.")
+    m, v, t = loaders(g, model)
+    edges = control_chain(g, 832, 480)
+    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
+    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
+    te = text(g, t, m, "A paper boat drifts along a stream, soft morning light.")
+    c = g.add("WanCoreFunControlToVideo", {"width": 832, "height": 480, "length": 81},
+              {"vae": (v, 0), "control_video": (edges, 0), "start_image": (img, 0), "clip_embeds": (ce, 0),
+               "model": (m, 0)})
+    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "fun_control")
+    return g.build("Wan2.1 Fun-Control")
+
+
+def lora_stack() -> dict:
+    model, lora = "wan2.1_t2v_1.3B_bf16.safetensors", "wan2.1_t2v_1.3B_example_lora.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 T2V 1.3B + LoRA stack", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
+                                              ("loras", lora)], REPACK_21,
+         "Replace the example LoRA by your own Wan2.1 1.3B LoRAs; chain more Wan LoRA Stack nodes.")
+    m, v, t = loaders(g, model)
+    l1 = g.add("WanCoreLoraStack", {"lora_name": lora, "strength": 0.8, "mode": "runtime"})
+    l2 = g.add("WanCoreLoraStack", {"lora_name": lora, "strength": 0.3, "mode": "merge"}, {"lora_stack": (l1, 0)})
+    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)})
+    te = text(g, t, ml, "A watercolor painting of a lighthouse in a storm, waves crashing.")
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)})
+    finish(g, ml, v, te, c, sampler(50, 5.0, 5.0), 16.0, "lora_stack")
+    return g.build("Wan2.1 LoRA stack")
+
+
+def a14b_t2v() -> dict:
+    high, low = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.2 T2V A14B (two experts, one sampler)", [("diffusion_models", high), ("diffusion_models", low),
+                                                          ("vae", VAE21), ("text_encoders", TE)], REPACK_22,
+         "The sampler switches from the high-noise to the low-noise expert at t = 875 (official).")
+    m, v, t = loaders(g, high, low=low)
+    te = text(g, t, m, "A hot-air balloon floats over a valley of lavender fields at sunrise.")
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)})
+    finish(g, m, v, te, c, sampler(40, 4.0, 12.0, cfg_low=3.0, boundary=0.875), 16.0, "a14b_t2v")
+    return g.build("Wan2.2 A14B T2V")
+
+
+def a14b_i2v() -> dict:
+    high, low = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.2 I2V A14B (two experts, one sampler)", [("diffusion_models", high), ("diffusion_models", low),
+                                                          ("vae", VAE21), ("text_encoders", TE)], REPACK_22,
+         "Put start.png into ComfyUI's input folder. Wan2.2 I2V takes no CLIP features.")
+    m, v, t = loaders(g, high, low=low)
+    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    te = text(g, t, m, "The sun rises over the hills, birds fly across the sky.")
+    c = g.add("WanCoreImageToVideo", {"width": 1280, "height": 720, "length": 81},
+              {"vae": (v, 0), "start_image": (img, 0)})
+    finish(g, m, v, te, c, sampler(40, 3.5, 5.0, cfg_low=3.5, boundary=0.9), 16.0, "a14b_i2v")
+    return g.build("Wan2.2 A14B I2V")
+
+
+def ti2v_5b() -> dict:
+    model = "wan2.2_ti2v_5B_fp16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.2 TI2V 5B", [("diffusion_models", model), ("vae", VAE22), ("text_encoders", TE)], REPACK_22,
+         "Uses the Wan2.2 VAE (48 channels). Disconnect the image for text-to-video. Put start.png into "
+         "ComfyUI's input folder.")
+    m, v, t = loaders(g, model, vae=VAE22)
+    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    te = text(g, t, m, "The sun rises over rolling hills, a gentle breeze moves the grass.")
+    c = g.add("WanCoreTI2VLatent", {"width": 1280, "height": 704, "length": 121},
+              {"vae": (v, 0), "start_image": (img, 0)})
+    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 24.0, "ti2v_5b")
+    return g.build("Wan2.2 TI2V 5B")
+
+
+def all_workflows() -> dict[str, dict]:
+    return {
+        "wan21_t2v_1.3b": t2v("t2v_1.3b", "wan2.1_t2v_1.3B_bf16.safetensors", 832, 480, sampler(50, 5.0, 5.0),
+                              "Wan2.1 T2V 1.3B"),
+        "wan21_t2v_14b": t2v("t2v_14b", "wan2.1_t2v_14B_bf16.safetensors", 1280, 720, sampler(50, 5.0, 5.0),
+                             "Wan2.1 T2V 14B"),
+        "wan21_i2v_480p": i2v_480p(),
+        "wan21_flf2v_720p": flf2v(),
+        "wan21_vace_canny": vace_canny(),
+        "wan21_fun_control": fun_control(),
+        "wan21_t2v_lora_stack": lora_stack(),
+        "wan22_a14b_t2v": a14b_t2v(),
+        "wan22_a14b_i2v": a14b_i2v(),
+        "wan22_ti2v_5b": ti2v_5b(),
+    }
+
+
+def main() -> None:
+    API_DIR.mkdir(parents=True, exist_ok=True)
+    for name, workflow in all_workflows().items():
+        dump_json(workflow, WORKFLOWS / f"{name}.json")
+        dump_json(ui_to_api(workflow), API_DIR / f"{name}.json")
+
+
+if __name__ == "__main__":
+    main()
