@@ -65,7 +65,7 @@ _DEFAULTS[("wan2.2", "vace")] = _DEFAULTS[("wan2.2", "t2v")]
 
 _TASK_ALIASES = {"fun-inp": "i2v", "fun_inp": "i2v", "fun_control": "fun-control", "image": "t2i"}
 _RESOLUTIONS = {"480p": (832, 480), "720p": (1280, 720), "704p": (1280, 704)}
-_MODEL_SIZES = {"1.3b": "480p", "14b": None, "a14b": None, "5b": "704p"}
+_MODEL_SIZES = {"1.3b": "480p", "14b": "720p", "a14b": "720p", "5b": "704p"}
 
 
 def _key(family: str, task: str) -> tuple[str, str]:
@@ -79,7 +79,7 @@ def _parse_size(label: str) -> tuple[int, int] | None:
     text = label.strip().lower()
     if text in _MODEL_SIZES:
         res = _MODEL_SIZES[text]
-        return _RESOLUTIONS[res] if res else None
+        return _RESOLUTIONS[res]
     if text in _RESOLUTIONS:
         return _RESOLUTIONS[text]
     match = re.fullmatch(r"(\d+)\s*[*x×]\s*(\d+)", text)

@@ -20,7 +20,7 @@ from .experts import OFFICIAL_BOUNDARIES, Experts, Residency, model_device
 from .guidance import Guidance, StepInputs, as_context_list, conditioning_extras
 from .locks import apply_lock, lock_token_mask
 from .noise import seeded_noise
-from .preview import latent_preview
+from .preview import PREVIEW_CHANNELS, latent_preview
 from .schedules import Schedule, build_schedule
 from .settings import SamplerSettings
 from .solvers import make_solver
@@ -156,9 +156,13 @@ class _Run:
             self.hooks.step(k + 1, n, preview)
         return self._finish()
 
-    def _preview(self, v: torch.Tensor) -> torch.Tensor:
+    def _preview(self, v: torch.Tensor) -> torch.Tensor | None:
+        """RGB of the current x0 prediction (first video, middle frame); None for latents without factors."""
+        channels = int(self.cond.latent_shape[0])
+        if channels not in PREVIEW_CHANNELS:
+            return None
         x0 = self.solver.data_prediction(self.x[:1], v[:1])
-        return latent_preview(x0, self.cond.latent_shape[0])
+        return latent_preview(x0, channels)
 
     def _finish(self) -> torch.Tensor:
         out = self.x[:, :, int(self.cond.trim_latent_frames):].float().cpu()

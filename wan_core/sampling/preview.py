@@ -39,6 +39,7 @@ WAN22_RGB_FACTORS = (
 WAN22_RGB_BIAS = (0.0317, -0.0878, -0.1388)
 
 _TABLES = {16: (WAN21_RGB_FACTORS, WAN21_RGB_BIAS), 48: (WAN22_RGB_FACTORS, WAN22_RGB_BIAS)}
+PREVIEW_CHANNELS = frozenset(_TABLES)
 
 
 def rgb_factors(latent_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
