@@ -230,3 +230,31 @@ def config_from_shapes(shapes: Shapes, json_config: Mapping | None = None) -> Di
         ref_conv_in_dim=ref_in,
         per_token_timesteps=task == "ti2v",
     )
+
+
+# Released architectures (WAN_SPEC 1.2): variant -> (dim, ffn, layers, in, out, clip_dim, clip_tokens, vace)
+RELEASED: dict[str, tuple[int, int, int, int, int, int | None, int | None, tuple[int, ...]]] = {
+    "wan2.1-t2v-1.3b": (1536, 8960, 30, 16, 16, None, None, ()),
+    "wan2.1-t2v-14b": (5120, 13824, 40, 16, 16, None, None, ()),
+    "wan2.1-i2v-14b": (5120, 13824, 40, 36, 16, 1280, 257, ()),
+    "wan2.1-flf2v-14b": (5120, 13824, 40, 36, 16, 1280, 514, ()),
+    "wan2.1-vace-1.3b": (1536, 8960, 30, 16, 16, None, None, tuple(range(0, 30, 2))),
+    "wan2.1-vace-14b": (5120, 13824, 40, 16, 16, None, None, tuple(range(0, 40, 5))),
+    "wan2.1-fun-control-1.3b": (1536, 8960, 30, 48, 16, 1280, 257, ()),
+    "wan2.2-i2v-a14b": (5120, 13824, 40, 36, 16, None, None, ()),
+    "wan2.2-ti2v-5b": (3072, 14336, 30, 48, 48, None, None, ()),
+}
+
+
+def released_config(variant: str) -> DiTConfig:
+    """The DiTConfig of a released model (for benchmarks and shape checks; loading always detects)."""
+    if variant not in RELEASED:
+        raise UnsupportedModelError(f"Unknown released variant {variant!r}; known: {', '.join(RELEASED)}.")
+    dim, ffn, layers, in_dim, out_dim, clip_dim, clip_tokens, vace = RELEASED[variant]
+    family, task = classify(in_dim, out_dim, clip_dim is not None, clip_tokens == 514, bool(vace))
+    return DiTConfig(
+        variant=variant, family=family, task=task, size_label=SIZE_LABELS[(dim, layers)], dim=dim, ffn_dim=ffn,
+        num_heads=dim // HEAD_DIM, num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=4096, freq_dim=256,
+        clip_dim=clip_dim, clip_tokens=clip_tokens, vace_layers=vace, vace_in_dim=96 if vace else None,
+        per_token_timesteps=task == "ti2v",
+    )
