@@ -1,0 +1,87 @@
+"""CLIP vision checkpoint layouts -> official open-clip names (``visual.`` prefix removed).
+
+Accepted (WAN_SPEC section 6), each with any wrapper prefix:
+* official ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth``: ``visual.transformer.N.attn.to_qkv``
+  (q, k, v fused) ...; ``textual.*`` is ignored;
+* ComfyUI ``clip_vision_h.safetensors`` / HF ``CLIPVisionModel(WithProjection)``:
+  ``[vision_model.]encoder.layers.N.self_attn.{q,k,v}_proj`` ...; q/k/v are fused lazily on read.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..checkpoints import TensorInfo, TensorSource, guess_kind
+from ..errors import UnsupportedModelError
+
+OFFICIAL_ANCHOR = "transformer.0.attn.to_qkv.weight"
+HF_ANCHOR = "encoder.layers.0.self_attn.q_proj.weight"
+_HF_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
+_HF_LAYER_RULES = {
+    "layer_norm1.": "norm1.", "layer_norm2.": "norm2.", "self_attn.out_proj.": "attn.proj.",
+    "mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.2.",
+}
+_HF_TOP = {
+    "embeddings.patch_embedding.weight": "patch_embedding.weight",
+    "pre_layrnorm.weight": "pre_norm.weight", "pre_layrnorm.bias": "pre_norm.bias",
+}
+_OFFICIAL_UNUSED = ("post_norm.", "head")
+
+
+def find_layout(keys: list[str]) -> tuple[str, str]:
+    """(layout, wrapper prefix) with layout "official" or "hf"."""
+    for layout, anchor in (("hf", HF_ANCHOR), ("official", OFFICIAL_ANCHOR)):
+        hits = sorted((k for k in keys if k.endswith(anchor) and "text" not in k[: -len(anchor)]), key=len)
+        if hits:
+            return layout, hits[0][: -len(anchor)]
+    raise UnsupportedModelError(
+        f"This file is not a CLIP vision model: no '{HF_ANCHOR}' or '{OFFICIAL_ANCHOR}' tensor. It looks like "
+        f"{guess_kind(keys)}. Load clip_vision_h.safetensors (ComfyUI clip_vision folder) or the official "
+        "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth."
+    )
+
+
+def _rename_hf_simple(key: str) -> str | None:
+    if key in _HF_TOP:
+        return _HF_TOP[key]
+    m = _HF_LAYER.match(key)
+    if m:
+        index, rest = m.groups()
+        for old, new in _HF_LAYER_RULES.items():
+            if rest.startswith(old):
+                return f"transformer.{index}.{new}{rest[len(old):]}"
+    return None  # q/k/v, class/position embeddings (reshaped below), post-norm, position_ids
+
+
+def _hf_to_official(src: TensorSource) -> TensorSource:
+    simple = src.renamed(_rename_hf_simple)
+    infos = {k: simple.info(k) for k in simple}
+    readers = {k: (lambda k=k: simple[k]) for k in simple}
+    width = src.shape("embeddings.class_embedding")[-1]
+    cls_info, pos_info = src.info("embeddings.class_embedding"), src.info("embeddings.position_embedding.weight")
+    infos["cls_embedding"] = TensorInfo((1, 1, width), cls_info.dtype, nbytes=cls_info.nbytes)
+    readers["cls_embedding"] = lambda: src["embeddings.class_embedding"].reshape(1, 1, width)
+    infos["pos_embedding"] = TensorInfo((1, *pos_info.shape), pos_info.dtype, nbytes=pos_info.nbytes)
+    readers["pos_embedding"] = lambda: src["embeddings.position_embedding.weight"].unsqueeze(0)
+    layers = {int(m.group(1)) for k in src if (m := _HF_LAYER.match(k))}
+    for i in layers:
+        base = f"encoder.layers.{i}.self_attn."
+        for part in ("weight", "bias"):
+            names = [f"{base}{p}_proj.{part}" for p in "qkv"]
+            first = src.info(names[0])
+            shape = (3 * first.shape[0], *first.shape[1:])
+            infos[f"transformer.{i}.attn.to_qkv.{part}"] = TensorInfo(shape, first.dtype, nbytes=3 * first.nbytes)
+            readers[f"transformer.{i}.attn.to_qkv.{part}"] = lambda names=names: torch.cat([src[n] for n in names])
+    return TensorSource(infos, lambda key: readers[key](), config=src.config, identity=src.identity,
+                        description=src.description)
+
+
+def to_official(src: TensorSource) -> TensorSource:
+    """A lazy view with official names (no ``visual.`` prefix); unused tensors are dropped."""
+    layout, prefix = find_layout(list(src.keys()))
+    scoped = src.with_prefix_stripped(prefix) if prefix else src
+    if layout == "hf":
+        return _hf_to_official(scoped)
+    return scoped.renamed(lambda k: None if k.startswith(_OFFICIAL_UNUSED) else k)

@@ -1,0 +1,74 @@
+"""``wan_core.load_clip_vision``: the CLIP-H image encoder used by Wan I2V / FLF2V / Fun / Animate."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..checkpoints import CheckpointInput, TensorSource, is_fp8, materialize, open_checkpoint
+from ..devices import resolve_device, resolve_dtype
+from .clip import ClipVisionConfig, ClipVisionTower
+from .clip_keys import to_official
+from .preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+
+class ClipVision:
+    """Images -> CLIP-H penultimate hidden states. ``config``: :class:`ClipVisionConfig`."""
+
+    def __init__(self, model: ClipVisionTower, device: torch.device, dtype: torch.dtype) -> None:
+        self.model, self.device, self.dtype = model, device, dtype
+        self.config: ClipVisionConfig = model.config
+
+    def encode(self, images: torch.Tensor, crop: str = "none") -> torch.Tensor:
+        """images [N, H, W, 3] float 0..1 -> float32 CPU [N, tokens, width] (tokens 257 for CLIP-H)."""
+        pixels = preprocess(images, self.config.image_size, crop, self.device, self.dtype)
+        with torch.inference_mode():
+            return self.model(pixels).float().cpu()
+
+    def encode_first_last(self, first: torch.Tensor, last: torch.Tensor, crop: str = "none") -> torch.Tensor:
+        """FLF2V: first and last frames [N, H, W, 3] -> [N, 2 * tokens, width] (514 tokens for CLIP-H)."""
+        return torch.cat([self.encode(first, crop), self.encode(last, crop)], dim=1)
+
+
+def _dequantized(src: TensorSource) -> TensorSource:
+    """fp8 tensors (rare for CLIP) dequantised with their ``.scale_weight``; scales dropped."""
+    keys = [k for k in src if not k.endswith((".scale_weight", ".scale_input")) and k != "scaled_fp8"]
+
+    def read(key: str) -> torch.Tensor:
+        tensor = src[key]
+        if not is_fp8(tensor.dtype):
+            return tensor
+        scale_key = key[: -len("weight")] + "scale_weight"
+        return tensor.float() * (src[scale_key].float() if scale_key in src else 1.0)
+
+    return TensorSource({k: src.info(k) for k in keys}, read, config=src.config, identity=src.identity,
+                        description=src.description)
+
+
+def load_clip_vision(
+    path_or_state_dict: CheckpointInput | TensorSource,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> ClipVision:
+    """Load a CLIP vision tower (official open-clip ``.pth`` or ComfyUI/HF layout) to ``device``.
+
+    ``dtype``: compute dtype (None: bf16 on accelerators, fp32 on CPU). Only the blocks
+    that produce the penultimate hidden state are loaded.
+    """
+    src = to_official(open_checkpoint(path_or_state_dict))
+    cfg = ClipVisionConfig.from_source(src)
+    dev = resolve_device(device)
+    compute = resolve_dtype(dtype, dev)
+    if is_fp8(compute):
+        compute = resolve_dtype(None, dev)  # fp8 is a storage format; CLIP-H is small enough to run dequantised
+    last = f"transformer.{cfg.layers - 1}."
+    src = _dequantized(src).renamed(lambda k: None if k.startswith(last) else k)
+    with torch.device("meta"):
+        model = ClipVisionTower(cfg)
+    log.info("Loading CLIP vision (%s, width %d, %d layers) to %s as %s", src.description, cfg.width,
+             cfg.layers, dev, compute)
+    materialize(model, src, device=dev, dtype_rule=lambda _n, _d: compute, what="the CLIP vision model")
+    return ClipVision(model.eval().requires_grad_(False), dev, compute)
