@@ -77,6 +77,29 @@ def hf_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def hf_to_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Bare HF names -> standard OpenCLIP ``visual.*`` names (conv1, ln_pre, resblocks, in_proj_weight)."""
+    out = {
+        "visual.class_embedding": sd["embeddings.class_embedding"],
+        "visual.positional_embedding": sd["embeddings.position_embedding.weight"],
+        "visual.conv1.weight": sd["embeddings.patch_embedding.weight"],
+        "visual.ln_pre.weight": sd["pre_layrnorm.weight"], "visual.ln_pre.bias": sd["pre_layrnorm.bias"],
+        "visual.ln_post.weight": sd["post_layernorm.weight"], "visual.ln_post.bias": sd["post_layernorm.bias"],
+        "visual.proj": torch.randn(TINY.clip_width, 32),
+    }
+    for i in range(TINY.clip_layers):
+        h, o = f"encoder.layers.{i}.", f"visual.transformer.resblocks.{i}."
+        out[o + "attn.in_proj_weight"] = torch.cat([sd[h + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+        out[o + "attn.in_proj_bias"] = torch.cat([sd[h + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+        for part in ("weight", "bias"):
+            out[o + f"attn.out_proj.{part}"] = sd[h + f"self_attn.out_proj.{part}"]
+            out[o + f"ln_1.{part}"] = sd[h + f"layer_norm1.{part}"]
+            out[o + f"ln_2.{part}"] = sd[h + f"layer_norm2.{part}"]
+            out[o + f"mlp.c_fc.{part}"] = sd[h + f"mlp.fc1.{part}"]
+            out[o + f"mlp.c_proj.{part}"] = sd[h + f"mlp.fc2.{part}"]
+    return out
+
+
 def make_layout(sd, layout, tmp_path):
     if layout == "comfyui_file":
         from safetensors.torch import save_file
@@ -98,10 +121,13 @@ def make_layout(sd, layout, tmp_path):
         return path
     if layout == "official_prefixed":
         return {"model." + k: v for k, v in hf_to_official(sd).items()}
+    if layout == "openclip":
+        return hf_to_openclip(sd)
     raise AssertionError(layout)
 
 
-@pytest.mark.parametrize("layout", ["comfyui_file", "hf_bare", "full_clip_model", "official_pth", "official_prefixed"])
+@pytest.mark.parametrize("layout", ["comfyui_file", "hf_bare", "full_clip_model", "official_pth", "official_prefixed",
+                                    "openclip"])
 def test_parity_with_transformers(layout, reference, tmp_path):
     model, sd = reference
     clip = wan_core.load_clip_vision(make_layout(sd, layout, tmp_path), device="cpu")

@@ -4,12 +4,15 @@ Accepted (WAN_SPEC section 6), each with any wrapper prefix:
 * official ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth``: ``visual.transformer.N.attn.to_qkv``
   (q, k, v fused) ...; ``textual.*`` is ignored;
 * ComfyUI ``clip_vision_h.safetensors`` / HF ``CLIPVisionModel(WithProjection)``:
-  ``[vision_model.]encoder.layers.N.self_attn.{q,k,v}_proj`` ...; q/k/v are fused lazily on read.
+  ``[vision_model.]encoder.layers.N.self_attn.{q,k,v}_proj`` ...; q/k/v are fused lazily on read;
+* standard OpenCLIP (e.g. laion ``open_clip_pytorch_model.bin``, which ComfyUI also accepts):
+  ``visual.transformer.resblocks.N.attn.in_proj_weight`` (q, k, v rows, as nn.MultiheadAttention) ...
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -18,6 +21,15 @@ from ..errors import UnsupportedModelError
 
 OFFICIAL_ANCHOR = "transformer.0.attn.to_qkv.weight"
 HF_ANCHOR = "encoder.layers.0.self_attn.q_proj.weight"
+OPENCLIP_ANCHOR = "transformer.resblocks.0.attn.in_proj_weight"
+_OPENCLIP_BLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
+_OPENCLIP_BLOCK_RULES = {
+    "ln_1.": "norm1.", "ln_2.": "norm2.", "attn.in_proj_weight": "attn.to_qkv.weight",
+    "attn.in_proj_bias": "attn.to_qkv.bias", "attn.out_proj.": "attn.proj.", "mlp.c_fc.": "mlp.0.",
+    "mlp.c_proj.": "mlp.2.",
+}
+_OPENCLIP_TOP = {"conv1.weight": "patch_embedding.weight", "ln_pre.weight": "pre_norm.weight",
+                 "ln_pre.bias": "pre_norm.bias"}
 _HF_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
 _HF_LAYER_RULES = {
     "layer_norm1.": "norm1.", "layer_norm2.": "norm2.", "self_attn.out_proj.": "attn.proj.",
@@ -32,7 +44,7 @@ _OFFICIAL_UNUSED = ("post_norm.", "head")
 
 def find_layout(keys: list[str]) -> tuple[str, str]:
     """(layout, wrapper prefix) with layout "official" or "hf"."""
-    for layout, anchor in (("hf", HF_ANCHOR), ("official", OFFICIAL_ANCHOR)):
+    for layout, anchor in (("hf", HF_ANCHOR), ("official", OFFICIAL_ANCHOR), ("openclip", OPENCLIP_ANCHOR)):
         hits = sorted((k for k in keys if k.endswith(anchor) and "text" not in k[: -len(anchor)]), key=len)
         if hits:
             return layout, hits[0][: -len(anchor)]
@@ -55,16 +67,44 @@ def _rename_hf_simple(key: str) -> str | None:
     return None  # q/k/v, class/position embeddings (reshaped below), post-norm, position_ids
 
 
-def _hf_to_official(src: TensorSource) -> TensorSource:
-    simple = src.renamed(_rename_hf_simple)
+def _rename_openclip(key: str) -> str | None:
+    if key in _OPENCLIP_TOP:
+        return _OPENCLIP_TOP[key]
+    m = _OPENCLIP_BLOCK.match(key)
+    if m:
+        index, rest = m.groups()
+        for old, new in _OPENCLIP_BLOCK_RULES.items():
+            if rest.startswith(old):
+                return f"transformer.{index}.{new}{rest[len(old):]}"
+    return None  # class/positional embeddings (reshaped below), ln_post, proj
+
+
+Reader = Callable[[], torch.Tensor]
+
+
+def _with_embeddings(src: TensorSource, simple: TensorSource, cls_key: str,
+                     pos_key: str) -> tuple[dict[str, TensorInfo], dict[str, Reader]]:
+    """Infos and readers of ``simple`` plus cls [1, 1, C] and pos [1, L, C] reshaped from ``src``."""
     infos = {k: simple.info(k) for k in simple}
-    readers = {k: (lambda k=k: simple[k]) for k in simple}
-    width = src.shape("embeddings.class_embedding")[-1]
-    cls_info, pos_info = src.info("embeddings.class_embedding"), src.info("embeddings.position_embedding.weight")
+    readers: dict[str, Reader] = {k: (lambda k=k: simple[k]) for k in simple}
+    width = src.shape(cls_key)[-1]
+    cls_info, pos_info = src.info(cls_key), src.info(pos_key)
     infos["cls_embedding"] = TensorInfo((1, 1, width), cls_info.dtype, nbytes=cls_info.nbytes)
-    readers["cls_embedding"] = lambda: src["embeddings.class_embedding"].reshape(1, 1, width)
-    infos["pos_embedding"] = TensorInfo((1, *pos_info.shape), pos_info.dtype, nbytes=pos_info.nbytes)
-    readers["pos_embedding"] = lambda: src["embeddings.position_embedding.weight"].unsqueeze(0)
+    readers["cls_embedding"] = lambda: src[cls_key].reshape(1, 1, width)
+    infos["pos_embedding"] = TensorInfo((1, *pos_info.shape[-2:]), pos_info.dtype, nbytes=pos_info.nbytes)
+    readers["pos_embedding"] = lambda: src[pos_key].reshape(1, *pos_info.shape[-2:])
+    return infos, readers
+
+
+def _openclip_to_official(src: TensorSource) -> TensorSource:
+    infos, readers = _with_embeddings(src, src.renamed(_rename_openclip), "class_embedding", "positional_embedding")
+    return TensorSource(infos, lambda key: readers[key](), config=src.config, identity=src.identity,
+                        description=src.description)
+
+
+def _hf_to_official(src: TensorSource) -> TensorSource:
+    infos, readers = _with_embeddings(src, src.renamed(_rename_hf_simple), "embeddings.class_embedding",
+                                      "embeddings.position_embedding.weight")
     layers = {int(m.group(1)) for k in src if (m := _HF_LAYER.match(k))}
     for i in layers:
         base = f"encoder.layers.{i}.self_attn."
@@ -84,4 +124,6 @@ def to_official(src: TensorSource) -> TensorSource:
     scoped = src.with_prefix_stripped(prefix) if prefix else src
     if layout == "hf":
         return _hf_to_official(scoped)
+    if layout == "openclip":
+        return _openclip_to_official(scoped)
     return scoped.renamed(lambda k: None if k.startswith(_OFFICIAL_UNUSED) else k)
