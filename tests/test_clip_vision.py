@@ -192,3 +192,37 @@ def test_heads_rule():
 def test_not_a_clip_vision_model():
     with pytest.raises(UnsupportedModelError, match="not a CLIP vision model"):
         wan_core.load_clip_vision({"encoder.block.0.layer.0.SelfAttention.q.weight": torch.zeros(4, 4)})
+
+
+def test_real_clip_h_sizes_from_shapes():
+    """WAN_SPEC 6 shapes (ComfyUI clip_vision_h names) on the meta device -> 257 tokens, 16 heads, 224 px."""
+    from wan_core.checkpoints import open_checkpoint
+    from wan_core.vision.clip import ClipVisionConfig
+    from wan_core.vision.clip_keys import to_official
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta", dtype=torch.float16)
+
+    sd = {"vision_model.embeddings.class_embedding": meta(1280),
+          "vision_model.embeddings.patch_embedding.weight": meta(1280, 3, 14, 14),
+          "vision_model.embeddings.position_embedding.weight": meta(257, 1280),
+          "vision_model.pre_layrnorm.weight": meta(1280), "vision_model.pre_layrnorm.bias": meta(1280)}
+    for i in range(32):
+        b = f"vision_model.encoder.layers.{i}."
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[b + f"self_attn.{n}.weight"], sd[b + f"self_attn.{n}.bias"] = meta(1280, 1280), meta(1280)
+        sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"] = meta(5120, 1280), meta(5120)
+        sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"] = meta(1280, 5120), meta(1280)
+    src = to_official(open_checkpoint(sd))
+    cfg = ClipVisionConfig.from_source(src)
+    assert (cfg.width, cfg.layers, cfg.heads, cfg.patch, cfg.image_size, cfg.tokens, cfg.mlp) == (
+        1280, 32, 16, 14, 224, 257, 5120)
+    assert src.shape("transformer.31.attn.to_qkv.weight") == (3840, 1280)
+
+
+def test_bf16_compute_close_to_fp32(reference):
+    _, sd = reference
+    images = torch.rand(1, 64, 64, 3)
+    ref = wan_core.load_clip_vision(dict(sd), device="cpu", dtype="fp32").encode(images)
+    low = wan_core.load_clip_vision(dict(sd), device="cpu", dtype="bf16").encode(images)
+    assert low.dtype == torch.float32 and rel_err(low, ref) < 3e-2

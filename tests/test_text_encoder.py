@@ -198,3 +198,40 @@ def test_tokenizer_vocab_mismatch(reference, spm_bytes):
     te = wan_core.load_text_encoder(sd, device="cpu", cache_dir=False)
     with pytest.raises(TokenizerError, match="vocabulary"):
         te.encode(["A cat walks across a sunny garden"])
+
+
+def test_real_umt5_xxl_sizes_from_shapes():
+    """WAN_SPEC 5.1 shapes on the meta device: config inferred, parameter count as the official encoder."""
+    from wan_core.checkpoints import open_checkpoint
+    from wan_core.text.t5 import T5Config, UMT5Encoder
+    from wan_core.text.t5_keys import to_official
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta", dtype=torch.bfloat16)
+
+    sd = {"shared.weight": meta(256384, 4096), "encoder.final_layer_norm.weight": meta(4096)}
+    for i in range(24):
+        b = f"encoder.block.{i}.layer."
+        sd.update({b + "0.layer_norm.weight": meta(4096), b + "1.layer_norm.weight": meta(4096),
+                   b + "0.SelfAttention.relative_attention_bias.weight": meta(32, 64),
+                   b + "1.DenseReluDense.wi_0.weight": meta(10240, 4096),
+                   b + "1.DenseReluDense.wi_1.weight": meta(10240, 4096),
+                   b + "1.DenseReluDense.wo.weight": meta(4096, 10240)})
+        sd.update({b + f"0.SelfAttention.{n}.weight": meta(4096, 4096) for n in "qkvo"})
+    cfg = T5Config.from_source(to_official(open_checkpoint(sd)))
+    assert (cfg.d_model, cfg.layers, cfg.heads, cfg.d_kv, cfg.d_ff, cfg.vocab) == (4096, 24, 64, 64, 10240, 256384)
+    with torch.device("meta"):
+        model = UMT5Encoder(cfg)
+    assert sum(p.numel() for p in model.parameters()) == 5_680_910_336
+    assert len(model.state_dict()) == 242
+
+
+def test_bf16_compute_close_to_fp32():
+    """The accelerator path (bf16 compute, fp32 softmax/RMSNorm statistics) stays close to fp32."""
+    from wan_core.text.tiny import tiny_t5_state_dict
+
+    sd = tiny_t5_state_dict()
+    ref = wan_core.load_text_encoder(sd, device="cpu", dtype="fp32", cache_dir=False).encode(PROMPTS)
+    low = wan_core.load_text_encoder(sd, device="cpu", dtype="bf16", cache_dir=False).encode(PROMPTS)
+    for r, b in zip(ref, low):
+        assert b.dtype == torch.float32 and rel_err(b, r) < 3e-2
