@@ -1,7 +1,7 @@
 """Every conditioning mode end to end on tiny random-weight models: build -> validate -> sample -> decode.
 
 Uses the real wan_core DiT, VAE and sampler (tiny sizes from wan_core.tiny_models).
-CLIP features are random tensors of the tiny CLIP-H shape [N, 17, 64].
+I2V/FLF2V use the tiny CLIP vision model; the other modes random CLIP-shaped features [N, 17, 64].
 """
 
 import functools
@@ -30,6 +30,7 @@ try:
     from wan_core.sampling import SamplerSettings, sample
     from wan_core.tiny_models import TINY
     from wan_core.vae.tiny import tiny_vae_state_dict
+    from wan_core.vision.tiny import tiny_clip_state_dict
 except ImportError as exc:  # the other components are written in parallel
     pytest.skip(f"tiny DiT / VAE / sampler not importable yet: {exc}", allow_module_level=True)
 
@@ -45,6 +46,11 @@ def dit(variant: str):
 @functools.cache
 def vae(version: str):
     return wan_core.load_vae(tiny_vae_state_dict(version), device="cpu", dtype=torch.float32)
+
+
+@functools.cache
+def clip_vision():
+    return wan_core.load_clip_vision(tiny_clip_state_dict(), device="cpu", dtype=torch.float32)
 
 
 def text() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -79,13 +85,17 @@ def test_t2v_and_decode():
 
 
 def test_i2v_wan21_with_clip_and_wan22_without():
-    cond = i2v_conditioning(vae("2.1"), image(40, 24), 5, 32, 16, clip_fea=clip())
+    start = image(40, 24)
+    cond = i2v_conditioning(vae("2.1"), start, 5, 32, 16, clip_fea=clip_vision().encode(start))
+    assert cond.clip_fea.shape == (1, CLIP_TOKENS, TINY.clip_width)
     run("wan2.1-i2v", cond)
     run("wan2.2-i2v", cond.with_(clip_fea=None))  # the same y; Wan2.2 I2V takes no CLIP
 
 
 def test_flf2v_and_fun_inp():
-    cond = flf2v_conditioning(vae("2.1"), image(seed=4), image(seed=5), 5, 32, 16, clip_fea=clip(2))
+    first, last = image(seed=4), image(seed=5)
+    pair = clip_vision().encode_first_last(first, last)  # [1, 2 * tokens, width]
+    cond = flf2v_conditioning(vae("2.1"), first, last, 5, 32, 16, clip_fea=pair)
     assert cond.clip_fea.shape == (1, 2 * CLIP_TOKENS, TINY.clip_width)
     run("wan2.1-flf2v", cond)
     run("wan2.1-fun-inp", fun_inp_conditioning(vae("2.1"), end_image=image(), frames=5, width=32, height=16,
