@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InputError
 from .image import ResizeMode, check_images, resize_signed, to_signed_chw
-from .latents import anchor_mask, encode_video, latent_frames, vae_geometry
+from .latents import anchor_mask, encode_video, latent_frames, vae_device_dtype, vae_geometry
 from .types import Conditioning
 from .validate import check_frames, check_size
 
@@ -43,11 +43,10 @@ def anchored_conditioning(vae, anchors: dict[int, torch.Tensor], frames: int, wi
     z_dim, stride = vae_geometry(vae)
     frames = check_frames(frames)
     width, height = check_size(width, height, stride * PATCH)
-    some = next(iter(anchors.values()), None)
-    device = some.device if some is not None else torch.device("cpu")
-    video = torch.zeros(1, 3, frames, height, width, device=device)
+    device, dtype = vae_device_dtype(vae, torch.zeros(()))
+    video = torch.zeros(1, 3, frames, height, width, device=device, dtype=dtype)  # built where the VAE runs
     for index, frame in anchors.items():
-        video[0, :, index] = frame
+        video[0, :, index] = frame.to(device=device, dtype=dtype)
     latent = encode_video(vae, video)
     mask = anchor_mask(frames, anchors.keys(), height // stride, width // stride, device=latent.device)
     y = torch.cat([mask, latent], dim=1)

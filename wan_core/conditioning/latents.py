@@ -28,7 +28,7 @@ def vae_geometry(vae) -> tuple[int, int]:
     return int(config.z_dim), int(config.spatial_stride)
 
 
-def _vae_device_dtype(vae, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+def vae_device_dtype(vae, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
     """Where the VAE's weights live, so the pixel video goes there once; else the input's own."""
     device = getattr(vae, "device", None)
     dtype = getattr(vae, "dtype", None)
@@ -43,7 +43,7 @@ def _vae_device_dtype(vae, fallback: torch.Tensor) -> tuple[torch.device, torch.
 
 def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
     """VAE-encode ``[1, 3, F, H, W]`` in [-1, 1] -> NORMALISED latent ``[1, z, T, h, w]`` in float32."""
-    device, dtype = _vae_device_dtype(vae, video)
+    device, dtype = vae_device_dtype(vae, video)
     with torch.no_grad():
         latent = vae.encode(video.to(device=device, dtype=dtype))
     return latent.float()
