@@ -267,3 +267,20 @@ def test_residency_offloads_inactive_expert(monkeypatch):
     log.clear()
     Residency([high, low], torch.device("cuda"), mode="never").activate(high)
     assert log == []
+
+
+def test_user_sigmas_and_float_timesteps_reach_the_model():
+    dit = FakeDiT()
+    run(dit, SamplerSettings(sigmas=[1.0, 0.5, 0.2, 0.0], solver="euler", cfg=1.0, timestep_mode="float"),
+        negative=None)
+    assert [float(c["t"][0]) for c in dit.calls] == pytest.approx([1000.0, 500.0, 200.0], abs=1e-3)
+    assert all(c["t"].dtype == torch.float32 for c in dit.calls)
+    # Euler by hand on the same field: x1 = x0 + (σ1 − σ0)·v(x0), ...
+    x = seeded_noise(SHAPE, 0, 1)
+    ref = FakeDiT()
+    with torch.no_grad():
+        for s0, s1 in [(1.0, 0.5), (0.5, 0.2), (0.2, 0.0)]:
+            x = x + (s1 - s0) * ref(x, torch.tensor([1000.0 * s0]), POS)
+    out = run(FakeDiT(), SamplerSettings(sigmas=[1.0, 0.5, 0.2, 0.0], solver="euler", cfg=1.0, timestep_mode="float"),
+              negative=None)
+    assert rel_err(out, x) <= 1e-6
