@@ -34,7 +34,7 @@ EXPECTED = {
     "wan22_a14b_i2v": ("wan2.2", "i2v", "720p"),
     "wan22_ti2v_5b": ("wan2.2", "ti2v", "5b"),
 }
-SMALL = {"width": 64, "height": 64, "length": 5, "steps": 2}
+SMALL = {"width": 32, "height": 32, "length": 5, "steps": 2}  # 32: a multiple of 32 for TI2V's z48 VAE
 
 
 @pytest.fixture
@@ -166,5 +166,7 @@ def test_workflow_runs_end_to_end_on_tiny_models(name, tiny_models, tmp_path, mo
     assert frames.shape == (SMALL["length"], SMALL["height"], SMALL["width"], 3)
     assert fps == pytest.approx(defaults_for(*EXPECTED[name]).fps)
     assert frames.std() > 0  # not a constant image
-    loaders = [o["ui"]["text"][0] for o in outputs.values() if o["ui"] and "text" in o["ui"]]
-    assert any(v.startswith(EXPECTED[name][0]) for v in loaders), loaders  # detected variant shown
+    badges = [o["ui"]["text"][0] for o in outputs.values() if o["ui"] and "text" in o["ui"]]
+    # the detected variant is shown; Wan2.2 T2V-A14B experts are key-identical to Wan2.1 T2V-14B
+    family = "wan2.1" if name == "wan22_a14b_t2v" else EXPECTED[name][0]
+    assert any(b.startswith(f"{family}-{EXPECTED[name][1]}") for b in badges), badges
