@@ -132,12 +132,16 @@ def test_parity_with_transformers(layout, reference, spm_bytes, tmp_path):
     assert_parity(te, reference_outputs(model, te))
 
 
-def test_parity_fp8_scaled_file(reference, spm_bytes, tmp_path):
-    """ComfyUI scaled-fp8 file (marker + .scale_weight) vs transformers fed the dequantised weights."""
+@pytest.mark.parametrize("which", ["linears", "all_matrices"])
+def test_parity_fp8_scaled_file(which, reference, spm_bytes, tmp_path):
+    """ComfyUI scaled-fp8 file (marker + .scale_weight) vs transformers fed the dequantised weights.
+
+    "all_matrices" also quantises the token embedding and the relative-bias tables.
+    """
     from safetensors.torch import save_file
 
     model, hf_sd = reference
-    q = quantize_state_dict(hf_sd, is_linear)
+    q = quantize_state_dict(hf_sd, is_linear if which == "linears" else (lambda _n, t: t.ndim == 2))
     q["spiece_model"] = spiece_tensor(spm_bytes)
     path = tmp_path / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
     save_file(q, str(path))

@@ -165,6 +165,9 @@ def build_encoder(src: TensorSource, cfg: T5Config, device: torch.device, dtype:
 
 def _resolve_tokenizer(src: TensorSource, tokenizer: str | os.PathLike | None, path: Path | None) -> Tokenizer:
     if SPIECE_KEY in src:
+        if tokenizer is not None:
+            log.warning("%s embeds its tokenizer (spiece_model), which is used; tokenizer=%s is ignored.",
+                        src.description, tokenizer)
         return embedded_tokenizer(src[SPIECE_KEY], src.description)
     if tokenizer is not None:
         return tokenizer_from_path(tokenizer)
