@@ -1,1 +1,33 @@
-"""wan_core.dit"""
+"""wan_core.dit: the Wan2.1 / Wan2.2 diffusion transformer.
+
+    dit = wan_core.load_dit(source, device=None, dtype=None, attention="auto")
+    v = dit(x, t, context, clip_fea=None, y=None, vace_context=None, vace_scale=1.0)
+
+Modules: config (DiTConfig + detection), model (WanDiT), blocks, embeddings, rope,
+attention (backend dispatch), vace, blockswap, loader, convert (diffusers names), tiny.
+Heavy modules are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "load_dit": ("loader", "load_dit"),
+    "detect_config": ("loader", "detect_config"),
+    "WanDiT": ("model", "WanDiT"),
+    "DiTConfig": ("config", "DiTConfig"),
+    "tiny_dit_state_dict": ("tiny", "tiny_dit_state_dict"),
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wan_core.dit' has no attribute {name!r}")
