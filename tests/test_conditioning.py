@@ -65,10 +65,10 @@ def test_t2v_latent_shape_follows_frame_and_stride_rules():
 def test_official_sizes():
     # spec 7.5/8.1: 1280x720 max area for a 16:9 image gives 1280x720; TI2V 704*1280 area for 16:9 input.
     assert official_i2v_size(720, 1280, 1280 * 720) == (1280, 720)
-    w, h = best_output_size(1280, 720, 32, 32, 704 * 1280)
-    assert w % 32 == 0 and h % 32 == 0 and w * h <= 704 * 1280
-    # the other rounding order would give (1280, 704) whose aspect error is larger than (1248, 704)'s
-    assert abs(w / h - 16 / 9) <= abs(1280 / 704 - 16 / 9)
+    # by hand: float size 1265.7 x 711.9; width first -> 1248 x 704 (aspect off by 0.3 %),
+    # height first -> 1280 x 704 (off by 2.3 %): the first wins
+    assert best_output_size(1280, 720, 32, 32, 704 * 1280) == (1248, 704)
+    assert best_output_size(704, 1280, 32, 32, 704 * 1280) == (704, 1280)
 
 
 def test_i2v_mask_latent_and_channels():
@@ -165,3 +165,19 @@ def test_fun_control_layouts():
     assert torch.allclose(wan22.y[:, 20:], cond.y[:, 16:])
     with pytest.raises(InputError, match="extra channels"):
         fun_control_conditioning(vae, control, 17, 32, 32, model_extra_channels=20)
+
+
+def test_lanczos_cover_crop_matches_pil():
+    import numpy as np
+    from PIL import Image
+
+    image = torch.rand(50, 90, 3)
+    ours = lanczos_cover_crop(image, 64, 32)
+    # independent: PIL on the 8-bit image, scale to cover, then crop the middle
+    pil = Image.fromarray((image.numpy() * 255).round().astype("uint8"))
+    scale = max(64 / 90, 32 / 50)
+    size = (round(90 * scale), round(50 * scale))
+    pil = pil.resize(size, Image.LANCZOS)
+    x0, y0 = (size[0] - 64) // 2, (size[1] - 32) // 2
+    ref = torch.from_numpy(np.asarray(pil.crop((x0, y0, x0 + 64, y0 + 32)), dtype=np.float32))
+    assert torch.allclose(ours, (ref / 255.0).permute(2, 0, 1) * 2 - 1, atol=1e-6)

@@ -22,7 +22,8 @@ CLIP = torch.randn(1, 257, 1280)
 
 
 def vae_config(z_dim: int) -> SimpleNamespace:
-    return SimpleNamespace(z_dim=z_dim, version="2.2" if z_dim == 48 else "2.1", spatial_stride=16 if z_dim == 48 else 8)
+    version, stride = ("2.2", 16) if z_dim == 48 else ("2.1", 8)
+    return SimpleNamespace(z_dim=z_dim, version=version, spatial_stride=stride)
 
 
 def test_matching_pairs_pass():
@@ -106,3 +107,9 @@ def test_frame_lock_for_model_without_per_token_timesteps():
     cond = ti2v_conditioning(FakeVAE(48, 16, "2.2"), IMAGE, 5, 64, 32)
     with pytest.raises(ConditioningError, match="per-token timesteps: use wan2.2_ti2v_5B"):
         validate_conditioning(cond, dit_config("t2v", "wan2.2", latent_channels=48))
+
+
+def test_hand_built_latent_with_half_patches():
+    cond = t2v_conditioning(16, 5, 32, 32, 8).with_(latent_shape=(16, 2, 4, 5))
+    with pytest.raises(ConditioningError, match="not a whole number of .* patches: use a width and height"):
+        validate_conditioning(cond, dit_config("t2v"))

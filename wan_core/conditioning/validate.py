@@ -75,6 +75,17 @@ def _vae_fix(expected: int) -> str:
     return f"load {name}" if name else f"load a VAE with {expected} latent channels"
 
 
+def _check_patch_grid(cond: Conditioning, dit_config) -> None:
+    """Latent height/width must be whole patches (the DiT patchifies 2x2)."""
+    patch = tuple(_field(dit_config, "patch_size", (1, 2, 2)) or (1, 2, 2))
+    _, frames, h, w = cond.latent_shape
+    if frames % patch[0] or h % patch[1] or w % patch[2]:
+        raise ConditioningError(
+            f"latent (T, h, w) = {(frames, h, w)} is not a whole number of {patch} patches: use a width and height "
+            f"that are multiples of 16 (32 for TI2V-5B)"
+        )
+
+
 def check_vae(dit_config, vae_config) -> None:
     """The VAE's latent channels must equal the DiT's (16: Wan2.1 VAE, 48: Wan2.2 VAE)."""
     z_dim = int(_field(vae_config, "z_dim"))
@@ -215,12 +226,13 @@ def validate_conditioning(cond: Conditioning, dit_config, vae_config=None) -> No
     """Raise :class:`ConditioningError` (naming the fix) when ``cond`` does not fit the loaded model.
 
     Checks, in order: VAE vs model latent channels, conditioning latent channels,
-    image-conditioning channels ``y``, CLIP features, VACE inputs, TI2V frame lock,
+    whole 2x2 patches, image-conditioning channels ``y``, CLIP features, VACE inputs, TI2V frame lock,
     and the VACE reference trim.
     """
     if vae_config is not None:
         check_vae(dit_config, vae_config)
     _check_latent(cond, dit_config)
+    _check_patch_grid(cond, dit_config)
     _check_y(cond, dit_config)
     _check_clip(cond, dit_config)
     _check_vace(cond, dit_config)
