@@ -93,17 +93,21 @@ class _Merged:
 
 
 def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float) -> None:
-    """``owner.<leaf> += amount · ΔW`` in fp32; fp8 WanLinear weights get a fresh scale."""
+    """``owner.<leaf> += amount · ΔW`` in fp32; fp8 WanLinear weights get a fresh scale.
+
+    The parameter gets new storage (``p.data = ...``) instead of an in-place write, so
+    tensors shared with the caller's state dict (loaders may alias them) stay unchanged.
+    """
     p = getattr(owner, leaf)
     scaled = isinstance(owner, WanLinear) and leaf == "weight" and owner.scale_weight is not None
     base = owner.dequantized_weight(torch.float32) if scaled else p.detach().float()
     new = base + amount * delta_fn(p.device, p.shape)
     if isinstance(owner, WanLinear) and leaf == "weight" and is_fp8(p.dtype):
         q, scale = quantize_tensor(new, p.dtype)
-        p.data.copy_(q)
+        p.data = q
         owner.set_scale(scale)
     else:
-        p.data.copy_(new.to(p.dtype))
+        p.data = new.to(p.dtype)
         if scaled:
             owner.set_scale(None)
 
@@ -139,7 +143,7 @@ class LoraHandle:
         for m in reversed(self.merged):
             if m.original is not None:
                 p = getattr(m.owner, m.leaf)
-                p.data.copy_(m.original[0].to(p.device))
+                p.data = m.original[0].to(p.device)
                 if isinstance(m.owner, WanLinear) and m.leaf == "weight":
                     m.owner.set_scale(None if m.original[1] is None else m.original[1].to(p.device))
             elif m.applied != 0.0:
@@ -288,7 +292,7 @@ def _merge(t: Target, model: nn.Module, handle: LoraHandle, keep_original: bool)
         if keep_original:
             p = getattr(owner, leaf)
             scale = owner.scale_weight if isinstance(owner, WanLinear) and leaf == "weight" else None
-            original = (p.detach().clone(), None if scale is None else scale.clone())
+            original = (p.detach().to("cpu", copy=True), None if scale is None else scale.detach().to("cpu", copy=True))
         _add_to_param(owner, leaf, fn, handle.strength.value)
         handle.merged.append(_Merged(owner, leaf, fn, handle.strength.value, original))
 
@@ -305,8 +309,8 @@ def apply_lora(
 
     ``mode`` "merge" changes the weights; "runtime" adds adapters to WanLinear layers.
     ``blocks`` restricts the layers changed (see :func:`block_predicate`).
-    ``keep_original`` stores the untouched tensors so :func:`remove_lora` restores
-    them bit-exactly (else it subtracts, which is approximate for fp8 weights).
+    ``keep_original`` stores CPU copies of the merged tensors so :func:`remove_lora`
+    restores them bit-exactly (else it subtracts, which rounds for bf16/fp8 weights).
     Raises LoraError when no key matches or a shape does not fit; nothing is
     changed in that case.
     """

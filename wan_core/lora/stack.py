@@ -44,16 +44,20 @@ class LoraSpec:
 
 
 def apply_lora_stack(dit: nn.Module, specs: list[LoraSpec] | tuple[LoraSpec, ...],
-                     expert: str | None = None) -> list[LoraReport]:
+                     expert: str | None = None, keep_original: bool = False) -> list[LoraReport]:
     """Apply each LoRA of a stack in order, with the strength that ``expert`` gets.
 
     Entries whose strength for this expert is 0 are skipped (no report), so a
     LoRA meant only for the high-noise expert costs nothing on the low one.
+    ``keep_original``: merged entries keep a CPU copy of the tensors they change,
+    so :func:`~wan_core.lora.remove_lora` restores them bit-exactly (use it when
+    applying for one run and removing afterwards; bf16/fp8 subtraction drifts).
     """
     reports = []
     for spec in specs:
         strength = spec.strength_for(expert)
         if strength == 0.0:
             continue
-        reports.append(apply_lora(dit, spec.path, strength=strength, mode=spec.mode, blocks=spec.blocks))
+        reports.append(apply_lora(dit, spec.path, strength=strength, mode=spec.mode, blocks=spec.blocks,
+                                  keep_original=keep_original))
     return reports
