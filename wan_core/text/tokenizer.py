@@ -101,6 +101,8 @@ def json_tokenizer(path: Path) -> Tokenizer:
             "Or pass the spiece.model from the same folder instead."
         ) from exc
     tok = HFTokenizer.from_file(str(path))
+    tok.no_truncation()  # we truncate ourselves, keeping </s> and logging a warning
+    tok.no_padding()
     eos = tok.token_to_id(EOS_PIECE)
     if eos is None:
         raise TokenizerError(f"{path} has no '</s>' token; umT5 needs it as end token.")
