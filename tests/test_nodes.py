@@ -360,3 +360,23 @@ def test_empty_latent_is_vae_aware():
     assert cond.latent_shape == (48, 2, 2, 4)
     with pytest.raises(InputError):
         node.build(FakeVAE(16, 8), 64, 48, 8)  # not 4n+1
+
+
+def test_vae_encode_decode_nodes_speak_comfyui_latents():
+    """Our encode node returns the RAW mean (what native VAE Decode expects); our decode takes it back."""
+    import wan_core
+    from wan_core.vae.tiny import tiny_vae_state_dict
+
+    vae = wan_core.load_vae(tiny_vae_state_dict("2.1"), device="cpu", dtype="fp32")
+    frames = torch.rand(5, 16, 16, 3)
+    cls = nodes.NODE_CLASS_MAPPINGS
+    (latent,) = cls["WanCoreVAEEncode"]().encode(vae, frames, False, 256, 64)
+    video = frames.permute(3, 0, 1, 2)[None] * 2 - 1
+    with torch.inference_mode():
+        z = vae.encode(video)
+        expected = (vae.decode(z)[0].permute(1, 2, 3, 0) + 1) / 2
+    assert latent["samples"].shape == (1, 16, 2, 2, 2)
+    assert rel_err(latent["samples"], vae.denormalize(z)) < 1e-5
+    (decoded,) = cls["WanCoreVAEDecode"]().decode(vae, latent, False, 256, 64)
+    assert decoded.shape == (5, 16, 16, 3)
+    assert rel_err(decoded, expected.clamp(0, 1)) < 1e-5
