@@ -284,3 +284,16 @@ def test_user_sigmas_and_float_timesteps_reach_the_model():
     out = run(FakeDiT(), SamplerSettings(sigmas=[1.0, 0.5, 0.2, 0.0], solver="euler", cfg=1.0, timestep_mode="float"),
               negative=None)
     assert rel_err(out, x) <= 1e-6
+
+
+def test_batched_cfg_falls_back_to_sequential_on_out_of_memory():
+    class NoRoomForTwo(FakeDiT):
+        def forward(self, x, *args, **kwargs):
+            if x.shape[0] > 1:
+                raise torch.OutOfMemoryError("fake: batch 2 does not fit")
+            return super().forward(x, *args, **kwargs)
+
+    dit = NoRoomForTwo()
+    out = run(dit, SamplerSettings(steps=3, cfg=4.0, batch_cfg=True))
+    assert len(dit.calls) == 6 and all(c["batch"] == 1 for c in dit.calls)
+    assert rel_err(out, run(FakeDiT(), SamplerSettings(steps=3, cfg=4.0, batch_cfg=False))) <= 1e-6

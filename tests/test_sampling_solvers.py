@@ -103,3 +103,14 @@ def test_unipc_differs_from_euler_so_parity_is_meaningful():
     x = torch.randn(SHAPE)
     assert rel_err(run_ours("unipc", sched.sigmas, x)[-1], run_ours("euler", sched.sigmas, x)[-1]) > 1e-3
     assert rel_err(run_ours("unipc", sched.sigmas, x)[-1], run_ours("dpm++", sched.sigmas, x)[-1]) > 1e-4
+
+
+def test_unipc_survives_a_schedule_starting_at_sigma_one():
+    """User σ starting at exactly 1 (λ = −∞): UniPC nudges it down by 1e-6, as diffusers' flow UniPC does."""
+    sigmas = torch.tensor([1.0, 0.8, 0.5, 0.2, 0.0])
+    x = torch.randn(SHAPE)
+    out = run_ours("unipc", sigmas, x)
+    assert all(torch.isfinite(y).all() for y in out)
+    nudged = sigmas.clone()
+    nudged[0] = 1.0 - 1e-6
+    compare(out, run_diffusers(diffusers_unipc(1.0), nudged, x))

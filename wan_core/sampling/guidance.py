@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..conditioning.types import Conditioning
+from ..devices import empty_cache
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,7 @@ class Guidance:
                 log.warning("Batched cond+uncond forward ran out of memory; running the branches one after the "
                             "other for the rest of this run.")
                 self.batch_cfg = False
-                from ..devices import empty_cache
-
-                empty_cache(x.device)
+            empty_cache(x.device)  # outside the except block, once the failed forward's tensors are gone
         v_cond = self._forward(model, x, inputs.t, inputs.positive, inputs.extras)
         v_uncond = self._forward(model, x, inputs.t, inputs.negative, inputs.extras)
         return v_uncond + cfg * (v_cond - v_uncond)
