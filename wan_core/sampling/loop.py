@@ -100,7 +100,10 @@ def sample(model, positive, negative, cond: Conditioning, settings: SamplerSetti
 
     ``model``: a WanDiT, or :class:`Experts` for Wan2.2 A14B. ``positive`` / ``negative``: text
     embeddings as lists of [L_i, D] tensors (one shared prompt, or one per batch element);
-    ``negative`` may be None only when every guidance scale is 1.
+    ``negative`` may be None only when every guidance scale is 1. The active DiT is moved to
+    ``device`` (default: where the first one lives) if it lives elsewhere. On an interrupt or an
+    error the run's tensors are dropped (including the locals of the traceback's finished frames)
+    and the device cache is emptied before the exception propagates, so the next run starts clean.
     """
     hooks = hooks or NO_HOOKS
     schedule = build_schedule(settings)
