@@ -202,6 +202,7 @@ def test_tokenizer_vocab_mismatch(reference, spm_bytes):
     te = wan_core.load_text_encoder(sd, device="cpu", cache_dir=False)
     with pytest.raises(TokenizerError, match="vocabulary"):
         te.encode(["A cat walks across a sunny garden"])
+    assert te.load_count == 0  # detected before loading the weights
 
 
 def test_real_umt5_xxl_sizes_from_shapes():

@@ -70,10 +70,12 @@ class TextEncoder:
         results = {k: self.cache.get(k) for k in dict.fromkeys(keys)}
         missing = [(k, text) for k, text in dict(zip(keys, cleaned)).items() if results[k] is None]
         if missing:
-            for k, emb in zip((k for k, _ in missing), self._encode_uncached([t for _, t in missing])):
-                results[k] = self.cache.put(k, emb)
-            if not self.keep_loaded:
-                self.release()
+            try:
+                for k, emb in zip((k for k, _ in missing), self._encode_uncached([t for _, t in missing])):
+                    results[k] = self.cache.put(k, emb)
+            finally:
+                if not self.keep_loaded:
+                    self.release()
         return [results[k].clone() for k in keys]  # clones: callers may edit them in place
 
     def tokenize(self, text: str) -> list[int]:
@@ -88,10 +90,11 @@ class TextEncoder:
         return ids
 
     def _encode_uncached(self, texts: list[str]) -> list[torch.Tensor]:
+        id_lists = [self.tokenize(t) for t in texts]  # tokenizer errors surface before the weights load
         model = self.load()
         out: list[torch.Tensor] = []
-        for start in range(0, len(texts), BATCH):
-            out.extend(self._forward(model, [self.tokenize(t) for t in texts[start:start + BATCH]]))
+        for start in range(0, len(id_lists), BATCH):
+            out.extend(self._forward(model, id_lists[start:start + BATCH]))
         return out
 
     def _forward(self, model: UMT5Encoder, id_lists: list[list[int]]) -> list[torch.Tensor]:
