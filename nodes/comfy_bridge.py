@@ -136,6 +136,15 @@ def save_path(prefix: str, width: int, height: int) -> tuple[Path, str, int, str
     return folder, stem, counter, sub
 
 
+def metadata_enabled() -> bool:
+    """False when ComfyUI runs with --disable-metadata (then saved files carry no prompt/workflow)."""
+    if IN_COMFYUI:
+        from comfy.cli_args import args
+
+        return not args.disable_metadata
+    return True
+
+
 # --------------------------------------------------------------------------- devices
 
 

@@ -103,9 +103,10 @@ class WanSaveVideo:
         height, width = int(frames.shape[1]), int(frames.shape[2])
         folder, stem, counter, subfolder = bridge.save_path(filename_prefix, width, height)
         name = f"{stem}_{counter:05}_.{format}"
-        metadata = {"prompt": prompt} if prompt is not None else {}
-        if extra_pnginfo:
-            metadata.update(extra_pnginfo)
+        metadata = {}
+        if bridge.metadata_enabled():
+            metadata = {"prompt": prompt} if prompt is not None else {}
+            metadata.update(extra_pnginfo or {})
         with bridge.comfy_errors():
             video_io.write_video(frames, folder / name, fps=fps, metadata=metadata or None, crf=crf)
         result = {"filename": name, "subfolder": subfolder, "type": "output", "format": f"video/{format}",
