@@ -380,3 +380,69 @@ def test_vae_encode_decode_nodes_speak_comfyui_latents():
     (decoded,) = cls["WanCoreVAEDecode"]().decode(vae, latent, False, 256, 64)
     assert decoded.shape == (5, 16, 16, 3)
     assert rel_err(decoded, expected.clamp(0, 1)) < 1e-5
+
+
+def _bridge_with_fake_comfyui(monkeypatch, tmp_path):
+    """Load comfy_bridge under another name with stand-in ComfyUI modules in sys.modules."""
+    import importlib.util
+    import sys
+    import types
+
+    events = {"bar": [], "interrupted": False}
+
+    class InterruptProcessingException(Exception):
+        pass
+
+    mm = types.ModuleType("comfy.model_management")
+    mm.InterruptProcessingException = InterruptProcessingException
+    mm.processing_interrupted = lambda: events["interrupted"]
+
+    def throw():
+        if events["interrupted"]:
+            events["interrupted"] = False
+            raise InterruptProcessingException()
+
+    mm.throw_exception_if_processing_interrupted = throw
+    mm.get_torch_device = lambda: torch.device("cpu")
+    utils = types.ModuleType("comfy.utils")
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            events["bar"].append((value, total, preview))
+
+    utils.ProgressBar = ProgressBar
+    fp = types.ModuleType("folder_paths")
+    fp.get_full_path = lambda folder, name: str(tmp_path / folder / name) if name == "ok.safetensors" else None
+    fp.get_folder_paths = lambda folder: [str(tmp_path / folder)]
+    fp.get_filename_list = lambda folder: ["ok.safetensors"]
+    comfy = types.ModuleType("comfy")
+    comfy.model_management, comfy.utils = mm, utils
+    for name, module in {"comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils,
+                         "folder_paths": fp}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("bridge_in_fake_comfyui", ROOT / "nodes" / "comfy_bridge.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, events, InterruptProcessingException
+
+
+def test_bridge_inside_comfyui_uses_its_progress_bar_interrupt_and_folders(monkeypatch, tmp_path):
+    fake, events, interrupt_exc = _bridge_with_fake_comfyui(monkeypatch, tmp_path)
+    assert fake.IN_COMFYUI is True
+    assert fake.model_files("vae") == ["ok.safetensors"]
+    assert fake.model_path("vae", "ok.safetensors").endswith("vae/ok.safetensors")
+    with pytest.raises(InputError, match="not found"):
+        fake.model_path("vae", "gone.safetensors")
+    hooks, close = fake.make_hooks(4)
+    hooks.step(1, 4, torch.rand(6, 8, 3))
+    value, total, (fmt, image, max_size) = events["bar"][-1]
+    assert (value, total, fmt, image.size, max_size) == (1, 4, "JPEG", (8, 6), 512)
+    events["interrupted"] = True
+    with pytest.raises(interrupt_exc):
+        with fake.comfy_errors():
+            hooks.step(2, 4, None)  # RunHooks.check raises WanInterrupted -> ComfyUI's interrupt
+    assert events["interrupted"] is False  # ComfyUI's flag was consumed
+    close()
