@@ -391,3 +391,42 @@ def test_tiny_writer_formats_round_trip(model, fmt):
     assert rep.matched == L * len(LINEARS) and not rep.unmatched
     for k, v in ref.state_dict().items():
         assert rel_err(m.state_dict()[k], v) < 1e-6, (fmt, k)
+
+
+@pytest.mark.parametrize("variant", ["wan2.1-i2v", "wan2.1-flf2v", "wan2.1-vace"])
+def test_name_map_agrees_with_the_dit_converter(variant):
+    from wan_core.dit.convert import diffusers_to_official_name, official_to_diffusers_name
+    from wan_core.dit.tiny import tiny_dit_state_dict
+    from wan_core.lora import diffusers_to_official_path, official_to_diffusers_path
+
+    names = list(tiny_dit_state_dict(variant, seed=0))
+    assert len(names) > 50
+    for name in names:
+        theirs = official_to_diffusers_name(name)
+        assert official_to_diffusers_path(name) == theirs, name
+        assert diffusers_to_official_path(theirs) == diffusers_to_official_name(theirs) == name
+
+
+def test_unsupported_adapter_types_and_sidecar_config(model, factors, tmp_path):
+    loha = {"lycoris_blocks_0_self_attn_q.hada_w1_a": torch.randn(4, D),
+            "lycoris_blocks_0_self_attn_q.hada_w1_b": torch.randn(4, D)}
+    with pytest.raises(LoraError, match="not supported"):
+        load_lora(loha)
+    folder = tmp_path / "peft_adapter"
+    folder.mkdir()
+    save_file(write(factors, "peft_rslora"), str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"r": RANK, "lora_alpha": 1, "use_rslora": True}))
+    m = copy.deepcopy(model)
+    apply_lora(m, folder / "adapter_model.safetensors")
+    want = expected_merged(model, factors)
+    assert all(rel_err(m.state_dict()[k], want[k]) < 1e-6 for k in want)
+
+
+def test_kohya_names_with_diffusion_model_and_cache(model, factors, tmp_path):
+    from wan_core.lora import load_lora_cached
+
+    sd = {k.replace("lora_unet_", "lora_unet_diffusion_model_"): v for k, v in write(factors, "kohya").items()}
+    rep = apply_lora(copy.deepcopy(model), sd)
+    assert rep.matched == len(factors) and not rep.unmatched
+    path = _lora_file(tmp_path, "kohya", factors)
+    assert load_lora_cached(path) is load_lora_cached(str(path))

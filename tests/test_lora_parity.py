@@ -23,9 +23,10 @@ from tests.conftest import rel_err
 from wan_core.dit.convert import official_to_diffusers
 from wan_core.dit.loader import load_dit
 from wan_core.dit.tiny import tiny_dit_config, tiny_dit_state_dict
+from wan_core.errors import LoraError
 from wan_core.fp8 import dequantize_state_dict, quantize_state_dict
-from wan_core.lora import apply_lora, remove_lora
-from wan_core.lora.tiny import FORMATS, random_factors, write_format
+from wan_core.lora import apply_lora, official_to_diffusers_path, remove_lora
+from wan_core.lora.tiny import FORMATS, random_factors, tiny_lora_state_dict, write_format
 from wan_core.ops import WanLinear
 
 TOL = 1e-4
@@ -189,3 +190,43 @@ def test_fp8_dit_merge_requantises(base_sd, inputs):
                          inputs)
     err = rel_err(run_ours(model, inputs), want)
     assert err < 0.05, f"rel err {err:.2e} (fp8 re-quantisation only)"
+
+
+def test_wan21_i2v_lora_on_wan22_i2v_expert_skips_image_layers():
+    """A Wan2.1 I2V LoRA (k_img/v_img/norm_k_img/img_emb) on a Wan2.2 I2V expert, which has none of them."""
+    i2v21 = tiny_dit_state_dict("wan2.1-i2v", seed=0)
+    lora = tiny_lora_state_dict(i2v21, rank=RANK, seed=1, fmt="comfyui")
+    for n in range(2):
+        lora[f"diffusion_model.blocks.{n}.cross_attn.norm_k_img.diff"] = torch.randn(i2v21["blocks.0.norm3.weight"].shape)
+    lora["diffusion_model.img_emb.proj.1.diff_b"] = torch.randn(i2v21["img_emb.proj.1.bias"].shape)
+    model = load_dit(tiny_dit_state_dict("wan2.2-i2v", seed=0), device="cpu")
+    rep = apply_lora(model, lora)
+    assert rep.skipped_i2v == 2 * 2 + 2 + 1 and not rep.unmatched
+    assert rep.matched == 2 * len(LINEARS)
+    assert apply_lora(load_dit(i2v21, device="cpu"), lora).skipped_i2v == 0
+
+
+def test_14b_style_lora_on_smaller_dit_names_key_and_shapes(dit):
+    wide = tiny_lora_state_dict({"dim": 512, "ffn_dim": 1024, "num_layers": 2}, rank=RANK, fmt="kohya")
+    model = copy.deepcopy(dit)
+    with pytest.raises(LoraError) as info:
+        apply_lora(model, wide)
+    msg = str(info.value)
+    key = msg.split("'")[1]
+    assert key in wide and "(512, 512)" in msg and "(256, 256)" in msg, msg
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), dit.state_dict().values()))
+
+
+def test_vace_blocks_and_block_filter_on_the_real_dit():
+    sd = tiny_dit_state_dict("wan2.1-vace", seed=0)
+    model = load_dit(sd, device="cpu")
+    lora = {}
+    for name in ("blocks.0.self_attn.q", "blocks.1.self_attn.q", "vace_blocks.0.after_proj", "vace_blocks.0.before_proj"):
+        w = sd[name + ".weight"]
+        lora[f"transformer.{official_to_diffusers_path(name)}.lora_A.weight"] = torch.randn(RANK, w.shape[1])
+        lora[f"transformer.{official_to_diffusers_path(name)}.lora_B.weight"] = torch.randn(w.shape[0], RANK)
+    assert "transformer.vace_blocks.0.proj_in.lora_A.weight" in lora
+    rep = apply_lora(model, lora, blocks=[1])
+    assert rep.matched == 3 and rep.filtered == 1 and not rep.unmatched
+    assert torch.equal(model.get_parameter("blocks.0.self_attn.q.weight"), sd["blocks.0.self_attn.q.weight"])
+    assert not torch.equal(model.get_parameter("vace_blocks.0.before_proj.weight"), sd["vace_blocks.0.before_proj.weight"])

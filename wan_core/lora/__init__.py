@@ -10,7 +10,7 @@
 from .apply import LoraHandle, LoraReport, RuntimeAdapter, apply_lora, block_predicate, plan_lora, remove_lora
 from .keys import diffusers_to_official_path, official_to_diffusers_path, underscore_table
 from .stack import LoraSpec, apply_lora_stack
-from .weights import LoraDelta, LoraWeights, load_lora
+from .weights import LoraDelta, LoraWeights, load_lora, load_lora_cached
 
 __all__ = [
     "LoraDelta",
@@ -24,6 +24,7 @@ __all__ = [
     "block_predicate",
     "diffusers_to_official_path",
     "load_lora",
+    "load_lora_cached",
     "official_to_diffusers_path",
     "plan_lora",
     "remove_lora",

@@ -163,6 +163,7 @@ class LoraReport:
     filtered: int = 0
     merged: int = 0
     runtime: int = 0
+    ignored: list[str] = field(default_factory=list)
 
     def set_strength(self, value: float) -> None:
         self.handle.set_strength(value)
@@ -337,7 +338,7 @@ def apply_lora(
         else:
             _merge(t, model, handle, keep_original)
     report = LoraReport(weights.name, len(plan.targets), plan.unmatched, plan.skipped_i2v, handle,
-                        plan.filtered, len(plan.targets) - runtime, runtime)
+                        plan.filtered, len(plan.targets) - runtime, runtime, list(weights.ignored))
     _log_report(report, mode)
     return report
 

@@ -120,7 +120,8 @@ def strip_prefix(stem: str) -> tuple[str, bool]:
     """Remove wrapper prefixes; returns (path, underscored)."""
     for prefix in UNDERSCORE_PREFIXES:
         if stem.startswith(prefix):
-            return stem[len(prefix):], True
+            path = stem[len(prefix):]
+            return (path[len("diffusion_model_"):] if path.startswith("diffusion_model_") else path), True
     changed = True
     while changed:
         changed = False

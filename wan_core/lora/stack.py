@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import InputError
 from .apply import MODES, LoraReport, apply_lora
+from .weights import load_lora_cached
 
 EXPERTS = ("high", "low", None)
 
@@ -58,6 +59,6 @@ def apply_lora_stack(dit: nn.Module, specs: list[LoraSpec] | tuple[LoraSpec, ...
         strength = spec.strength_for(expert)
         if strength == 0.0:
             continue
-        reports.append(apply_lora(dit, spec.path, strength=strength, mode=spec.mode, blocks=spec.blocks,
+        reports.append(apply_lora(dit, load_lora_cached(spec.path), strength=strength, mode=spec.mode, blocks=spec.blocks,
                                   keep_original=keep_original))
     return reports

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from ..checkpoints import TensorSource, guess_kind, open_checkpoint
 from ..errors import CheckpointError, LoraError, preview_keys
-from .keys import ParsedKey, diffusers_to_official_path, looks_diffusers, parse_key
+from .keys import UNSUPPORTED_MARKERS, ParsedKey, diffusers_to_official_path, looks_diffusers, parse_key
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,10 @@ def load_lora(path_or_state_dict, *, rslora: bool | None = None, alpha: float | 
     for (path, und), parts in groups.items():
         deltas.extend(_deltas_of_group(path, und, parts, src, settings, ignored))
     name = file_path.name if file_path else "LoRA"
+    if not deltas and any(m in k for k in ignored for m in UNSUPPORTED_MARKERS):
+        raise LoraError(f"{name} uses an adapter type that is not supported (LoHa/LoKr/OFT/DoRA-only keys such as "
+                        f"{preview_keys(ignored, 3)}). Supported: LoRA (lora_A/B, lora_down/up + alpha) and "
+                        ".diff/.diff_b full differences; convert the file to a plain LoRA.")
     if not deltas:
         raise LoraError(f"{name} has no LoRA weights: none of its {len(src)} keys ({preview_keys(src.keys())}) "
                         f"is a lora_A/lora_B, lora_down/lora_up, .diff or .diff_b key. It looks like "
@@ -198,3 +203,27 @@ def load_lora(path_or_state_dict, *, rslora: bool | None = None, alpha: float | 
         log.warning("%s: %d keys are not applied (unsupported adapter type or incomplete pair): %s",
                     name, len(ignored), preview_keys(ignored))
     return LoraWeights(deltas, ignored, name, settings.use_rslora)
+
+
+_CACHE: OrderedDict[tuple, LoraWeights] = OrderedDict()
+CACHE_SIZE = 4
+
+
+def load_lora_cached(path) -> LoraWeights:
+    """:func:`load_lora` for files, remembering the last few (keyed by path, size and mtime).
+
+    A sampler that attaches a stack per run (and per A14B expert) then reads each
+    file once. State dicts and LoraWeights are passed through uncached.
+    """
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
+        return load_lora(path)
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    weights = load_lora(path)
+    _CACHE[key] = weights
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return weights
