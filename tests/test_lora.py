@@ -430,3 +430,35 @@ def test_kohya_names_with_diffusion_model_and_cache(model, factors, tmp_path):
     assert rep.matched == len(factors) and not rep.unmatched
     path = _lora_file(tmp_path, "kohya", factors)
     assert load_lora_cached(path) is load_lora_cached(str(path))
+
+
+def test_two_loras_stack_and_remove_independently(model, factors):
+    g = torch.Generator().manual_seed(9)
+    other = {k: (torch.randn(v[0].shape, generator=g) * 0.2, torch.randn(v[1].shape, generator=g) * 0.2)
+             for k, v in factors.items()}
+    x, ctx = _inputs()
+    for mode in ("merge", "runtime"):
+        m = copy.deepcopy(model)
+        first = apply_lora(m, write(factors, "official_ab"), strength=0.6, mode=mode)
+        apply_lora(m, write(other, "diffusers"), strength=-0.4, mode=mode, keep_original=False)
+        both = expected_merged(model, factors, 0.6)
+        for (n, lin), (down, up) in other.items():
+            both[f"blocks.{n}.{lin}.weight"] += -0.4 * 0.5 * (up @ down)
+        ref = copy.deepcopy(model)
+        ref.load_state_dict(both)
+        assert rel_err(m(x, ctx), ref(x, ctx)) < 1e-5, mode
+        remove_lora(m, first)
+        ref.load_state_dict(expected_merged(model, other, -0.4))
+        assert rel_err(m(x, ctx), ref(x, ctx)) < 1e-5, mode
+
+
+def test_runtime_adapter_moves_its_factors_to_the_input_device():
+    from wan_core.lora import RuntimeAdapter
+    from wan_core.lora.apply import _Strength
+
+    adapter = RuntimeAdapter(_Strength(1.0), 0.5, torch.randn(RANK, D), torch.randn(FF, RANK), torch.randn(FF))
+    y = adapter(torch.randn(3, D, device="meta", dtype=torch.bfloat16))
+    assert y.device.type == "meta" and y.dtype == torch.bfloat16 and y.shape == (3, FF)
+    x = torch.randn(3, D)
+    down, up, bias = adapter._master
+    assert torch.allclose(adapter(x), 0.5 * (x @ down.T @ up.T + bias), atol=1e-5)
