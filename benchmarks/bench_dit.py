@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--attention", default="sdpa", help="our backend: sdpa (same kernel as diffusers), auto, ...")
     p.add_argument("--text-tokens", type=int, default=512)
     p.add_argument("--skip-diffusers", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
     p.add_argument("--max-rel-err", type=float, default=3e-2)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -139,6 +140,11 @@ def main() -> int:
     timestep = torch.tensor([700.0], device=device)
     ms_ours, mem_ours, out_ours = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
     print(f"ours:      {ms_ours:9.1f} ms/forward (median of {args.runs}), peak {mem_ours:.2f} GiB")
+    if args.compile:
+        ours.compile_blocks()
+        ms_c, mem_c, out_c = time_forward(lambda: ours(x, timestep, context), args.runs, max(args.warmup, 2))
+        err_c = float((out_c.double() - out_ours.double()).norm() / out_ours.double().norm())
+        print(f"ours+compile: {ms_c:9.1f} ms/forward, peak {mem_c:.2f} GiB, rel err vs eager {err_c:.2e}")
     if args.skip_diffusers:
         return 0
     ref = build_diffusers(config, weights, device)

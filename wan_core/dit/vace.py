@@ -75,7 +75,7 @@ def start_vace(
                 f"vace_context has shape {tuple(ctx.shape)}; expected [B, {patch_embed.in_channels}, T, h, w] "
                 "(VACE: inactive latent 16 + reactive latent 16 + mask 64)."
             )
-        c = patch_embed(ctx.to(cdt)).flatten(2).transpose(1, 2)
+        c = patch_embed(ctx.to(device=x0.device, dtype=cdt)).flatten(2).transpose(1, 2).contiguous()
         if c.shape[1] != x0.shape[1]:
             raise ConditioningError(
                 f"vace_context gives {c.shape[1]} tokens but the latent gives {x0.shape[1]}: "
