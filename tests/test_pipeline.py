@@ -21,7 +21,7 @@ A14B_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
 VAE21, VAE22 = "wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"
 TE, CLIP, LORA = "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_vision_h.safetensors", \
     "wan2.1_t2v_1.3B_example_lora.safetensors"
-SMALL = {"frames": 5, "width": 64, "height": 64, "steps": 2}
+SMALL = {"frames": 5, "width": 32, "height": 32, "steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _image(seed, height=48, width=80):
     return torch.rand(1, height, width, 3, generator=torch.Generator().manual_seed(seed))
 
 
-def _check_video(result, frames=5, size=64):
+def _check_video(result, frames=5, size=32):
     assert result.frames.shape == (frames, size, size, 3)
     assert result.frames.dtype == torch.float32
     assert 0.0 <= float(result.frames.min()) and float(result.frames.max()) <= 1.0
@@ -66,7 +66,7 @@ def test_t2v_same_seed_same_video_other_seed_other_video(pipes):
     b = pipe.generate("a red fox in the snow", seed=3, **SMALL)
     c = pipe.generate("a red fox in the snow", seed=4, **SMALL)
     _check_video(a)
-    assert a.latent.shape == (1, 16, 2, 8, 8)
+    assert a.latent.shape == (1, 16, 2, 4, 4)
     assert torch.equal(a.latent, b.latent) and torch.equal(a.frames, b.frames)
     assert not torch.allclose(a.latent, c.latent)
 
@@ -82,7 +82,7 @@ def test_t2v_equals_the_components_called_by_hand(pipes):
     cfg = pipe.dit.config
     base = defaults_for(cfg.family, cfg.task, cfg.size_label)
     pos, neg = pipe.text_encoder.encode(["a boat on a lake", default_negative_prompt(cfg.family, cfg.task)])
-    cond = t2v_conditioning(16, 5, 64, 64, 8)
+    cond = t2v_conditioning(16, 5, 32, 32, 8)
     settings = SamplerSettings(steps=2, shift=base.shift, cfg=base.cfg, solver=base.solver, seed=11)
     with torch.no_grad():
         latent = sample(pipe.dit, [pos], [neg], cond, settings, device="cpu")
@@ -92,11 +92,11 @@ def test_t2v_equals_the_components_called_by_hand(pipes):
     assert torch.allclose(result.frames, expected, atol=1e-6)
 
 
-def test_unset_parameters_take_the_task_defaults(pipes):
+def test_unset_parameters_take_the_task_defaults_and_are_saved(pipes, tmp_path):
     from wan_core.configs import default_negative_prompt, defaults_for
 
     pipe = pipes(T2V)
-    result = pipe.generate(GenerateParams(prompt="x", frames=5, width=64, height=64, steps=1))
+    result = pipe.generate(GenerateParams(prompt="x", frames=5, width=32, height=32, steps=1))
     cfg = pipe.dit.config
     base = defaults_for(cfg.family, cfg.task, cfg.size_label)
     params = result.params
@@ -104,14 +104,10 @@ def test_unset_parameters_take_the_task_defaults(pipes):
         (base.shift, base.cfg, base.solver, base.fps)
     assert params["negative_prompt"] == default_negative_prompt(cfg.family, cfg.task)
     assert isinstance(params["seed"], int) and params["mode"] == "t2v" and params["model"] == T2V
-
-
-def test_result_save_round_trips_metadata(pipes, tmp_path):
-    result = pipes(T2V).generate("metadata check", seed=5, **SMALL)
     path = result.save(tmp_path / "out.mp4")
     frames, fps = read_video(path)
-    assert frames.shape[0] == 5 and fps == pytest.approx(result.fps)
-    assert read_metadata(path) == json.loads(json.dumps(result.params, default=str))
+    assert frames.shape == (5, 32, 32, 3) and fps == pytest.approx(result.fps)
+    assert read_metadata(path) == json.loads(json.dumps(params, default=str))
 
 
 def test_i2v_uses_the_image_and_clip(pipes):
@@ -145,18 +141,18 @@ def test_ti2v_keeps_the_encoded_first_frame(pipes):
     image = _image(5)
     result = pipe.generate("a dog", image=image, seed=1, **SMALL)
     _check_video(result)
-    assert result.latent.shape == (1, 48, 2, 4, 4) and result.params["mode"] == "ti2v"
+    assert result.latent.shape == (1, 48, 2, 2, 2) and result.params["mode"] == "ti2v"
     with torch.no_grad():
-        lock = ti2v_conditioning(pipe.vae, image, 5, 64, 64).frame_lock
+        lock = ti2v_conditioning(pipe.vae, image, 5, 32, 32).frame_lock
     assert torch.allclose(result.latent[:, :, :1], lock.latent[:, :, :1].cpu(), atol=1e-5)
     _check_video(pipe.generate("a dog", seed=1, **SMALL))  # text-only TI2V
 
 
 def test_vace_with_control_video_and_reference_trims_the_reference(pipes):
     pipe = pipes(VACE)
-    control = torch.rand(5, 64, 64, 3, generator=torch.Generator().manual_seed(0))
-    a = pipe.generate("dance", control_video=control, reference_images=_image(7, 64, 64), seed=3, **SMALL)
-    b = pipe.generate("dance", control_video=control.flip(0), reference_images=_image(7, 64, 64), seed=3, **SMALL)
+    control = torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    a = pipe.generate("dance", control_video=control, reference_images=_image(7, 32, 32), seed=3, **SMALL)
+    b = pipe.generate("dance", control_video=control.flip(0), reference_images=_image(7, 32, 32), seed=3, **SMALL)
     _check_video(a)
     assert a.latent.shape[2] == 2 and a.params["mode"] == "vace"
     assert not torch.allclose(a.latent, b.latent)
@@ -164,7 +160,7 @@ def test_vace_with_control_video_and_reference_trims_the_reference(pipes):
 
 def test_fun_control(pipes):
     pipe = pipes(FUN_CONTROL, clip=CLIP)
-    control = torch.rand(5, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    control = torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(1))
     result = pipe.generate("pose", control_video=control, image=_image(2), seed=1, **SMALL)
     _check_video(result)
     assert result.params["mode"] == "fun-control"
@@ -173,7 +169,8 @@ def test_fun_control(pipes):
 def test_a14b_runs_both_experts(pipes):
     two = pipes(A14B_HIGH, low=A14B_LOW)
     same = pipes(A14B_HIGH, low=A14B_HIGH)
-    params = dict(SMALL, steps=3, shift=12.0, boundary=0.5, cfg=(3.0, 4.0), seed=9)
+    # shift 5, 3 steps: t = 999, 909, 714 -> the official T2V boundary 875 switches before the last step
+    params = dict(SMALL, steps=3, shift=5.0, cfg=(3.0, 4.0), seed=9)
     a = two.generate("a city at night", **params)
     b = same.generate("a city at night", **params)
     _check_video(a)
@@ -197,7 +194,7 @@ def test_inputs_that_do_not_fit_raise_clear_errors(pipes):
     with pytest.raises(ConditioningError, match="image"):
         pipe.generate("x", image=_image(0), **SMALL)
     with pytest.raises(InputError, match="multiple of 16"):
-        pipe.generate("x", **dict(SMALL, width=60))
+        pipe.generate("x", **dict(SMALL, width=40))
     with pytest.raises(InputError, match="4n\\+1"):
         pipe.generate("x", **dict(SMALL, frames=6))
     with pytest.raises(ConditioningError, match="wan2.2_vae"):

@@ -30,7 +30,7 @@ import torch
 
 from .devices import empty_cache, resolve_device, resolve_dtype
 from .errors import ConditioningError, InputError
-from .memory import on_device
+from .memory import move, on_device
 from .progress import NO_HOOKS, RunHooks
 
 log = logging.getLogger(__name__)
@@ -228,27 +228,35 @@ class WanPipeline:
         return torch.cat(tokens, dim=1)
 
     def experts(self, resolved: dict[str, Any]) -> Any:
-        """The DiT, or ``Experts(high, low, boundary)`` for Wan2.2 A14B (cfg pairs go in the settings)."""
+        """The DiT, or ``Experts(high, low, boundary)`` for Wan2.2 A14B (cfg pairs go in the settings).
+
+        With ``offload`` the sampler keeps only the active expert on the device when memory is short.
+        """
         if self.dit_low is None:
             return self.dit
         from .sampling import Experts
 
-        return Experts(high=self.dit, low=self.dit_low, boundary=resolved.get("boundary"))
+        return Experts(high=self.dit, low=self.dit_low, boundary=resolved.get("boundary"),
+                       offload="auto" if self.offload else "never")
 
     def sample(self, positive: list[torch.Tensor], negative: list[torch.Tensor], cond: Any,
                resolved: dict[str, Any], hooks: RunHooks) -> torch.Tensor:
-        """Run the sampler -> normalised latent [1, C, T, h, w] (VACE reference frames trimmed)."""
+        """Run the sampler -> normalised latent [1, C, T, h, w] (VACE reference frames already trimmed).
+
+        The sampler moves each DiT to the device when its steps start; with ``offload``
+        they return to the CPU afterwards.
+        """
         from .sampling import SamplerSettings, sample
 
         settings = SamplerSettings(steps=int(resolved["steps"]), shift=float(resolved["shift"]),
                                    cfg=resolved["cfg"], solver=str(resolved["solver"]), seed=int(resolved["seed"]))
-        models = [self.dit] + ([self.dit_low] if self.dit_low is not None else [])
-        with on_device(models, self.device, self.offload), torch.no_grad():
-            latent = sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks,
-                            device=self.device)
-        if cond.trim_latent_frames and latent.shape[2] == cond.latent_shape[1]:
-            latent = latent[:, :, cond.trim_latent_frames:]
-        return latent
+        try:
+            return sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks,
+                          device=self.device)
+        finally:
+            if self.offload:
+                move([self.dit, self.dit_low], "cpu")
+                empty_cache(self.device)
 
     def decode(self, latent: torch.Tensor, hooks: RunHooks = NO_HOOKS) -> torch.Tensor:
         """Normalised latent [1, C, T, h, w] -> frames [F, H, W, 3] float32 0..1 on CPU."""
@@ -395,26 +403,11 @@ def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode
     return out
 
 
-_BUILDER_MODULES = ("i2v", "ti2v", "vace", "fun", "validate")
-
-
 def _builder(name: str) -> Any:
-    """``wan_core.conditioning.<name>``, from the package or one of its modules."""
-    import importlib
-
+    """``wan_core.conditioning.<name>`` (imported late: the package pulls in the VAE helpers)."""
     from . import conditioning
 
-    fn = getattr(conditioning, name, None)
-    for module in _BUILDER_MODULES:
-        if fn is not None:
-            break
-        try:
-            fn = getattr(importlib.import_module(f"{conditioning.__name__}.{module}"), name, None)
-        except ImportError:
-            continue
-    if fn is None:
-        raise ConditioningError(f"wan_core.conditioning has no {name}(); this mode cannot run standalone yet.")
-    return fn
+    return getattr(conditioning, name)
 
 
 def build_conditioning(mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip_fea: torch.Tensor | None,
