@@ -155,12 +155,20 @@ def test_attention_backends():
 
 
 def test_block_swap_keeps_output(tmp_path):
-    model = wan_core.load_dit(cached_tiny("wan2.1-t2v"), device="cpu")
+    """Swapped blocks (fp8 weights + scales) give the same output; the hooks really run."""
+    from test_dit_helpers import write_layout
+
+    path, _ = write_layout(tmp_path, "wan2.1-t2v", "fp8_scaled")
+    model = wan_core.load_dit(path, device="cpu")
     inputs = make_inputs(model.config)
     before = model(**inputs)
     model.set_block_swap(1, "cpu")
-    assert rel_err(model(**inputs), before) == 0.0
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(m.self_attn.q.weight.dtype))
+    assert rel_err(model(**inputs), before) == 0.0 and seen == [torch.float8_e4m3fn]
+    assert model.blocks[0].self_attn.q.scale_weight is not None
     model.set_block_swap(0)
+    assert rel_err(model(**inputs), before) == 0.0
 
 
 def test_ref_conv_reference_latent():

@@ -5,7 +5,7 @@ modulation and the gated adds are fp32; every Linear runs in the compute dtype
 ``cdt`` (bf16 on GPUs, fp32 in tests); RMSNorm on q/k and RoPE run in fp32 and the
 result is cast to ``cdt`` for the attention kernel.
 
-Shapes: x [B, S, D] fp32; e0 [B, 1 or S, 6, D] fp32 (per-token for Wan2.2 TI2V);
+Shapes: x [B, S, D] fp32; e0 [B, 1, 6, D] fp32 or a per-token TokenTable (Wan2.2 TI2V);
 context tokens [B, L, D] in ``cdt``; rope factors [S, 1, d/2] complex64.
 """
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from ..ops import WanLinear
 from .attention import attention
+from .embeddings import TokenTable, split_modulation
 from .rope import apply_rope
 
 
@@ -126,10 +127,10 @@ class WanBlock(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, e0: torch.Tensor, ctx: Context, rope: torch.Tensor, cdt: torch.dtype
+        self, x: torch.Tensor, e0: torch.Tensor | TokenTable, ctx: Context, rope: torch.Tensor, cdt: torch.dtype
     ) -> torch.Tensor:
-        """x [B, S, D] fp32 -> fp32; e0 [B, 1|S, 6, D] fp32."""
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation + e0).unbind(-2)
+        """x [B, S, D] fp32 -> fp32; e0 [B, 1, 6, D] fp32 or a per-token TokenTable."""
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = split_modulation(self.modulation, e0)
         # 1. Self-attention (modulated, gated)
         y = self.self_attn(modulate(x, shift_sa, scale_sa, self.eps).to(cdt), rope)
         x = torch.addcmul(x, y, gate_sa)
