@@ -142,3 +142,18 @@ def test_output_depends_on_every_input(tmp_path):
         assert rel_err(ours(model, changed), base) > 1e-3, name
     changed = {**inputs, "context": [c + 0.5 * torch.randn_like(c) for c in inputs["context"]]}
     assert rel_err(ours(model, changed), base) > 1e-3
+
+
+def test_int64_timesteps_and_long_context(tmp_path, caplog):
+    """int64 t (official sampler) equals the same float t; >512 text tokens are truncated with a warning."""
+    model = wan_core.load_dit(write_layout(tmp_path, "wan2.1-t2v", "official")[0], device="cpu")
+    inputs = make_inputs(model.config)
+    inputs["t"] = torch.tensor([917])
+    as_int = ours(model, inputs)
+    assert rel_err(as_int, ours(model, {**inputs, "t": torch.tensor([917.0])})) == 0.0
+    assert rel_err(as_int, ours(model, {**inputs, "t": 917.0})) == 0.0
+    long = torch.randn(600, model.config.text_dim)
+    with caplog.at_level("WARNING"):
+        truncated = ours(model, {**inputs, "context": [long]})
+    assert "truncating" in caplog.text
+    assert rel_err(truncated, ours(model, {**inputs, "context": [long[:512]]})) == 0.0
