@@ -8,6 +8,7 @@ the inputs are unchanged, so a file is not reloaded on every queue.
 from __future__ import annotations
 
 import wan_core
+from wan_core.errors import InputError
 
 from . import comfy_bridge as bridge
 from .common import NONE_CHOICE, combo, model_combo, widget, with_ui_text
@@ -26,6 +27,15 @@ def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int)
     return wan_core.load_dit(bridge.model_path("diffusion_models", name), device=bridge.compute_device(),
                              dtype=_dtype(weight_dtype), attention=attention, block_swap=block_swap,
                              offload_device=bridge.offload_device())
+
+
+def _check_experts(high, low) -> None:
+    """Both A14B experts must be the same kind of model (same task and channels)."""
+    a, b = high.config, low.config
+    if (a.task, a.in_dim, a.out_dim, a.dim) != (b.task, b.in_dim, b.out_dim, b.dim):
+        raise InputError(f"The two experts do not match: model is {a.variant} (dim {a.dim}, in {a.in_dim}) but "
+                         f"low_noise_model is {b.variant} (dim {b.dim}, in {b.in_dim}). Pick the high- and "
+                         "low-noise files of the same Wan2.2 A14B model, or set low_noise_model_name to 'none'.")
 
 
 class WanModelLoader:
@@ -57,6 +67,7 @@ class WanModelLoader:
         low = None
         if low_noise_model_name != NONE_CHOICE:
             low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap)
+            _check_experts(high, low)
         handle = WanModelHandle(high=high, low=low)
         return with_ui_text(handle.describe(), handle)
 

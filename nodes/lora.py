@@ -53,7 +53,8 @@ class WanLoraStack:
                                    min=-10.0, max=10.0, step=0.01),
                 "strength_low_noise": widget("FLOAT", "Strength on the A14B low-noise expert; -1 = same as "
                                              "strength.", default=-1.0, min=-10.0, max=10.0, step=0.01),
-                "mode": combo(MODES, "runtime = adapters on the fly; merge = merged into the weights for the run."),
+                "mode": combo(MODES, "runtime = adapters on the fly; merge = merged into the weights for the run (a CPU copy of the "
+                             "changed weights restores them exactly afterwards)."),
                 "blocks": widget("STRING", "Optional filter: block indices like '0-9,12', or a regex on parameter names; empty = all.", default=""),
             },
             "optional": {"lora_stack": socket(WAN_LORA_STACK, "A previous stack to extend.")},

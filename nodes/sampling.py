@@ -24,7 +24,11 @@ SOLVERS = ["unipc", "dpm++", "euler"]
 
 @contextlib.contextmanager
 def attached_loras(model: WanModelHandle) -> Iterator[None]:
-    """Attach the handle's LoRAs to its DiT(s) for the duration of one sampling call."""
+    """Attach the handle's LoRAs to its DiT(s) for the duration of one sampling call.
+
+    Merged LoRAs keep a CPU copy of the weights they change, so removing them restores the
+    cached model bit-exactly (subtracting would drift bf16/fp8 weights a little every run).
+    """
     applied = []
     try:
         if model.loras:
@@ -32,7 +36,7 @@ def attached_loras(model: WanModelHandle) -> Iterator[None]:
             if model.is_moe:
                 experts.append(("low", model.low))
             for expert, dit in experts:
-                for report in apply_lora_stack(dit, list(model.loras), expert=expert):
+                for report in apply_lora_stack(dit, list(model.loras), expert=expert, keep_original=True):
                     applied.append((dit, report))
         yield
     finally:

@@ -243,8 +243,8 @@ def _fake_sampler(monkeypatch, result_channels=16, fail=None):
 
     monkeypatch.setattr(ns, "sample", fake_sample)
     monkeypatch.setattr(ns, "validate_conditioning", lambda cond, cfg: calls.setdefault("validated", cfg))
-    monkeypatch.setattr(ns, "apply_lora_stack", lambda dit, specs, expert=None: calls["apply"].append(
-        (dit, expert)) or [f"report-{expert}"])
+    monkeypatch.setattr(ns, "apply_lora_stack", lambda dit, specs, expert=None, keep_original=False: calls[
+        "apply"].append((dit, expert, keep_original)) or [f"report-{expert}"])
     monkeypatch.setattr(ns, "remove_lora", lambda dit, report: calls["remove"].append((dit, report)))
     return calls
 
@@ -285,7 +285,7 @@ def test_sampler_moe_experts_and_loras_removed_even_on_error(monkeypatch):
     target = calls["sample"][0]
     assert isinstance(target, Experts) and target.high is high and target.low is low
     assert target.boundary == pytest.approx(875.0) and (target.cfg_high, target.cfg_low) == (4.0, 3.0)
-    assert calls["apply"] == [(high, "high"), (low, "low")]
+    assert calls["apply"] == [(high, "high", True), (low, "low", True)]
     assert calls["remove"] == [(low, "report-low"), (high, "report-high")]
 
 

@@ -170,3 +170,57 @@ def test_workflow_runs_end_to_end_on_tiny_models(name, tiny_models, tmp_path, mo
     # the detected variant is shown; Wan2.2 T2V-A14B experts are key-identical to Wan2.1 T2V-14B
     family = "wan2.1" if name == "wan22_a14b_t2v" else EXPECTED[name][0]
     assert any(b.startswith(f"{family}-{EXPECTED[name][1]}") for b in badges), badges
+
+
+def _run_modified(name, tiny_models, tmp_path, monkeypatch, change):
+    monkeypatch.setenv("WAN_CORE_MODELS_DIR", str(tiny_models))
+    monkeypatch.setenv("WAN_CORE_OUTPUT_DIR", str(tmp_path))
+    api = override_api(load_json(API_DIR / f"{name}.json"), SMALL)
+    for node in api.values():
+        change(node)
+    return execute_api(api)
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("wan21_i2v_480p", lambda n: n["inputs"].update(model_name="wan2.1_t2v_1.3B_bf16.safetensors")
+     if "model_name" in n["inputs"] else None, r"(?i)t2v|text-to-video|image"),
+    ("wan22_ti2v_5b", lambda n: n["inputs"].update(vae_name="wan_2.1_vae.safetensors")
+     if "vae_name" in n["inputs"] else None, r"wan2\.2_vae|48|VAE"),
+    ("wan21_t2v_1.3b", lambda n: n["inputs"].update(width=40) if "width" in n["inputs"] else None, r"40"),
+    ("wan22_a14b_t2v", lambda n: n["inputs"].update(low_noise_model_name="wan2.2_ti2v_5B_fp16.safetensors")
+     if "low_noise_model_name" in n["inputs"] else None, r"experts do not match"),
+])
+def test_bad_graphs_fail_with_a_wan_error_naming_the_fix(name, change, message, tiny_models, tmp_path, monkeypatch):
+    from wan_core.errors import WanError
+
+    with pytest.raises(WanError, match=message):
+        _run_modified(name, tiny_models, tmp_path, monkeypatch, change)
+
+
+@pytest.mark.parametrize("mode", ["merge", "runtime"])
+def test_lora_changes_the_result_but_never_the_loaded_model(mode, tiny_models, tmp_path, monkeypatch):
+    import torch
+
+    import nodes
+
+    monkeypatch.setenv("WAN_CORE_MODELS_DIR", str(tiny_models))
+    cls = nodes.NODE_CLASS_MAPPINGS
+    model = cls["WanCoreModelLoader"]().load("wan2.1_t2v_1.3B_bf16.safetensors", "none", "fp32", "auto", 0)["result"][0]
+    vae = cls["WanCoreVAELoader"]().load("wan_2.1_vae.safetensors", "fp32")["result"][0]
+    te = cls["WanCoreTextEncoderLoader"]().load("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "cpu", "fp32", True)
+    (embeds,) = cls["WanCoreTextEncode"]().encode(te["result"][0], "a fox", "")
+    cond, _ = cls["WanCoreEmptyVideoLatent"]().build(vae, 32, 32, 5)
+    (stack,) = cls["WanCoreLoraStack"]().stack("wan2.1_t2v_1.3B_example_lora.safetensors", 1.0, -1.0, mode, "")
+    with_lora = cls["WanCoreApplyLoraStack"]().apply(model, stack)["result"][0]
+    before = {k: v.clone() for k, v in model.high.state_dict().items()}
+    sampler = cls["WanCoreSampler"]()
+    args = dict(text_embeds=embeds, conditioning=cond, seed=1, steps=2, cfg=5.0, cfg_low_noise=-1.0, shift=5.0,
+                solver="unipc", denoise=1.0, moe_boundary=0.0, batch_size=1)
+    plain = sampler.run(model=model, **args)[0]["samples"]
+    lora = sampler.run(model=with_lora, **args)[0]["samples"]
+    again = sampler.run(model=model, **args)[0]["samples"]
+    assert (lora - plain).abs().max() > 1e-4  # the LoRA did something
+    assert torch.equal(plain, again)  # ... and left nothing behind
+    after = model.high.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(getattr(m, "adapters", None) for m in model.high.modules())
