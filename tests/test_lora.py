@@ -462,3 +462,26 @@ def test_runtime_adapter_moves_its_factors_to_the_input_device():
     x = torch.randn(3, D)
     down, up, bias = adapter._master
     assert torch.allclose(adapter(x), 0.5 * (x @ down.T @ up.T + bias), atol=1e-5)
+
+
+def test_keep_original_is_exact_in_bf16_and_fp8_and_safe_out_of_order(model, factors):
+    g = torch.Generator().manual_seed(2)
+    other = {k: (torch.randn(v[0].shape, generator=g), torch.randn(v[1].shape, generator=g)) for k, v in factors.items()}
+    for m in (copy.deepcopy(model).to(torch.bfloat16), _fp8_model(model)):
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        fresh = copy.deepcopy(m)
+        apply_lora(fresh, write(factors, "kohya"), strength=0.7, keep_original=True)
+        rep = apply_lora(m, write(factors, "kohya"), strength=0.2, keep_original=True)
+        for s in (1.5, -0.3, 0.7):
+            rep.set_strength(s)
+        assert all(torch.equal(m.state_dict()[k], v) for k, v in fresh.state_dict().items())  # no drift
+        rep2 = apply_lora(m, write(other, "comfyui_alpha"), keep_original=True)
+        remove_lora(m, rep2)
+        remove_lora(m, rep)
+        assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
+    m = copy.deepcopy(model)
+    first = apply_lora(m, write(factors, "kohya"), keep_original=True)
+    apply_lora(m, write(other, "comfyui_alpha"), keep_original=True)
+    remove_lora(m, first)  # not the last one applied: subtracts instead of restoring
+    want = expected_merged(model, other)
+    assert all(rel_err(m.state_dict()[k], want[k]) < 1e-6 for k in want)

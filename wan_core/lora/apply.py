@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -85,11 +86,39 @@ class RuntimeAdapter:
 
 @dataclass
 class _Merged:
+    """One ΔW merged into ``owner.<leaf>`` at strength ``applied``."""
+
     owner: nn.Module
     leaf: str
     delta_fn: DeltaFn
     applied: float
-    original: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+
+@dataclass
+class _Original:
+    """CPU copy of a parameter (and its fp8 scale) before a handle first changed it, with its stamp."""
+
+    tensor: torch.Tensor
+    scale: torch.Tensor | None
+    stamp: int | None
+
+
+ParamKey = tuple[int, str]
+_STAMPS = itertools.count(1)
+STAMP_ATTR = "_wan_lora_stamp"
+
+
+def _param_key(owner: nn.Module, leaf: str) -> ParamKey:
+    return id(owner), leaf
+
+
+def _stamp_of(owner: nn.Module, leaf: str) -> int | None:
+    """Which LoRA write produced the parameter's current value (None: never written by LoRA code)."""
+    return getattr(getattr(owner, leaf), STAMP_ATTR, None)
+
+
+def _set_stamp(owner: nn.Module, leaf: str, stamp: int | None) -> None:
+    setattr(getattr(owner, leaf), STAMP_ATTR, stamp)
 
 
 def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float) -> None:
@@ -110,44 +139,90 @@ def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float)
         p.data = new.to(p.dtype)
         if scaled:
             owner.set_scale(None)
+    _set_stamp(owner, leaf, next(_STAMPS))
+
+
+def _copy_original(owner: nn.Module, leaf: str) -> _Original:
+    p = getattr(owner, leaf)
+    scale = owner.scale_weight if isinstance(owner, WanLinear) and leaf == "weight" else None
+    return _Original(p.detach().to("cpu", copy=True), None if scale is None else scale.detach().to("cpu", copy=True),
+                     _stamp_of(owner, leaf))
+
+
+def _restore(owner: nn.Module, leaf: str, original: _Original) -> None:
+    p = getattr(owner, leaf)
+    p.data = original.tensor.to(p.device, copy=True)
+    if isinstance(owner, WanLinear) and leaf == "weight":
+        owner.set_scale(None if original.scale is None else original.scale.to(p.device, copy=True))
+    _set_stamp(owner, leaf, original.stamp)
 
 
 @dataclass
 class LoraHandle:
-    """What one :func:`apply_lora` call changed, so it can be re-weighted or undone."""
+    """What one :func:`apply_lora` call changed, so it can be re-weighted or undone.
+
+    With originals kept, a parameter this handle wrote last is restored from its
+    copy (bit-exact, no drift); otherwise (another LoRA changed it since, or no
+    copy) the handle's own contribution is subtracted.
+    """
 
     model_id: int
     strength: _Strength
     adapters: list[tuple[WanLinear, RuntimeAdapter]] = field(default_factory=list)
     merged: list[_Merged] = field(default_factory=list)
+    originals: dict[ParamKey, _Original] = field(default_factory=dict)
+    last_written: dict[ParamKey, int | None] = field(default_factory=dict)
     removed: bool = False
+
+    def merge(self, owner: nn.Module, leaf: str, delta_fn: DeltaFn, keep_original: bool) -> None:
+        key = _param_key(owner, leaf)
+        if keep_original and key not in self.originals:
+            self.originals[key] = _copy_original(owner, leaf)
+        _add_to_param(owner, leaf, delta_fn, self.strength.value)
+        self.merged.append(_Merged(owner, leaf, delta_fn, self.strength.value))
+        self.last_written[key] = _stamp_of(owner, leaf)
+
+    def _by_param(self) -> dict[ParamKey, list[_Merged]]:
+        groups: dict[ParamKey, list[_Merged]] = {}
+        for m in self.merged:
+            groups.setdefault(_param_key(m.owner, m.leaf), []).append(m)
+        return groups
+
+    def _restorable(self, key: ParamKey, owner: nn.Module, leaf: str) -> bool:
+        return key in self.originals and _stamp_of(owner, leaf) == self.last_written.get(key)
+
+    def _reweight(self, key: ParamKey, entries: list[_Merged], value: float) -> None:
+        owner, leaf = entries[0].owner, entries[0].leaf
+        if self._restorable(key, owner, leaf):
+            _restore(owner, leaf, self.originals[key])
+            for m in entries:
+                m.applied = 0.0
+        for m in entries:
+            if m.applied != value:
+                _add_to_param(owner, leaf, m.delta_fn, value - m.applied)
+                m.applied = value
+        self.last_written[key] = _stamp_of(owner, leaf)
 
     @torch.no_grad()
     def set_strength(self, value: float) -> None:
-        """Change the strength: run-time adapters read it on the next call; merged parts are re-added."""
+        """Change the strength: run-time adapters read it on the next call; merged parts are re-merged."""
         if self.removed:
             raise LoraError("This LoRA was removed from the model; apply it again instead of changing its strength.")
-        self.strength.value = float(value)
-        for m in self.merged:
-            if m.applied != value:
-                _add_to_param(m.owner, m.leaf, m.delta_fn, float(value) - m.applied)
-                m.applied = float(value)
+        value = float(value)
+        self.strength.value = value
+        for key, entries in self._by_param().items():
+            self._reweight(key, entries, value)
 
     @torch.no_grad()
     def remove(self) -> None:
-        """Drop run-time adapters and un-merge merged parts (exactly when originals were kept)."""
+        """Drop run-time adapters and un-merge merged parts."""
         if self.removed:
             return
         for module, adapter in self.adapters:
             module.adapters[:] = [a for a in module.adapters if a is not adapter]
-        for m in reversed(self.merged):
-            if m.original is not None:
-                p = getattr(m.owner, m.leaf)
-                p.data = m.original[0].to(p.device)
-                if isinstance(m.owner, WanLinear) and m.leaf == "weight":
-                    m.owner.set_scale(None if m.original[1] is None else m.original[1].to(p.device))
-            elif m.applied != 0.0:
-                _add_to_param(m.owner, m.leaf, m.delta_fn, -m.applied)
+        for key, entries in self._by_param().items():
+            self._reweight(key, entries, 0.0)
+        self.originals.clear()
         self.removed = True
 
 
@@ -289,13 +364,7 @@ def _merge_entries(t: Target, model: nn.Module) -> list[tuple[nn.Module, str, De
 @torch.no_grad()
 def _merge(t: Target, model: nn.Module, handle: LoraHandle, keep_original: bool) -> None:
     for owner, leaf, fn in _merge_entries(t, model):
-        original = None
-        if keep_original:
-            p = getattr(owner, leaf)
-            scale = owner.scale_weight if isinstance(owner, WanLinear) and leaf == "weight" else None
-            original = (p.detach().to("cpu", copy=True), None if scale is None else scale.detach().to("cpu", copy=True))
-        _add_to_param(owner, leaf, fn, handle.strength.value)
-        handle.merged.append(_Merged(owner, leaf, fn, handle.strength.value, original))
+        handle.merge(owner, leaf, fn, keep_original)
 
 
 def apply_lora(
