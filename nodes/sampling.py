@@ -69,7 +69,7 @@ class WanSampler:
                 "text_embeds": socket(WAN_TEXT_EMBEDS, "Positive and negative prompt embeddings."),
                 "conditioning": socket(WAN_CONDITIONING, "From an empty-latent / image-to-video / VACE / Fun node."),
                 "seed": widget("INT", "Noise seed (CPU generator: same video on any device).", default=0, min=0,
-                               max=0xFFFFFFFFFFFFFFFF),
+                               max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 "steps": widget("INT", "Sampling steps (official: 50 for T2V, 40 for I2V / A14B).", default=30,
                                 min=1, max=200),
                 "cfg": widget("FLOAT", "Guidance scale (the high-noise expert's for A14B); 1 = no negative pass.",

@@ -380,6 +380,10 @@ def test_vae_encode_decode_nodes_speak_comfyui_latents():
     (decoded,) = cls["WanCoreVAEDecode"]().decode(vae, latent, False, 256, 64)
     assert decoded.shape == (5, 16, 16, 3)
     assert rel_err(decoded, expected.clamp(0, 1)) < 1e-5
+    (tiled,) = cls["WanCoreVAEDecode"]().decode(vae, latent, True, 8, 0)  # tiling options reach the VAE
+    assert tiled.shape == decoded.shape and torch.isfinite(tiled).all()
+    with pytest.raises(InputError, match="overlap"):
+        cls["WanCoreVAEDecode"]().decode(vae, latent, True, 64, 64)
 
 
 def _bridge_with_fake_comfyui(monkeypatch, tmp_path):
