@@ -51,6 +51,16 @@ def test_node_class_contract(node_id):
             assert isinstance(tooltip, str) and len(tooltip) > 8, f"{node_id}.{name} has no tooltip"
 
 
+def test_node_info_is_json_serialisable_like_object_info():
+    import json
+
+    for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        info = {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES),
+                "category": cls.CATEGORY, "description": cls.DESCRIPTION,
+                "output_node": getattr(cls, "OUTPUT_NODE", False)}
+        assert json.loads(json.dumps(info))["category"] == cls.CATEGORY, node_id
+
+
 def test_only_the_bridge_imports_comfyui():
     comfy_modules = re.compile(r"^(comfy|comfy_extras|folder_paths|server|latent_preview|execution)(\.|$)")
     offenders = []
