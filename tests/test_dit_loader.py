@@ -169,6 +169,10 @@ def test_block_swap_keeps_output(tmp_path):
     assert model.blocks[0].self_attn.q.scale_weight is not None
     model.set_block_swap(0)
     assert rel_err(model(**inputs), before) == 0.0
+    model.set_block_swap(1, "cpu")  # moving the model leaves swapped blocks on the offload device
+    model.to("meta")
+    assert model.blocks[0].ffn[0].weight.device.type == "cpu" and model.blocks[1].ffn[0].weight.is_meta
+    assert [name for name, _ in model.blocks.named_children()] == ["0", "1"]
 
 
 def test_ref_conv_reference_latent():

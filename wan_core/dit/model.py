@@ -87,12 +87,22 @@ class WanDiT(nn.Module):
             block.compile(**compile_kwargs)
 
     def set_block_swap(self, n_blocks: int, offload_device: torch.device | str = "cpu") -> None:
-        """Keep ``n_blocks`` main blocks on ``offload_device``, moving each in just before use."""
+        """Keep the first ``n_blocks`` main blocks on ``offload_device``, moving each in just before use.
+
+        ``n_blocks=0`` turns swapping off (the blocks return to the model's device).
+        """
         if self.block_swap is not None:
-            self.block_swap.remove()
+            self.block_swap.remove(self.device)
             self.block_swap = None
         if n_blocks > 0:
-            self.block_swap = BlockSwap(self.blocks, n_blocks, torch.device(offload_device), self.device)
+            self.block_swap = BlockSwap(self.blocks, n_blocks, torch.device(offload_device))
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``/``.cuda()`` etc. leave swapped blocks on their offload device."""
+        if getattr(self, "block_swap", None) is None:
+            return super()._apply(fn, recurse)
+        with self.block_swap.hidden():
+            return super()._apply(fn, recurse)
 
     # ----------------------------------------------------------------------------------
     # forward
