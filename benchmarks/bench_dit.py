@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--text-tokens", type=int, default=512)
     p.add_argument("--skip-diffusers", action="store_true")
     p.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
+    p.add_argument("--block-swap", type=int, default=0, help="also time ours with N blocks swapped from CPU")
     p.add_argument("--max-rel-err", type=float, default=5e-2,
                    help="ours vs diffusers (both bf16) when no fp32 reference is run")
     p.add_argument("--fp32-reference", choices=("auto", "yes", "no"), default="auto",
@@ -143,6 +144,12 @@ def main() -> int:
     timestep = torch.tensor([700.0], device=device)
     ms_ours, mem_ours, out_ours = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
     print(f"ours:      {ms_ours:9.1f} ms/forward (median of {args.runs}), peak {mem_ours:.2f} GiB")
+    if args.block_swap:
+        ours.set_block_swap(args.block_swap, "cpu")
+        ms_s, mem_s, out_s = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
+        ours.set_block_swap(0)
+        print(f"ours+swap {args.block_swap}: {ms_s:9.1f} ms/forward, peak {mem_s:.2f} GiB, "
+              f"rel err vs no swap {rel(out_s, out_ours):.2e}")
     if args.compile:
         ours.compile_blocks()
         ms_c, mem_c, out_c = time_forward(lambda: ours(x, timestep, context), args.runs, max(args.warmup, 2))
