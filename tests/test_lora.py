@@ -408,10 +408,10 @@ def test_name_map_agrees_with_the_dit_converter(variant):
 
 
 def test_unsupported_adapter_types_and_sidecar_config(model, factors, tmp_path):
-    loha = {"lycoris_blocks_0_self_attn_q.hada_w1_a": torch.randn(4, D),
-            "lycoris_blocks_0_self_attn_q.hada_w1_b": torch.randn(4, D)}
+    oft = {"lycoris_blocks_0_self_attn_q.oft_blocks": torch.randn(4, 8, 8),
+           "lycoris_blocks_0_self_attn_q.hada_t1": torch.randn(4, 4, 1, 1)}
     with pytest.raises(LoraError, match="not supported"):
-        load_lora(loha)
+        load_lora(oft)
     folder = tmp_path / "peft_adapter"
     folder.mkdir()
     save_file(write(factors, "peft_rslora"), str(folder / "adapter_model.safetensors"))
@@ -485,3 +485,28 @@ def test_keep_original_is_exact_in_bf16_and_fp8_and_safe_out_of_order(model, fac
     remove_lora(m, first)  # not the last one applied: subtracts instead of restoring
     want = expected_merged(model, other)
     assert all(rel_err(m.state_dict()[k], want[k]) < 1e-6 for k in want)
+
+
+def test_lycoris_loha_and_lokr(model):
+    g = torch.Generator().manual_seed(4)
+    r = 2
+    w1a, w1b, w2a, w2b = (torch.randn(D, r, generator=g), torch.randn(r, D, generator=g),
+                          torch.randn(D, r, generator=g), torch.randn(r, D, generator=g))
+    k1, k2a, k2b = torch.randn(4, 4, generator=g), torch.randn(FF // 4, r, generator=g), torch.randn(r, D // 4, generator=g)
+    f1, f2 = torch.randn(2, 4, generator=g), torch.randn(D // 2, D // 4, generator=g)
+    sd = {"lycoris_blocks_0_self_attn_q.hada_w1_a": w1a, "lycoris_blocks_0_self_attn_q.hada_w1_b": w1b,
+          "lycoris_blocks_0_self_attn_q.hada_w2_a": w2a, "lycoris_blocks_0_self_attn_q.hada_w2_b": w2b,
+          "lycoris_blocks_0_self_attn_q.alpha": torch.tensor(1.0),
+          "lycoris_blocks_1_ffn_0.lokr_w1": k1, "lycoris_blocks_1_ffn_0.lokr_w2_a": k2a,
+          "lycoris_blocks_1_ffn_0.lokr_w2_b": k2b, "lycoris_blocks_1_ffn_0.alpha": torch.tensor(3.0),
+          "diffusion_model.blocks.0.self_attn.o.lokr_w1": f1, "diffusion_model.blocks.0.self_attn.o.lokr_w2": f2,
+          "diffusion_model.blocks.0.self_attn.o.alpha": torch.tensor(7.0)}  # both factors whole: alpha unused
+    want = {"blocks.0.self_attn.q.weight": (w1a @ w1b) * (w2a @ w2b) * (1.0 / r),
+            "blocks.1.ffn.0.weight": torch.kron(k1, k2a @ k2b) * (3.0 / r),
+            "blocks.0.self_attn.o.weight": torch.kron(f1, f2)}
+    for mode in ("merge", "runtime"):
+        m = copy.deepcopy(model)
+        rep = apply_lora(m, sd, strength=0.5, mode=mode)
+        assert rep.matched == 3 and rep.merged == 3
+        for name, delta in want.items():
+            assert rel_err(m.state_dict()[name] - model.state_dict()[name], 0.5 * delta) < 1e-6, name

@@ -287,7 +287,7 @@ def block_predicate(blocks: BlockFilter) -> Callable[[str], bool]:
 def _check_shape(t: Target, param: torch.Tensor) -> None:
     got = t.delta.delta_shape()
     want = tuple(param.shape)
-    if t.delta.kind == "lowrank":
+    if t.delta.kind in ("lowrank", "loha", "lokr"):
         fits = got[0] == want[0] and got[1] * want[0] == param.numel()
     else:
         fits = t.delta.diff.numel() == param.numel()
@@ -337,7 +337,9 @@ def plan_lora(model: nn.Module, lora: LoraWeights, blocks: BlockFilter = None) -
 
 
 def _can_run_at_runtime(t: Target) -> bool:
-    return isinstance(t.owner, WanLinear) and t.leaf in ("weight", "bias") and getattr(t.owner, t.leaf).ndim <= 2
+    if t.delta.kind not in ("lowrank", "diff", "diff_b") or not isinstance(t.owner, WanLinear):
+        return False
+    return t.leaf in ("weight", "bias") and getattr(t.owner, t.leaf).ndim <= 2
 
 
 def _runtime_adapter(t: Target, strength: _Strength) -> RuntimeAdapter:

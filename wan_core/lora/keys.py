@@ -11,7 +11,8 @@ A LoRA key is ``<prefix><module path><part>``:
 * part: ``.lora_A.weight``/``.lora_down.weight`` (down, [r, in]),
   ``.lora_B.weight``/``.lora_up.weight`` (up, [out, r]), ``.alpha``, ``.lora_B.bias``
   (PEFT lora_bias), ``.diff`` (full weight difference), ``.diff_b`` (bias
-  difference) or ``blocks.N.diff_m`` (modulation difference).
+  difference), ``blocks.N.diff_m`` (modulation difference) or LyCORIS LoHa/LoKr
+  factors (``.hada_w1_a`` ..., ``.lokr_w1`` ...).
 
 Underscored paths cannot be split back into dots safely (``self_attn`` contains
 an underscore), so they are resolved against the model's own parameter names with
@@ -36,9 +37,11 @@ PART_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".diff_b", "diff_b"),
     (".diff", "diff"),
     (".diff_m", "diff_m"),
+    *((f".{name}", name) for name in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a",
+                                      "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")),
 )
 # Keys of adapter types we recognise but do not apply (reported, never silently used).
-UNSUPPORTED_MARKERS = (".dora_scale", ".lora_mid.", ".hada_", ".lokr_", ".oft_", ".boft_", ".a1.", ".set_weight")
+UNSUPPORTED_MARKERS = (".dora_scale", ".lora_mid.", ".hada_t", ".lokr_t", ".oft_", ".boft_", ".a1.", ".set_weight")
 
 DOTTED_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "pipe.dit.", "transformer.",
                    "dit.", "model.")

@@ -21,6 +21,7 @@ import torch
 from ..checkpoints import TensorSource, guess_kind, open_checkpoint
 from ..errors import CheckpointError, LoraError, preview_keys
 from .keys import UNSUPPORTED_MARKERS, ParsedKey, diffusers_to_official_path, looks_diffusers, parse_key
+from .lycoris import LOHA_PARTS, LOKR_PARTS, lycoris_delta, lycoris_kind, lycoris_scale, lycoris_shape
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class LoraDelta:
 
     * ``kind`` "lowrank": ``scale · up @ down`` (+ ``scale · up_bias`` on the bias);
       "diff": ``diff`` added to the weight (or to a bare parameter such as
-      ``blocks.N.modulation``); "diff_b": ``diff`` added to the bias.
+      ``blocks.N.modulation``); "diff_b": ``diff`` added to the bias; "loha" /
+      "lokr": LyCORIS ``factors`` (see :mod:`wan_core.lora.lycoris`).
     * ``path``: official module path (``blocks.0.self_attn.q``), or an underscored
       path (``blocks_0_self_attn_q``) when ``underscored``; resolved against the
       model's own names when applied.
@@ -46,6 +48,7 @@ class LoraDelta:
     up_bias: torch.Tensor | None = None
     diff: torch.Tensor | None = None
     scale: float = 1.0
+    factors: dict[str, torch.Tensor] | None = None
 
     @property
     def rank(self) -> int:
@@ -57,12 +60,16 @@ class LoraDelta:
             up = self.up.to(device=device, dtype=torch.float32).flatten(1)
             down = self.down.to(device=device, dtype=torch.float32).flatten(1)
             return (up @ down).mul_(self.scale).reshape(shape)
+        if self.kind in ("loha", "lokr"):
+            return lycoris_delta(self.kind, self.factors, device).mul_(self.scale).reshape(shape)
         return self.diff.to(device=device, dtype=torch.float32).reshape(shape)
 
     def delta_shape(self) -> tuple[int, ...]:
         """Shape of ΔW as stored (lowrank: [out, in·k...]), for shape checks."""
         if self.kind == "lowrank":
             return (int(self.up.shape[0]), int(math.prod(self.down.shape[1:])))
+        if self.kind in ("loha", "lokr"):
+            return lycoris_shape(self.kind, self.factors)
         return tuple(self.diff.shape)
 
 
@@ -155,13 +162,24 @@ def _lowrank(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSourc
                      scale=_scale(alpha, int(down.shape[0]), settings))
 
 
+def _lycoris(kind: str, path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource) -> LoraDelta:
+    names = LOHA_PARTS if kind == "loha" else LOKR_PARTS
+    factors = {n: src[parts[n].key] for n in names if n in parts}
+    alpha = float(src[parts["alpha"].key].float().reshape(-1)[0]) if "alpha" in parts else None
+    key = parts[next(n for n in names if n in parts)].key
+    return LoraDelta(path, kind, key, und, factors=factors, scale=lycoris_scale(kind, factors, alpha))
+
+
 def _deltas_of_group(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource,
                      settings: PeftSettings, ignored: list[str]) -> list[LoraDelta]:
     out: list[LoraDelta] = []
+    kind = lycoris_kind(parts)
     if "down" in parts and "up" in parts:
         out.append(_lowrank(path, und, parts, src, settings))
+    elif kind is not None:
+        out.append(_lycoris(kind, path, und, parts, src))
     else:
-        ignored.extend(parts[p].key for p in ("down", "up", "alpha", "up_bias") if p in parts)
+        ignored.extend(p.key for name, p in parts.items() if name not in ("diff", "diff_b"))
     if "diff" in parts:
         out.append(LoraDelta(path, "diff", parts["diff"].key, und, diff=src[parts["diff"].key]))
     if "diff_b" in parts:
@@ -190,7 +208,7 @@ def load_lora(path_or_state_dict, *, rslora: bool | None = None, alpha: float | 
     deltas: list[LoraDelta] = []
     for (path, und), parts in groups.items():
         deltas.extend(_deltas_of_group(path, und, parts, src, settings, ignored))
-    name = file_path.name if file_path else "LoRA"
+    name = file_path.name if file_path else "state dict"
     if not deltas and any(m in k for k in ignored for m in UNSUPPORTED_MARKERS):
         raise LoraError(f"{name} uses an adapter type that is not supported (LoHa/LoKr/OFT/DoRA-only keys such as "
                         f"{preview_keys(ignored, 3)}). Supported: LoRA (lora_A/B, lora_down/up + alpha) and "
