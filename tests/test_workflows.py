@@ -224,3 +224,64 @@ def test_lora_changes_the_result_but_never_the_loaded_model(mode, tiny_models, t
     after = model.high.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(getattr(m, "adapters", None) for m in model.high.modules())
+
+
+def _extra_graph(kind: str):
+    from workflow_tools import GraphBuilder, ui_to_api
+
+    g = GraphBuilder()
+    vae = g.add("WanCoreVAELoader", {"vae_name": "wan_2.1_vae.safetensors", "dtype": "fp32"})
+    te = g.add("WanCoreTextEncoderLoader", {"text_encoder_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors"})
+    img = g.add("LoadImage", {"image": "start.png"})
+    end = g.add("LoadImage", {"image": "end.png"})
+    size = {"width": 32, "height": 32, "length": 5}
+    if kind == "fun_inp":
+        m = g.add("WanCoreModelLoader", {"model_name": "wan2.1_fun_inp_1.3B_bf16.safetensors"})
+        cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": "clip_vision_h.safetensors"})
+        ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
+        c = g.add("WanCoreFunInpaintToVideo", size, {"vae": (vae, 0), "start_image": (img, 0),
+                                                     "end_image": (end, 0), "clip_embeds": (ce, 0)})
+        extra = {}
+    elif kind == "vace_full":
+        m = g.add("WanCoreModelLoader", {"model_name": "wan2.1_vace_1.3B_fp16.safetensors"})
+        vid = g.add("WanCoreLoadVideo", {"video": "control.mp4", "max_frames": 5})
+        fit = g.add("WanCoreFitFrames", {"width": 32, "height": 32}, {"frames": (vid, 0)})
+        depth = g.add("WanCoreDepthPassthrough", {}, {"frames": (fit, 0)})
+        pose = g.add("WanCorePosePassthrough", {}, {"frames": (fit, 0)})
+        soft = g.add("WanCoreSoftEdges", {"method": "laplacian"}, {"frames": (pose, 0)})
+        first = g.add("WanCoreVaceToVideo", {**size, "strength": 0.7, "end_percent": 0.5},
+                      {"vae": (vae, 0), "control_video": (depth, 0), "control_masks": (img, 1)})
+        c = g.add("WanCoreVaceToVideo", {**size, "strength": 0.5},
+                  {"vae": (vae, 0), "control_video": (soft, 0), "reference_image": (img, 0),
+                   "previous": (first, 0)})
+        extra = {}
+    else:  # v2v: encode frames, resample from an init latent with denoise < 1
+        m = g.add("WanCoreModelLoader", {"model_name": "wan2.1_t2v_1.3B_bf16.safetensors"})
+        vid = g.add("WanCoreLoadVideo", {"video": "control.mp4", "max_frames": 5})
+        fit = g.add("WanCoreFitFrames", {"width": 32, "height": 32}, {"frames": (vid, 0)})
+        enc = g.add("WanCoreVAEEncode", {}, {"vae": (vae, 0), "frames": (fit, 0)})
+        c = g.add("WanCoreEmptyVideoLatent", size, {"vae": (vae, 0)})
+        extra = {"latent": (enc, 0)}
+    t = g.add("WanCoreTextEncode", {"positive": "a test"}, {"text_encoder": (te, 0), "model": (m, 0)})
+    s = g.add("WanCoreSampler", {"steps": 2, "denoise": 0.5 if kind == "v2v" else 1.0},
+              {"model": (m, 0), "text_embeds": (t, 0), "conditioning": (c, 0), **extra})
+    d = g.add("WanCoreVAEDecode", {}, {"vae": (vae, 0), "latent": (s, 0)})
+    g.add("WanCoreSaveVideo", {"filename_prefix": kind}, {"frames": (d, 0)})
+    workflow = g.build(kind)
+    return workflow, ui_to_api(workflow)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fun_inp", "vace_full", "v2v"])
+def test_more_node_combinations_run_on_tiny_models(kind, tiny_models, tmp_path, monkeypatch):
+    from wan_core.video_io import read_video
+
+    monkeypatch.setenv("WAN_CORE_MODELS_DIR", str(tiny_models))
+    monkeypatch.setenv("WAN_CORE_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.delenv("WAN_CORE_INPUT_DIR", raising=False)
+    workflow, api = _extra_graph(kind)
+    assert validate_ui(workflow) == []
+    outputs = execute_api(api, workflow=workflow)
+    (saved,) = [o["ui"]["images"][0] for o in outputs.values() if o["ui"] and "images" in o["ui"]]
+    frames, _ = read_video(tmp_path / saved["subfolder"] / saved["filename"])
+    assert frames.shape == (5, 32, 32, 3)
