@@ -37,7 +37,7 @@ def test_selftest_command_writes_a_playable_mp4(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "selftest OK" in proc.stderr and "9 frames" in proc.stderr
     frames, codec, pix_fmt, size = _probe(out)
-    assert (frames, codec, pix_fmt, size) == (9, "h264", "yuv420p", (128, 96))
+    assert (frames, codec, pix_fmt, size) == (9, "h264", "yuv420p", (96, 64))
     meta = read_metadata(out)
     assert meta["frames"] == 9 and meta["mode"] == "t2v" and meta["seed"] == 0 and meta["prompt"]
     print(f"selftest subprocess: {elapsed:.1f} s")
@@ -92,12 +92,20 @@ def test_argument_parsers(tmp_path):
         parse_lora(f"{tmp_path / 'missing.safetensors'}:1")
 
 
-def test_terminal_progress_restarts_per_phase():
+def test_terminal_progress_one_bar_per_phase():
     progress = TerminalProgress()
-    for step in (1, 2, 3):
-        progress(step, 3)
-    assert (progress.bar.n, progress.bar.total) == (3, 3)
-    progress(1, 2)  # a new phase (e.g. VAE chunks)
-    assert (progress.bar.n, progress.bar.total) == (1, 2)
+    progress(1, 3)
+    progress(2, 3)
+    first = progress.bar
+    assert (first.n, first.total) == (2, 3)
+    progress(3, 3)  # the phase is complete: its bar is closed
+    assert progress.bar is None
+    progress(1, 2)  # the next phase (e.g. VAE chunks) gets its own bar
+    assert progress.bar is not first and (progress.bar.n, progress.bar.total) == (1, 2)
+    progress(1, 4)  # a different total starts a new bar too
+    assert progress.bar.total == 4
     progress.close()
     assert progress.bar is None
+    quiet = TerminalProgress(enabled=False)
+    quiet(1, 2)
+    assert quiet.bar is None

@@ -11,9 +11,10 @@ model file; the message says what to do), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     test = sub.add_parser("selftest", help="tiny models + text-to-video on CPU, end to end")
     test.add_argument("--out", default="wan_selftest.mp4")
     test.add_argument("--frames", type=int, default=17)
-    test.add_argument("--size", type=parse_size, default=(128, 96))
+    test.add_argument("--size", type=parse_size, default=(96, 64))
     test.add_argument("--steps", type=int, default=4)
     test.add_argument("--seed", type=int, default=0)
     test.add_argument("--device", default="cpu")
@@ -141,7 +142,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 class TerminalProgress:
-    """RunHooks progress -> a tqdm bar on stderr; a new bar whenever the total changes (sampling, VAE)."""
+    """RunHooks progress -> a tqdm bar on stderr, one per phase (sampling steps, then VAE chunks).
+
+    A bar closes when it reaches its total; a step that goes backwards or a new total starts the next one.
+    """
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -156,6 +160,8 @@ class TerminalProgress:
             self.close()
             self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
         self.bar.update(step - self.bar.n)
+        if step >= total:
+            self.close()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -168,6 +174,15 @@ def _run_hooks(args: argparse.Namespace) -> tuple[Any, TerminalProgress]:
 
     progress = TerminalProgress(enabled=not args.quiet)
     return RunHooks(progress=progress), progress
+
+
+@contextlib.contextmanager
+def _bars_and_logs() -> Iterator[None]:
+    """Log lines printed above the progress bar instead of through it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        yield
 
 
 def _load_inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,7 +286,8 @@ def run_selftest(out: str | Path, models_dir: str | Path, frames: int, size: tup
     if decoded != frames:
         raise WanError(f"selftest wrote {decoded} frames to {path} but {frames} were requested.")
     return {"path": str(path), "frames": decoded, "size": f"{size[0]}x{size[1]}", "codec": codec,
-            "pix_fmt": pix_fmt, "seconds": round(time.perf_counter() - started, 2)}
+            "pix_fmt": pix_fmt, "seconds": round(time.perf_counter() - started, 2),
+            "phases": ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in result.timings.items())}
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
@@ -288,8 +304,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                                        args.device, hooks)
     finally:
         progress.close()
-    log.info("selftest OK: %s (%d frames, %s, %s %s) in %.1f s", summary["path"], summary["frames"],
-             summary["size"], summary["codec"], summary["pix_fmt"], summary["seconds"])
+    log.info("selftest OK: %s (%d frames, %s, %s %s) in %.1f s (%s)", summary["path"], summary["frames"],
+             summary["size"], summary["codec"], summary["pix_fmt"], summary["seconds"], summary["phases"])
     _emit(summary["path"])
     return 0
 
@@ -302,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
     try:
-        return COMMANDS[args.command](args)
+        with _bars_and_logs():
+            return COMMANDS[args.command](args)
     except (WanInterrupted, KeyboardInterrupt):
         log.error("Interrupted.")
         return 130

@@ -262,7 +262,7 @@ class WanPipeline:
         """Normalised latent [1, C, T, h, w] -> frames [F, H, W, 3] float32 0..1 on CPU."""
         hooks.check()
         with on_device(self.vae, self.device, self.offload), torch.no_grad():
-            video = self.vae.decode(latent.to(self.device))  # [1, 3, F, H, W] in -1..1
+            video = self.vae.decode(latent.to(self.device), hooks=hooks)  # [1, 3, F, H, W] in -1..1
         if self.offload:
             empty_cache(self.device)
         return video[0].float().clamp(-1, 1).add(1).mul(0.5).permute(1, 2, 3, 0).contiguous().cpu()
