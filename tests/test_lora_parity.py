@@ -230,3 +230,22 @@ def test_vace_blocks_and_block_filter_on_the_real_dit():
     assert rep.matched == 3 and rep.filtered == 1 and not rep.unmatched
     assert torch.equal(model.get_parameter("blocks.0.self_attn.q.weight"), sd["blocks.0.self_attn.q.weight"])
     assert not torch.equal(model.get_parameter("vace_blocks.0.before_proj.weight"), sd["vace_blocks.0.before_proj.weight"])
+
+
+def test_parity_with_diffusers_for_a_peft_format_lora(dit, base_sd, inputs):
+    """``transformer.blocks.N.attn1.to_q.lora_A.weight`` files load into diffusers without conversion."""
+    shapes = {k[: -len(".weight")]: tuple(v.shape) for k, v in base_sd.items()
+              if k.startswith("blocks.") and k.endswith(".weight") and k[:-7].split(".", 2)[2] in LINEARS}
+    lora = write_format(random_factors(shapes, RANK, seed=12), "diffusers")
+    g = torch.Generator().manual_seed(13)
+    for key in [k for k in lora if k.endswith(".lora_B.weight")][::3]:
+        lora[key.replace(".lora_B.weight", ".lora_B.bias")] = torch.randn(lora[key].shape[0], generator=g) * 0.1
+    assert "transformer.blocks.0.attn2.to_out.0.lora_A.weight" in lora
+    assert "transformer.blocks.1.ffn.net.0.proj.lora_B.weight" in lora
+    want = run_diffusers(base_sd, cloned(lora), inputs)
+    for mode in ("merge", "runtime"):
+        model = copy.deepcopy(dit)
+        rep = apply_lora(model, lora, mode=mode)
+        assert rep.matched == len(shapes) and not rep.unmatched
+        err = rel_err(run_ours(model, inputs), want)
+        assert err <= TOL, f"{mode}: rel err {err:.2e}"
