@@ -35,7 +35,7 @@ function drawBadge(node, ctx) {
   const text = String(node.wanBadge);
   const width = ctx.measureText(text).width + 12;
   const x = Math.max(4, node.size[0] - width - 6);
-  const y = -LiteGraph.NODE_TITLE_HEIGHT - 18;
+  const y = -(globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30) - 18;
   ctx.fillStyle = "#2a6f4e";
   ctx.beginPath();
   if (ctx.roundRect) ctx.roundRect(x, y, width, 16, 6);

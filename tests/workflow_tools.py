@@ -159,8 +159,9 @@ class GraphBuilder:
         self.links: list[list] = []
 
     def add(self, node_type: str, values: dict | None = None, inputs: dict | None = None,
-            title: str | None = None, size: tuple[int, int] = (340, 160)) -> int:
+            title: str | None = None, size: tuple[int, int] | None = None) -> int:
         cls = self.defs[node_type]
+        size = size or default_size(cls)
         node_id = len(self.nodes) + 1
         node = {
             "id": node_id, "type": node_type, "pos": [0, 0], "size": list(size), "flags": {}, "order": 0,
@@ -193,18 +194,30 @@ class GraphBuilder:
         for node_id in order:
             parents = [lk[1] for lk in self.links if lk[3] == node_id]
             depth[node_id] = 1 + max((depth[p] for p in parents), default=-1)
-        rows: dict[int, int] = {}
+        next_y: dict[int, int] = {}  # per column: where the next node starts
         for index, node_id in enumerate(order):
             node = self.nodes[node_id - 1]
             node["order"] = index
             col = depth[node_id]
-            node["pos"] = [40 + 380 * col, 40 + 240 * rows.get(col, 0)]
-            rows[col] = rows.get(col, 0) + 1
+            node["pos"] = [40 + 420 * col, next_y.get(col, 40)]
+            next_y[col] = node["pos"][1] + node["size"][1] + 60
         return {
             "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
             "links": self.links, "groups": [], "config": {},
             "extra": {"title": title, "ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
         }
+
+
+def default_size(cls: type) -> tuple[int, int]:
+    """A node size that fits its slots and widgets (multiline text boxes get more room)."""
+    slots = max(len(socket_specs(cls)), len(cls.RETURN_TYPES))
+    height = 36 + 22 * slots
+    for _name, spec in widget_specs(cls):
+        height += 110 if _options(spec).get("multiline") else 26
+        height += 26 * len(_extra_values(_name, spec))
+    if getattr(cls, "OUTPUT_NODE", False) or any(_options(s).get("image_upload") for _n, s in widget_specs(cls)):
+        height += 280  # room for the image / video preview
+    return 360, height + (96 if cls.__name__ == "WanSampler" else 0)  # + the sigma plot (js)
 
 
 def _return_names(cls: type) -> tuple:

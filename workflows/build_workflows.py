@@ -34,7 +34,7 @@ def note(g: GraphBuilder, title: str, files: list[tuple[str, str]], repack: str,
     if extra:
         lines += [extra, ""]
     lines.append("An empty negative prompt uses the official one of the model's task.")
-    g.add("MarkdownNote", {"text": "\n".join(lines)}, size=(420, 300))
+    g.add("MarkdownNote", {"text": "\n".join(lines)}, size=(380, 320))
 
 
 def loaders(g: GraphBuilder, model: str, vae: str = VAE21, low: str = "none") -> tuple[int, int, int]:
@@ -46,14 +46,13 @@ def loaders(g: GraphBuilder, model: str, vae: str = VAE21, low: str = "none") ->
 
 def text(g: GraphBuilder, t: int, m: int, prompt: str) -> int:
     return g.add("WanCoreTextEncode", {"positive": prompt, "negative": NEG},
-                 {"text_encoder": (t, 0), "model": (m, 0)}, size=(400, 220))
+                 {"text_encoder": (t, 0), "model": (m, 0)})
 
 
 def finish(g: GraphBuilder, m: int, v: int, te: int, cond: int, sampler: dict, fps: float, prefix: str) -> None:
-    s = g.add("WanCoreSampler", sampler, {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0)},
-              size=(360, 420))
+    s = g.add("WanCoreSampler", sampler, {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0)})
     d = g.add("WanCoreVAEDecode", {}, {"vae": (v, 0), "latent": (s, 0)})
-    g.add("WanCoreSaveVideo", {"fps": fps, "filename_prefix": f"wan/{prefix}"}, {"frames": (d, 0)}, size=(420, 420))
+    g.add("WanCoreSaveVideo", {"fps": fps, "filename_prefix": f"wan/{prefix}"}, {"frames": (d, 0)})
 
 
 def sampler(steps: int, cfg: float, shift: float, cfg_low: float = -1.0, boundary: float = 0.0) -> dict:
@@ -78,7 +77,7 @@ def i2v_480p() -> dict:
                                      ("clip_vision", CLIP)], REPACK_21, "Put start.png into ComfyUI's input folder.")
     m, v, t = loaders(g, model)
     cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
-    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    img = g.add("LoadImage", {"image": "start.png"})
     ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
     te = text(g, t, m, "The sun rises slowly over green hills, clouds drift, gentle camera push-in.")
     c = g.add("WanCoreImageToVideo", {"width": 832, "height": 480, "length": 81},
@@ -95,8 +94,8 @@ def flf2v() -> dict:
          "Put start.png and end.png into ComfyUI's input folder.")
     m, v, t = loaders(g, model)
     cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
-    first = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
-    last = g.add("LoadImage", {"image": "end.png"}, size=(320, 360))
+    first = g.add("LoadImage", {"image": "start.png"})
+    last = g.add("LoadImage", {"image": "end.png"})
     ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (first, 0), "end_image": (last, 0)})
     te = text(g, t, m, "Time-lapse: the sun climbs from the hills high into the sky.")
     c = g.add("WanCoreFirstLastFrameToVideo", {"width": 1280, "height": 720, "length": 81},
@@ -137,7 +136,7 @@ def fun_control() -> dict:
     m, v, t = loaders(g, model)
     edges = control_chain(g, 832, 480)
     cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
-    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    img = g.add("LoadImage", {"image": "start.png"})
     ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
     te = text(g, t, m, "A paper boat drifts along a stream, soft morning light.")
     c = g.add("WanCoreFunControlToVideo", {"width": 832, "height": 480, "length": 81},
@@ -183,7 +182,7 @@ def a14b_i2v() -> dict:
                                                           ("vae", VAE21), ("text_encoders", TE)], REPACK_22,
          "Put start.png into ComfyUI's input folder. Wan2.2 I2V takes no CLIP features.")
     m, v, t = loaders(g, high, low=low)
-    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    img = g.add("LoadImage", {"image": "start.png"})
     te = text(g, t, m, "The sun rises over the hills, birds fly across the sky.")
     c = g.add("WanCoreImageToVideo", {"width": 1280, "height": 720, "length": 81},
               {"vae": (v, 0), "start_image": (img, 0)})
@@ -198,7 +197,7 @@ def ti2v_5b() -> dict:
          "Uses the Wan2.2 VAE (48 channels). Disconnect the image for text-to-video. Put start.png into "
          "ComfyUI's input folder.")
     m, v, t = loaders(g, model, vae=VAE22)
-    img = g.add("LoadImage", {"image": "start.png"}, size=(320, 360))
+    img = g.add("LoadImage", {"image": "start.png"})
     te = text(g, t, m, "The sun rises over rolling hills, a gentle breeze moves the grass.")
     c = g.add("WanCoreTI2VLatent", {"width": 1280, "height": 704, "length": 121},
               {"vae": (v, 0), "start_image": (img, 0)})
