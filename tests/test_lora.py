@@ -454,7 +454,7 @@ def test_two_loras_stack_and_remove_independently(model, factors):
 
 def test_runtime_adapter_moves_its_factors_to_the_input_device():
     from wan_core.lora import RuntimeAdapter
-    from wan_core.lora.apply import _Strength
+    from wan_core.lora.handle import _Strength
 
     adapter = RuntimeAdapter(_Strength(1.0), 0.5, torch.randn(RANK, D), torch.randn(FF, RANK), torch.randn(FF))
     y = adapter(torch.randn(3, D, device="meta", dtype=torch.bfloat16))

@@ -7,7 +7,8 @@
     reports = apply_lora_stack(dit, [LoraSpec(path, 1.0, strength_low=0.5)], expert="high")
 """
 
-from .apply import LoraHandle, LoraReport, RuntimeAdapter, apply_lora, block_predicate, plan_lora, remove_lora
+from .apply import LoraReport, apply_lora, block_predicate, plan_lora, remove_lora
+from .handle import LoraHandle, RuntimeAdapter
 from .keys import diffusers_to_official_path, official_to_diffusers_path, underscore_table
 from .stack import LoraSpec, apply_lora_stack
 from .weights import LoraDelta, LoraWeights, load_lora, load_lora_cached
