@@ -163,8 +163,8 @@ def offload_device() -> torch.device:
 
 
 def free_comfy_models() -> None:
-    """Ask ComfyUI to unload its own models so ours fit (no-op standalone)."""
-    if IN_COMFYUI:
+    """Ask ComfyUI to unload its own models so ours fit (no-op standalone and on CPU)."""
+    if IN_COMFYUI and _mm.get_torch_device().type != "cpu":
         _mm.unload_all_models()
         _mm.soft_empty_cache()
 

@@ -23,8 +23,8 @@ def _dtype(name: str) -> str | None:
     return None if name == "auto" else name
 
 
-def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int):
-    return wan_core.load_dit(bridge.model_path("diffusion_models", name), device=bridge.compute_device(),
+def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int, device=None):
+    return wan_core.load_dit(bridge.model_path("diffusion_models", name), device=device or bridge.compute_device(),
                              dtype=_dtype(weight_dtype), attention=attention, block_swap=block_swap,
                              offload_device=bridge.offload_device())
 
@@ -63,10 +63,12 @@ class WanModelLoader:
         }}
 
     def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
+        bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
         high = _load_one_dit(model_name, weight_dtype, attention, block_swap)
         low = None
         if low_noise_model_name != NONE_CHOICE:
-            low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap)
+            # parked on the offload device; the sampler moves each expert in when its steps start
+            low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device())
             _check_experts(high, low)
         handle = WanModelHandle(high=high, low=low)
         return with_ui_text(handle.describe(), handle)
