@@ -88,6 +88,15 @@ def test_diffusers_folder_and_pth(tmp_path):
         assert rel_err(model(**make_inputs(model.config)), want) <= 1e-4
 
 
+def test_all_in_one_file_keeps_only_the_dit():
+    """A ComfyUI checkpoint that also carries a VAE / text encoder: only model.diffusion_model.* is loaded."""
+    sd = {"model.diffusion_model." + k: v for k, v in cached_tiny("wan2.1-t2v").items()}
+    sd["first_stage_model.decoder.conv_in.weight"] = torch.zeros(3)
+    sd["text_encoders.umt5.shared.weight"] = torch.zeros(4, 2)
+    model = wan_core.load_dit(sd, device="cpu")
+    assert rel_err(model(**make_inputs(model.config)), cached_reference_output("wan2.1-t2v", False)) <= 1e-4
+
+
 def test_fp8_weights_stay_fp8(tmp_path):
     """Scaled fp8 keeps fp8 storage + scale; plain e5m2 weights (no scale) load too."""
     from test_dit_helpers import write_layout
