@@ -193,11 +193,12 @@ class WanDiT(nn.Module):
         text = self.text_embedding.embed(context, batch, self.compute_dtype, self.device)
         image = None
         if self.config.has_image_embedding:
-            if clip_fea is None:
+            if clip_fea is None and self.config.task != "fun-control":
                 raise ConditioningError(
                     f"{self.config.variant} needs CLIP vision features (clip_fea); connect a CLIP vision encode."
                 )
-            image = self.img_emb(clip_fea.to(self.device), batch).to(self.compute_dtype)
+            if clip_fea is not None:  # Fun-Control may run without CLIP: the image branch is skipped
+                image = self.img_emb(clip_fea.to(self.device), batch).to(self.compute_dtype)
         return Context(text, image)
 
     def _run_blocks(self, x, e0, ctx: Context, rope, vace_context, vace_scale, ref_tokens: int) -> torch.Tensor:
