@@ -46,7 +46,9 @@ def test_selftest_command_writes_a_playable_mp4(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return write_tiny_models(tmp_path_factory.mktemp("tiny_cli"), names=(T2V, VAE, TE, LORA))
+    # one folder per session, shared with test_pipeline.py (same seed -> same files; existing ones are kept)
+    return write_tiny_models(tmp_path_factory.getbasetemp() / "wan_core_tiny", names=(T2V, VAE, TE, LORA),
+                             overwrite=False)
 
 
 def test_generate_command_with_lora_and_metadata(tiny, tmp_path, capsys):

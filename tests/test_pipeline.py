@@ -27,7 +27,8 @@ SMALL = {"frames": 5, "width": 32, "height": 32, "steps": 2}
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     names = (T2V, I2V, FLF2V, VACE, FUN_CONTROL, TI2V, A14B_HIGH, A14B_LOW, VAE21, VAE22, TE, CLIP, LORA)
-    return write_tiny_models(tmp_path_factory.mktemp("tiny"), names=names)
+    # one folder per session, shared with test_cli.py (same seed -> same files; existing ones are kept)
+    return write_tiny_models(tmp_path_factory.getbasetemp() / "wan_core_tiny", names=names, overwrite=False)
 
 
 @pytest.fixture(scope="module")
