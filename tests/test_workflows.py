@@ -197,8 +197,16 @@ def test_bad_graphs_fail_with_a_wan_error_naming_the_fix(name, change, message, 
         _run_modified(name, tiny_models, tmp_path, monkeypatch, change)
 
 
-@pytest.mark.parametrize("mode", ["merge", "runtime"])
-def test_lora_changes_the_result_but_never_the_loaded_model(mode, tiny_models, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode,inference", [("merge", False), ("runtime", False), ("merge", True)])
+def test_lora_changes_the_result_but_never_the_loaded_model(mode, inference, tiny_models, tmp_path, monkeypatch):
+    """Also inside torch.inference_mode, as ComfyUI runs nodes (models then load as inference tensors)."""
+    import torch
+
+    with torch.inference_mode(inference):
+        _check_lora_run(mode, tiny_models, monkeypatch)
+
+
+def _check_lora_run(mode, tiny_models, monkeypatch):
     import torch
 
     import nodes
