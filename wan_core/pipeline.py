@@ -17,7 +17,6 @@ take the official per-task defaults (``wan_core.configs.defaults_for``).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
@@ -344,10 +343,12 @@ def defaults_family(config: Any, two_experts: bool) -> str:
     return "wan2.2" if two_experts else str(config.family)
 
 
-def _defaults(config: Any, two_experts: bool) -> Any:
+def _defaults(config: Any, two_experts: bool, width: int | None, height: int | None) -> Any:
+    """Task defaults; a given size refines them (Wan2.1 I2V at 480p uses shift 3), else the model size does."""
     from .configs import defaults_for
 
-    return defaults_for(defaults_family(config, two_experts), config.task, getattr(config, "size_label", None))
+    label = f"{width}*{height}" if width and height else getattr(config, "size_label", None)
+    return defaults_for(defaults_family(config, two_experts), config.task, label)
 
 
 def _negative(config: Any, given: str | None, two_experts: bool) -> str:
@@ -368,12 +369,17 @@ def check_size(width: int, height: int, frames: int, multiple: int) -> None:
         raise InputError(f"The frame count must be 4n+1 (1, 5, 9, ..., 81); got {frames}: use {(frames // 4) * 4 + 1}.")
 
 
-def fit_to_image(image: torch.Tensor, area: int, multiple: int) -> tuple[int, int]:
-    """(width, height) with about ``area`` pixels and the aspect of ``image`` [1, H, W, 3]."""
-    aspect = image.shape[1] / image.shape[2]
-    height = math.sqrt(area * aspect) // multiple * multiple
-    width = math.sqrt(area / aspect) // multiple * multiple
-    return max(multiple, int(width)), max(multiple, int(height))
+def size_from_image(image: torch.Tensor, mode: str, area: int, vae_stride: int) -> tuple[int, int]:
+    """(width, height) the official code derives from the input image [1, H, W, 3] and a pixel area.
+
+    TI2V-5B: ``best_output_size`` (multiples of 32); I2V/FLF2V: ``lat = 2*floor(sqrt(area*a)/stride/2)``.
+    """
+    from .conditioning import best_output_size, official_i2v_size
+
+    img_h, img_w = int(image.shape[1]), int(image.shape[2])
+    if mode == "ti2v":
+        return best_output_size(img_w, img_h, 2 * vae_stride, 2 * vae_stride, area)
+    return official_i2v_size(img_h, img_w, area, stride=vae_stride)
 
 
 def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode: str,
@@ -382,8 +388,8 @@ def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode
 
     Returns a JSON-able dict (it becomes the video's metadata).
     """
-    base = _defaults(config, two_experts)
-    out = {k: v for k, v in asdict(request).items()}
+    out = dict(asdict(request))
+    base = _defaults(config, two_experts, out["width"], out["height"])
     for name in ("steps", "shift", "cfg", "solver", "frames", "fps"):
         if out[name] is None:
             out[name] = getattr(base, name)
@@ -391,7 +397,8 @@ def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode
     if out["width"] is None or out["height"] is None:
         width, height = base.width, base.height
         if inputs.image is not None and mode in ("i2v", "flf2v", "ti2v", "fun-inp"):
-            width, height = fit_to_image(inputs.image, base.width * base.height, multiple)
+            width, height = size_from_image(inputs.image, mode, base.width * base.height,
+                                            int(vae_config.spatial_stride))
         out["width"] = out["width"] or width
         out["height"] = out["height"] or height
     if out["seed"] is None:
