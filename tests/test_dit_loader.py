@@ -149,6 +149,9 @@ def test_foreign_and_broken_dicts_raise_helpful_errors():
     odd["patch_embedding.weight"] = torch.zeros(256, 20, 1, 2, 2)
     with pytest.raises(UnsupportedModelError, match="in_dim 20"):
         wan_core.load_dit(odd, device="cpu")
+    stray = dict(cached_tiny("wan2.1-t2v"), **{"patch_embedding.scale_weight": torch.tensor(2.0)})
+    with pytest.raises(CheckpointError, match="not Linear weights"):
+        wan_core.load_dit(stray, device="cpu")
     camera = dict(cached_tiny("wan2.1-i2v"), **{"control_adapter.conv.weight": torch.zeros(1)})
     with pytest.raises(UnsupportedModelError, match="Camera"):
         wan_core.load_dit(camera, device="cpu")

@@ -42,6 +42,7 @@ from ..checkpoints import (
     scaled_fp8_dtype,
 )
 from ..devices import is_fp8, resolve_device, resolve_dtype
+from ..errors import CheckpointError, preview_keys
 from ..fp8 import attach_scales, split_scales
 from ..ops import WanLinear
 from .config import DiTConfig, config_from_shapes
@@ -108,6 +109,17 @@ def make_dtype_rule(model: WanDiT, dtype: torch.dtype | None, compute: torch.dty
     return rule
 
 
+def check_scales_used(model: WanDiT, scale_keys: set[str]) -> None:
+    """Every ``.scale_weight`` must belong to a Linear; a scale we would ignore means wrong weights."""
+    linear = {f"{name}.scale_weight" for name, m in model.named_modules() if isinstance(m, WanLinear)}
+    stray = {k for k in scale_keys if k.endswith(".scale_weight")} - linear
+    if stray:
+        raise CheckpointError(
+            f"The fp8 file has scales for tensors that are not Linear weights ({preview_keys(stray)}); "
+            "this quantisation layout is not supported. Use a bf16/fp16 file or ComfyUI's scaled-fp8 export."
+        )
+
+
 def load_dit(
     source: CheckpointInput | TensorSource,
     device: torch.device | str | None = None,
@@ -131,6 +143,7 @@ def load_dit(
     materialize(model, src.subset(model_keys), device=dev, dtype_rule=make_dtype_rule(model, store, compute),
                 what=f"a {config.variant} DiT")
     scaled = attach_scales(model, src.subset(scale_keys), device=dev) if scale_keys else 0
+    check_scales_used(model, scale_keys)
     if scaled:
         log.info("Loaded %d fp8-scaled Linear layers (%s).", scaled, scaled_fp8_dtype(src))
     model.set_compute_dtype(compute)
