@@ -374,8 +374,18 @@ def override_api(api: dict, values: dict[str, Any]) -> dict:
 
 
 def execute_api(api: dict, defs: dict[str, type] | None = None, workflow: dict | None = None) -> dict[str, Any]:
-    """Run an API graph in topological order; returns {node id: {"result": tuple, "ui": dict | None}}."""
-    defs = defs or node_definitions()
+    """Run an API graph in topological order; returns {node id: {"result": tuple, "ui": dict | None}}.
+
+    Runs under ``torch.inference_mode()`` as ComfyUI's executor does (loaded weights are then
+    inference tensors, which catches code that would only fail inside ComfyUI).
+    """
+    import torch
+
+    with torch.inference_mode():
+        return _execute(api, defs or node_definitions(), workflow)
+
+
+def _execute(api: dict, defs: dict[str, type], workflow: dict | None) -> dict[str, Any]:
     done: dict[str, Any] = {}
     for nid in topological_order(api_parents(api)):
         node = api[nid]
