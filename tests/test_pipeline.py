@@ -18,6 +18,8 @@ FUN_CONTROL = "wan2.1_fun_control_1.3B_bf16.safetensors"
 TI2V = "wan2.2_ti2v_5B_fp16.safetensors"
 A14B_HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
 A14B_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+I2V_HIGH = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
+I2V_LOW = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
 VAE21, VAE22 = "wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"
 TE, CLIP, LORA = "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_vision_h.safetensors", \
     "wan2.1_t2v_1.3B_example_lora.safetensors"
@@ -26,7 +28,8 @@ SMALL = {"frames": 5, "width": 32, "height": 32, "steps": 2}
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    names = (T2V, I2V, FLF2V, VACE, FUN_CONTROL, TI2V, A14B_HIGH, A14B_LOW, VAE21, VAE22, TE, CLIP, LORA)
+    names = (T2V, I2V, FLF2V, VACE, FUN_CONTROL, TI2V, A14B_HIGH, A14B_LOW, I2V_HIGH, I2V_LOW, VAE21, VAE22, TE,
+             CLIP, LORA)
     # one folder per session, shared with test_cli.py (same seed -> same files; existing ones are kept)
     return write_tiny_models(tmp_path_factory.getbasetemp() / "wan_core_tiny", names=names, overwrite=False)
 
@@ -177,6 +180,15 @@ def test_a14b_runs_both_experts(pipes):
     _check_video(a)
     assert a.params["model_low"] == A14B_LOW and a.params["cfg"] == (3.0, 4.0)
     assert not torch.allclose(a.latent, b.latent), "the low-noise expert was never used"
+
+
+def test_a14b_i2v_needs_no_clip_and_takes_a_last_frame(pipes):
+    pipe = pipes(I2V_HIGH, low=I2V_LOW)
+    result = pipe.generate("waves", image=_image(3), seed=4, **SMALL)
+    _check_video(result)
+    assert result.params["mode"] == "i2v" and result.params["cfg"] == (3.5, 3.5)
+    both = pipe.generate("waves", image=_image(3), last_image=_image(8), seed=4, **SMALL)
+    assert both.params["mode"] == "flf2v" and not torch.allclose(result.latent, both.latent)
 
 
 def test_lora_changes_the_video(pipes, files):

@@ -139,10 +139,11 @@ class WanPipeline:
         started = time.perf_counter()
         dit = wan_core.load_dit(model, device=home, dtype=cdtype, attention=attention)
         dit_low = wan_core.load_dit(model_low, device=home, dtype=cdtype, attention=attention) if model_low else None
-        vae_model = _to(wan_core.load_vae(vae), home)
+        vae_model = wan_core.load_vae(vae, device=home, dtype=cdtype)
         te = wan_core.load_text_encoder(text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype,
                                         cache_dir=text_cache, keep_loaded=not offload)
-        clip = _to(wan_core.load_clip_vision(clip_vision), home) if clip_vision else None
+        # CLIP-H (0.6 B) stays on the compute device: it cannot move, and it is small next to a 14B DiT
+        clip = wan_core.load_clip_vision(clip_vision, device=dev, dtype=cdtype) if clip_vision else None
         log.info("Loaded %s in %.1f s", dit.config.variant, time.perf_counter() - started)
         names = {"model": _name_of(model), "model_low": _name_of(model_low), "vae": _name_of(vae),
                  "text_encoder": _name_of(text_encoder), "clip_vision": _name_of(clip_vision)}
@@ -220,10 +221,10 @@ class WanPipeline:
             raise InputError(f"{self.dit.config.variant} needs CLIP vision features of the input image: "
                              "pass clip_vision (e.g. clip_vision_h.safetensors).")
         images = [inputs.image[:1]]
-        if mode == "flf2v" and inputs.last_image is not None:
+        if self.dit.config.task == "flf2v" and inputs.last_image is not None:  # emb_pos covers 2 x 257 tokens
             images.append(inputs.last_image[:1])
-        with on_device(self.clip_vision, self.device, self.offload), torch.no_grad():
-            tokens = [self.clip_vision.encode(img.to(self.device)) for img in images]  # each [1, 257, W]
+        with torch.no_grad():
+            tokens = [self.clip_vision.encode(img) for img in images]  # each [1, 257, W]
         return torch.cat(tokens, dim=1)
 
     def experts(self, resolved: dict[str, Any]) -> Any:
@@ -265,10 +266,6 @@ class WanPipeline:
         if self.offload:
             empty_cache(self.device)
         return video[0].float().clamp(-1, 1).add(1).mul(0.5).permute(1, 2, 3, 0).contiguous().cpu()
-
-
-def _to(module: Any, device: torch.device) -> Any:
-    return module.to(device) if hasattr(module, "to") else module
 
 
 def _check_pair(dit: Any, dit_low: Any, vae: Any) -> None:
