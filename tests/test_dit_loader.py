@@ -206,3 +206,36 @@ def test_diffusers_name_map_for_loras():
     assert diffusers_to_official_name("vace_blocks.0.proj_in.bias") == "vace_blocks.0.before_proj.bias"
     assert diffusers_to_official_name("condition_embedder.time_proj.weight") == "time_projection.1.weight"
     assert diffusers_to_official_name("not_a_wan_key.weight") is None
+
+
+def test_optional_kernels_are_dispatched_with_bf16_inputs(monkeypatch):
+    """Fake flash-attn / sageattention modules: lazily imported, fed bf16 [B, S, H, d], output cast back."""
+    import sys
+    import types
+
+    from wan_core.dit import attention as attn
+
+    calls = []
+
+    def fake_flash(q, k, v):
+        calls.append(("flash", q.dtype, tuple(q.shape)))
+        return attn.sdpa(q, k, v), None  # flash-attn 3 style (out, lse)
+
+    def fake_sage(q, k, v, tensor_layout, is_causal):
+        calls.append(("sage", q.dtype, tensor_layout))
+        return attn.sdpa(q, k, v)
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_func=fake_flash))
+    monkeypatch.setitem(sys.modules, "sageattention", types.SimpleNamespace(sageattn=fake_sage))
+    attn._load.cache_clear()
+    try:
+        q, k, v = (torch.randn(2, 10, 2, 128) for _ in range(3))
+        want = attn.sdpa(q, k, v)
+        for name in ("flash_attn", "sageattention"):
+            assert attn.check_backend(name) == name
+            out = attn._kernel(name)(q, k, v)
+            assert out.dtype == torch.float32 and rel_err(out, want) < 2e-2
+        assert calls == [("flash", torch.bfloat16, (2, 10, 2, 128)), ("sage", torch.bfloat16, "NHD")]
+        assert attn.select("flash_attn", torch.device("cpu")) is attn.sdpa  # CUDA-only kernel on CPU: SDPA
+    finally:
+        attn._load.cache_clear()
