@@ -25,15 +25,20 @@ def tiny_vae_config(version: str = "2.1", sizes: TinySizes = TINY) -> VAEConfig:
     return VAEConfig("2.1", 16, sizes.vae21_base_dim, sizes.vae21_base_dim)
 
 
-def random_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    """A random fp32 value for one parameter: fan-in scaled weights, gammas around 1, small biases."""
-    x = torch.randn(shape, generator=gen)
+def random_tensor(
+    name: str, shape: tuple[int, ...], gen: torch.Generator, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A random value for one parameter: fan-in scaled weights, gammas around 1, small biases.
+
+    Uniform with unit variance (cheaper than normal for the 700 M-parameter released-width VAE).
+    """
+    x = torch.empty(shape, dtype=dtype).uniform_(-math.sqrt(3.0), math.sqrt(3.0), generator=gen)
     if name.endswith("gamma"):
         return 1.0 + 0.25 * x
     if name.endswith("bias") or len(shape) < 2:
         return 0.05 * x
     gain = OUTPUT_GAIN if name.startswith("decoder.head.2.") else 1.0
-    return x * (gain / math.sqrt(math.prod(shape[1:])))
+    return x.mul_(gain / math.sqrt(math.prod(shape[1:])))
 
 
 def tiny_vae_state_dict(
@@ -43,4 +48,4 @@ def tiny_vae_state_dict(
     with torch.device("meta"):
         vae = WanVAE(tiny_vae_config(version, sizes))
     gen = torch.Generator().manual_seed(seed)
-    return {name: random_tensor(name, tuple(p.shape), gen).to(dtype) for name, p in vae.named_parameters()}
+    return {name: random_tensor(name, tuple(p.shape), gen, dtype) for name, p in vae.named_parameters()}
