@@ -27,7 +27,7 @@ from typing import Any, Union
 
 import torch
 
-from .devices import empty_cache, resolve_device, resolve_dtype
+from .devices import empty_cache, is_fp8, resolve_device, resolve_dtype
 from .errors import ConditioningError, InputError
 from .memory import move, on_device
 from .progress import NO_HOOKS, RunHooks
@@ -101,9 +101,9 @@ def _name_of(source: Any) -> str | None:
 class WanPipeline:
     """Loaded models plus the logic that turns a prompt (and images / control video) into frames.
 
-    Models are kept on ``offload_device`` between phases when ``offload`` is set and
-    moved to ``device`` only while they run (text encoder, then DiT, then VAE), so
-    peak memory is the largest single model rather than their sum.
+    With ``offload`` the DiT(s) and the VAE wait in CPU memory and visit ``device`` only
+    for their phase (the text encoder drops its weights after encoding), so peak device
+    memory is about the largest single model rather than their sum.
     """
 
     def __init__(self, dit: Any, vae: Any, text_encoder: Any, clip_vision: Any = None, dit_low: Any = None,
@@ -133,12 +133,13 @@ class WanPipeline:
         import wan_core
 
         dev = resolve_device(device)
-        cdtype = resolve_dtype(dtype, dev)
+        weights = resolve_dtype(dtype, dev)  # fp8 here = fp8 storage of the DiT's Linear weights
+        cdtype = resolve_dtype(None, dev) if is_fp8(weights) else weights
         offload = dev.type != "cpu" if offload is None else offload
         home = torch.device("cpu") if offload else dev
         started = time.perf_counter()
-        dit = wan_core.load_dit(model, device=home, dtype=cdtype, attention=attention)
-        dit_low = wan_core.load_dit(model_low, device=home, dtype=cdtype, attention=attention) if model_low else None
+        dit = _load_dit(model, home, weights, cdtype, attention)
+        dit_low = _load_dit(model_low, home, weights, cdtype, attention) if model_low else None
         vae_model = wan_core.load_vae(vae, device=home, dtype=cdtype)
         te = wan_core.load_text_encoder(text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype,
                                         cache_dir=text_cache, keep_loaded=not offload)
@@ -266,6 +267,16 @@ class WanPipeline:
         if self.offload:
             empty_cache(self.device)
         return video[0].float().clamp(-1, 1).add(1).mul(0.5).permute(1, 2, 3, 0).contiguous().cpu()
+
+
+def _load_dit(source: Any, device: torch.device, weights: torch.dtype, compute: torch.dtype, attention: str) -> Any:
+    """A DiT on ``device`` with Linear weights in ``weights`` (fp8 files stay fp8), computing in ``compute``."""
+    import wan_core
+
+    dit = wan_core.load_dit(source, device=device, dtype=weights, attention=attention)
+    if hasattr(dit, "set_compute_dtype"):
+        dit.set_compute_dtype(compute)  # loaded on the CPU for offloading: keep the accelerator's dtype
+    return dit
 
 
 def _check_pair(dit: Any, dit_low: Any, vae: Any) -> None:
