@@ -18,7 +18,6 @@ from ..checkpoints import (
     guess_kind,
     materialize,
     open_checkpoint,
-    strip_known_prefix,
 )
 from ..devices import resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
@@ -31,11 +30,23 @@ log = logging.getLogger(__name__)
 VAE_PREFIXES = ("first_stage_model.", "vae.", "model.", "module.")
 NON_BUFFER_STATE = ("latent_mean", "latent_std")
 VAE_MARKERS = ("encoder.conv1.weight", "decoder.conv1.weight", "conv2.weight")
+PREFIX_PROBES = ("decoder.conv1.weight", "decoder.conv_in.weight")
+
+
+def strip_vae_prefix(src: TensorSource) -> TensorSource:
+    """Keep only the VAE's tensors when they sit under a wrapper prefix (``vae.``, ``first_stage_model.``).
+
+    Works for whole-pipeline checkpoints too, where the VAE is a minority of the keys.
+    """
+    for prefix in VAE_PREFIXES:
+        if any(prefix + probe in src for probe in PREFIX_PROBES):
+            return src.with_prefix_stripped(prefix)
+    return src
 
 
 def official_source(source: CheckpointInput | TensorSource) -> TensorSource:
     """Open ``source`` and present it with official Wan VAE key names."""
-    src = strip_known_prefix(open_checkpoint(source), VAE_PREFIXES)
+    src = strip_vae_prefix(open_checkpoint(source))
     if is_diffusers_layout(src.keys()):
         src = src.renamed(diffusers_renamer(list(src.keys())))
     if not all(k in src for k in VAE_MARKERS):
