@@ -100,6 +100,10 @@ def test_lora_file_matches_the_t2v_model(tiny_dir):
                             dtype=torch.float32)
     before = {k: v.clone() for k, v in dit.state_dict().items() if k.endswith("self_attn.q.weight")}
     lora = tiny_path(tiny_dir, "wan2.1_t2v_1.3B_example_lora.safetensors")
+    keys = _keys_and_dtypes(lora)
+    assert all(k.startswith("diffusion_model.blocks.") for k in keys)
+    assert {k.rsplit(".", 2)[-2] if k.endswith(".weight") else "alpha" for k in keys} == \
+        {"lora_down", "lora_up", "alpha"}
     apply_lora_stack(dit, [LoraSpec(path=str(lora), strength=1.0)])
     after = dit.state_dict()
     assert before and all(not torch.equal(before[k], after[k]) for k in before)

@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 DIT_PREFIX = "model.diffusion_model."
-LORA_PREFIX = "diffusion_model."
-LORA_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
-                "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
 
 
 def tiny_path(directory: PathLike, name: str) -> Path:
@@ -77,26 +74,13 @@ def dit_file_tensors(entry: TinyFile, seed: int) -> dict[str, torch.Tensor]:
 
 
 def lora_file_tensors(seed: int, variant: str = "wan2.1-t2v") -> dict[str, torch.Tensor]:
-    """A rank-``TINY.lora_rank`` LoRA for the tiny DiT ``variant``: every attention and FFN Linear.
+    """A rank-``TINY.lora_rank`` LoRA on every attention/FFN Linear of the tiny ``variant`` DiT, in
+    ComfyUI's ``diffusion_model.<name>.lora_down/lora_up/alpha`` layout (bf16 factors, as released)."""
+    from .dit.tiny import tiny_dit_config
+    from .lora.tiny import tiny_lora_state_dict
 
-    lora_down [r, in] ~ N(0, 1/in), lora_up [out, r] ~ N(0, 0.02), alpha = r (scale 1),
-    so the LoRA visibly changes the output without overwhelming it.
-    """
-    from .dit.tiny import tiny_dit_state_dict
-
-    base = tiny_dit_state_dict(variant, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    rank = TINY.lora_rank
-    out: dict[str, torch.Tensor] = {}
-    for key, weight in base.items():
-        stem = key[: -len(".weight")]
-        if not key.endswith(".weight") or not stem.endswith(LORA_TARGETS) or not stem.startswith("blocks."):
-            continue
-        d_out, d_in = weight.shape
-        out[f"{LORA_PREFIX}{stem}.lora_down.weight"] = torch.randn(rank, d_in, generator=gen) / d_in**0.5
-        out[f"{LORA_PREFIX}{stem}.lora_up.weight"] = torch.randn(d_out, rank, generator=gen) * 0.02
-        out[f"{LORA_PREFIX}{stem}.alpha"] = torch.tensor(float(rank))
-    return {k: v.to(torch.bfloat16) if v.ndim else v for k, v in out.items()}
+    config = tiny_dit_config(variant)
+    return tiny_lora_state_dict(config, rank=TINY.lora_rank, seed=seed, fmt="comfyui", dtype=torch.bfloat16)
 
 
 def _state_dict_for(entry: TinyFile, seed: int) -> dict[str, torch.Tensor]:
