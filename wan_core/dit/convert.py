@@ -54,8 +54,9 @@ TOP_PAIRS: tuple[tuple[str, str], ...] = (
     ("head.head", "proj_out"),
 )
 
-# Parameter suffixes that follow a module name (weight, bias, scales, LoRA parts ...).
-_BLOCK_RE = re.compile(r"^(blocks|vace_blocks)\.(\d+)\.(.+)$")
+# ``blocks.N.<rest>`` / ``vace_blocks.N.<rest>``; the rest is mapped with BLOCK_PAIRS and may end in any
+# parameter suffix (weight, bias, scales, LoRA parts ...).
+BLOCK_NAME = re.compile(r"^(blocks|vace_blocks)\.(\d+)\.(.+)$")
 _DIFFUSERS_ONLY = ("norm_added_q",)  # present in some diffusers checkpoints, unused
 
 
@@ -72,7 +73,7 @@ def _map_fragment(rest: str, pairs: tuple[tuple[str, str], ...], forward: bool) 
 
 
 def _map_name(name: str, forward: bool) -> str | None:
-    m = _BLOCK_RE.match(name)
+    m = BLOCK_NAME.match(name)
     if m:
         mapped = _map_fragment(m.group(3), BLOCK_PAIRS, forward)
         return None if mapped is None else f"{m.group(1)}.{m.group(2)}.{mapped}"

@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..dit.convert import BLOCK_NAME, diffusers_to_official_name, official_to_diffusers_name
+
 # Parts of a key, longest first so ".diff_b" is not read as ".diff".
 PART_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".lora_A.weight", "down"),
@@ -48,47 +50,7 @@ DOTTED_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.mod
 UNDERSCORE_PREFIXES = ("lora_unet__", "lora_unet_", "lycoris_", "lora_transformer_")
 PEFT_ADAPTER_NAME = re.compile(r"\.(lora_[AB]|lora_down|lora_up)\.[A-Za-z0-9_-]+\.(weight|bias)$")
 
-# Official <-> diffusers module paths inside a block (``blocks.N.`` / ``vace_blocks.N.``).
-BLOCK_RENAMES: tuple[tuple[str, str], ...] = (
-    ("self_attn.q", "attn1.to_q"),
-    ("self_attn.k", "attn1.to_k"),
-    ("self_attn.v", "attn1.to_v"),
-    ("self_attn.o", "attn1.to_out.0"),
-    ("self_attn.norm_q", "attn1.norm_q"),
-    ("self_attn.norm_k", "attn1.norm_k"),
-    ("cross_attn.q", "attn2.to_q"),
-    ("cross_attn.k", "attn2.to_k"),
-    ("cross_attn.v", "attn2.to_v"),
-    ("cross_attn.o", "attn2.to_out.0"),
-    ("cross_attn.norm_q", "attn2.norm_q"),
-    ("cross_attn.norm_k", "attn2.norm_k"),
-    ("cross_attn.k_img", "attn2.add_k_proj"),
-    ("cross_attn.v_img", "attn2.add_v_proj"),
-    ("cross_attn.norm_k_img", "attn2.norm_added_k"),
-    ("norm3", "norm2"),  # the affine LayerNorm before cross-attention
-    ("ffn.0", "ffn.net.0.proj"),
-    ("ffn.2", "ffn.net.2"),
-    ("modulation", "scale_shift_table"),
-)
-VACE_BLOCK_RENAMES: tuple[tuple[str, str], ...] = (("before_proj", "proj_in"), ("after_proj", "proj_out"))
-TOP_RENAMES: tuple[tuple[str, str], ...] = (
-    ("patch_embedding", "patch_embedding"),
-    ("vace_patch_embedding", "vace_patch_embedding"),
-    ("text_embedding.0", "condition_embedder.text_embedder.linear_1"),
-    ("text_embedding.2", "condition_embedder.text_embedder.linear_2"),
-    ("time_embedding.0", "condition_embedder.time_embedder.linear_1"),
-    ("time_embedding.2", "condition_embedder.time_embedder.linear_2"),
-    ("time_projection.1", "condition_embedder.time_proj"),
-    ("img_emb.proj.0", "condition_embedder.image_embedder.norm1"),
-    ("img_emb.proj.1", "condition_embedder.image_embedder.ff.net.0.proj"),
-    ("img_emb.proj.3", "condition_embedder.image_embedder.ff.net.2"),
-    ("img_emb.proj.4", "condition_embedder.image_embedder.norm2"),
-    ("img_emb.emb_pos", "condition_embedder.image_embedder.pos_embed"),
-    ("head.head", "proj_out"),
-    ("head.modulation", "scale_shift_table"),
-)
 DIFFUSERS_MARKERS = (".attn1.", ".attn2.", ".ffn.net.", "condition_embedder.", "scale_shift_table", ".to_q", ".to_out.")
-BLOCK_PATH = re.compile(r"^(blocks|vace_blocks)\.(\d+)\.(.+)$")
 I2V_ONLY_MARKERS = ("k_img", "v_img", "norm_k_img", "img_emb", "add_k_proj", "add_v_proj", "norm_added_k",
                     "image_embedder")
 
@@ -154,39 +116,18 @@ def looks_diffusers(paths: Iterable[str]) -> bool:
     return any(marker in "." + p + "." for p in paths for marker in DIFFUSERS_MARKERS)
 
 
-def _rename_path(path: str, to_official: bool) -> str:
-    src, dst = (1, 0) if to_official else (0, 1)
-    m = BLOCK_PATH.match(path)
-    if m:
-        kind, index, rest = m.groups()
-        table = BLOCK_RENAMES + (VACE_BLOCK_RENAMES if kind == "vace_blocks" else ())
-        for pair in table:
-            if rest == pair[src]:
-                return f"{kind}.{index}.{pair[dst]}"
-        return path
-    for pair in TOP_RENAMES:
-        if path == pair[src]:
-            return pair[dst]
-    return path
-
-
 def diffusers_to_official_path(path: str) -> str:
     """Official module/parameter path for a diffusers one (WAN_SPEC 3.6); unknown paths unchanged.
 
-    Accepts module paths (``blocks.0.attn1.to_q``) and parameter names (``...to_q.weight``).
+    Accepts module paths (``blocks.0.attn1.to_q``) and parameter names (``...to_q.weight``);
+    the name table is the DiT converter's (:mod:`wan_core.dit.convert`).
     """
-    for leaf in (".weight", ".bias"):
-        if path.endswith(leaf):
-            return _rename_path(path[: -len(leaf)], to_official=True) + leaf
-    return _rename_path(path, to_official=True)
+    return diffusers_to_official_name(path) or path
 
 
 def official_to_diffusers_path(path: str) -> str:
     """Inverse of :func:`diffusers_to_official_path`."""
-    for leaf in (".weight", ".bias"):
-        if path.endswith(leaf):
-            return _rename_path(path[: -len(leaf)], to_official=False) + leaf
-    return _rename_path(path, to_official=False)
+    return official_to_diffusers_name(path) or path
 
 
 def underscore_table(param_names: Iterable[str]) -> dict[str, str]:
@@ -215,5 +156,5 @@ def is_i2v_only(path: str) -> bool:
 
 def block_index(name: str) -> int | None:
     """N for ``blocks.N.*`` (main blocks only), else None."""
-    m = BLOCK_PATH.match(name)
+    m = BLOCK_NAME.match(name)
     return int(m.group(2)) if m and m.group(1) == "blocks" else None
