@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConditioningError, InputError
-from .i2v import PATCH, _clip_batch
+from .i2v import _clip_batch
 from .image import check_images, resize_signed, to_signed_chw
-from .latents import anchor_mask, encode_video, latent_frames, place_in_time, vae_geometry
+from .latents import anchor_mask, checked_geometry, encode_video, latent_frames, place_in_time
 from .types import Conditioning
-from .validate import check_frames, check_size
 
 
 def _control_latent(vae, control_video: torch.Tensor, frames: int, width: int, height: int) -> torch.Tensor:
@@ -41,9 +40,7 @@ def fun_control_conditioning(vae, control_video: torch.Tensor, frames: int, widt
     (Wan2.2, 36, which adds the I2V mask of the start image). Images are center-cropped
     and resized bicubically to (width, height).
     """
-    z_dim, stride = vae_geometry(vae)
-    frames = check_frames(frames)
-    width, height = check_size(width, height, stride * PATCH)
+    z_dim, stride, frames, width, height = checked_geometry(vae, frames, width, height)
     if model_extra_channels not in (2 * z_dim, 2 * z_dim + 4):
         raise ConditioningError(
             f"a Fun-Control model takes {2 * z_dim} or {2 * z_dim + 4} extra channels with this {z_dim}-channel VAE, "

@@ -12,11 +12,9 @@ import torch
 
 from ..errors import InputError
 from .image import ResizeMode, check_images, resize_signed, to_signed_chw
-from .latents import anchor_mask, encode_video, latent_frames, vae_device_dtype, vae_geometry
+from .latents import PATCH, anchor_mask, checked_geometry, encode_video, latent_frames, vae_device_dtype
 from .types import Conditioning
 from .validate import check_frames, check_size
-
-PATCH = 2
 
 
 def t2v_conditioning(latent_channels: int, frames: int, width: int, height: int, spatial_stride: int) -> Conditioning:
@@ -40,9 +38,7 @@ def anchored_conditioning(vae, anchors: dict[int, torch.Tensor], frames: int, wi
     ``y [1, 4 + C, T, h, w]`` = mask (1 on the latent channels of given frames) and
     the normalised latent of the condition video (zeros on the other frames).
     """
-    z_dim, stride = vae_geometry(vae)
-    frames = check_frames(frames)
-    width, height = check_size(width, height, stride * PATCH)
+    z_dim, stride, frames, width, height = checked_geometry(vae, frames, width, height)
     device, dtype = vae_device_dtype(vae, torch.zeros(()))
     video = torch.zeros(1, 3, frames, height, width, device=device, dtype=dtype)  # built where the VAE runs
     for index, frame in anchors.items():

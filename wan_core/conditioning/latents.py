@@ -10,9 +10,11 @@ from collections.abc import Iterable
 
 import torch
 
-from ..errors import InputError
+from ..errors import ConditioningError, InputError
+from .validate import VAE_FILES, VAE_NAMES, check_frames, check_size
 
 TEMPORAL_STRIDE = 4
+PATCH = 2  # the DiT patchifies 2x2 in space, so pixel sizes are multiples of stride * PATCH
 
 
 def latent_frames(frames: int) -> int:
@@ -26,6 +28,24 @@ def vae_geometry(vae) -> tuple[int, int]:
     if config is None:
         raise InputError(f"expected a loaded Wan VAE with a .config, got {type(vae).__name__}")
     return int(config.z_dim), int(config.spatial_stride)
+
+
+def checked_geometry(vae, frames: int, width: int, height: int, latent_channels: int | None = None,
+                     model: str = "this model") -> tuple[int, int, int, int, int]:
+    """``(z_dim, spatial_stride, frames, width, height)`` of a video to build, checked before any encoding.
+
+    ``latent_channels``: the VAE family the builder needs (16 Wan2.1, 48 Wan2.2); it is
+    checked first, because a wrong VAE also changes the size rule (multiples of stride x 2).
+    """
+    z_dim, stride = vae_geometry(vae)
+    if latent_channels is not None and z_dim != latent_channels:
+        raise ConditioningError(
+            f"{model} needs the {VAE_NAMES[latent_channels]} ({latent_channels} latent channels) but the VAE has "
+            f"{z_dim}: load {VAE_FILES[latent_channels]}"
+        )
+    frames = check_frames(frames)
+    width, height = check_size(width, height, stride * PATCH)
+    return z_dim, stride, frames, width, height
 
 
 def vae_device_dtype(vae, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:

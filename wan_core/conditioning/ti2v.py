@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConditioningError
 from .image import check_images, lanczos_cover_crop
-from .latents import encode_video, latent_frames, place_in_time, vae_geometry
+from .latents import checked_geometry, encode_video, latent_frames, place_in_time
 from .types import Conditioning, FrameLock
-from .validate import check_frames, check_size
 
-PATCH = 2
 TI2V_LATENT_CHANNELS = 48
 
 
@@ -27,13 +24,8 @@ def ti2v_conditioning(vae, image: torch.Tensor | None, frames: int, width: int, 
     as the official code does (use :func:`image.best_output_size` to pick a size
     from the image's aspect like the official CLI).
     """
-    z_dim, stride = vae_geometry(vae)
-    if z_dim != TI2V_LATENT_CHANNELS:
-        raise ConditioningError(
-            f"TI2V-5B needs the Wan2.2 VAE (48 latent channels) but the VAE has {z_dim}: load wan2.2_vae.safetensors"
-        )
-    frames = check_frames(frames)
-    width, height = check_size(width, height, stride * PATCH)
+    z_dim, stride, frames, width, height = checked_geometry(vae, frames, width, height, TI2V_LATENT_CHANNELS,
+                                                           "TI2V-5B")
     shape = (z_dim, latent_frames(frames), height // stride, width // stride)
     if image is None:
         return Conditioning(latent_shape=shape)

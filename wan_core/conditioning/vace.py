@@ -17,13 +17,11 @@ import torch.nn.functional as F
 
 from ..errors import ConditioningError, InputError
 from .image import check_images, paste_on_white, to_signed_chw
-from .latents import encode_video, latent_frames, vae_geometry
+from .latents import checked_geometry, encode_video, latent_frames
 from .types import Conditioning, VaceHint
-from .validate import check_frames, check_size
 
 log = logging.getLogger(__name__)
 
-PATCH = 2
 VACE_LATENT_CHANNELS = 16
 
 
@@ -98,13 +96,7 @@ def vace_conditioning(vae, frames: int, width: int, height: int, control_video: 
     Returns a Conditioning with latent_shape ``(16, T + n_ref, h, w)``, one VaceHint
     and ``trim_latent_frames = n_ref``.
     """
-    z_dim, stride = vae_geometry(vae)
-    if z_dim != VACE_LATENT_CHANNELS:
-        raise ConditioningError(
-            f"VACE needs the Wan2.1 VAE (16 latent channels) but the VAE has {z_dim}: load wan_2.1_vae.safetensors"
-        )
-    frames = check_frames(frames)
-    width, height = check_size(width, height, stride * PATCH)
+    z_dim, stride, frames, width, height = checked_geometry(vae, frames, width, height, VACE_LATENT_CHANNELS, "VACE")
     if not 0.0 <= start <= end:
         raise InputError(f"VACE start {start} / end {end}: need 0 <= start <= end <= 1 (fractions of the steps)")
     video = _source_video(control_video, frames, width, height)
