@@ -61,18 +61,23 @@ class WanVAE(nn.Module):
 
     # -- latent normalisation ------------------------------------------------------------
 
-    def _stat(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return t.to(like.device, torch.float32).view(1, -1, 1, 1, 1)
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as float32 [1, z, 1, 1, 1] on ``like``'s device."""
+        mean, std = self.latent_mean, self.latent_std
+        if mean.dtype != torch.float32:  # a module-wide .to(half) rounded them: use the exact values
+            mean, std = self.config.latent_stats()
+        shape = (1, -1, 1, 1, 1)
+        return mean.to(like.device, torch.float32).view(shape), std.to(like.device, torch.float32).view(shape)
 
     def normalize(self, mu: torch.Tensor) -> torch.Tensor:
         """Raw VAE mean [B, z, T, h, w] -> normalised latent ``(mu - mean) / std`` (float32)."""
-        mu = mu.float()
-        return (mu - self._stat(self.latent_mean, mu)) / self._stat(self.latent_std, mu)
+        mean, std = self._stats(mu)
+        return (mu.float() - mean) / std
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latent [B, z, T, h, w] -> raw VAE mean ``z * std + mean`` (float32)."""
-        z = z.float()
-        return z * self._stat(self.latent_std, z) + self._stat(self.latent_mean, z)
+        mean, std = self._stats(z)
+        return z.float() * std + mean
 
     # -- public encode / decode ----------------------------------------------------------
 

@@ -92,7 +92,9 @@ class TileGrid:
     out_scale: int
 
     @classmethod
-    def build(cls, height: int, width: int, opts: TileOptions | None, stride: int, in_scale: int, out_scale: int):
+    def build(
+        cls, height: int, width: int, opts: TileOptions | None, stride: int, in_scale: int, out_scale: int
+    ) -> TileGrid:
         if opts is None:
             return cls([(0, height)], [(0, width)], height, width, 0, in_scale, out_scale)
         tile = max(1, opts.tile_size // stride)
