@@ -14,6 +14,7 @@ from wan_core.tiny_build import write_tiny_models
 from wan_core.video_io import read_metadata
 
 T2V = "wan2.1_t2v_1.3B_bf16.safetensors"
+VACE = "wan2.1_vace_1.3B_fp16.safetensors"
 VAE, TE, LORA = "wan_2.1_vae.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", \
     "wan2.1_t2v_1.3B_example_lora.safetensors"
 
@@ -47,7 +48,7 @@ def test_selftest_command_writes_a_playable_mp4(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     # one folder per session, shared with test_pipeline.py (same seed -> same files; existing ones are kept)
-    return write_tiny_models(tmp_path_factory.getbasetemp() / "wan_core_tiny", names=(T2V, VAE, TE, LORA),
+    return write_tiny_models(tmp_path_factory.getbasetemp() / "wan_core_tiny", names=(T2V, VACE, VAE, TE, LORA),
                              overwrite=False)
 
 
@@ -66,6 +67,27 @@ def test_generate_command_with_lora_and_metadata(tiny, tmp_path, capsys):
                 "steps": 2, "cfg": 4.5, "shift": 3.0, "solver": "euler", "seed": 42, "fps": 12.0, "model": T2V}
     assert {k: meta[k] for k in expected} == expected
     assert meta["loras"] == [{"file": LORA, "strength": 0.7, "strength_low": None}]
+
+
+def test_generate_vace_reads_control_video_mask_and_reference_files(tiny, tmp_path):
+    import torch
+    from PIL import Image
+
+    from wan_core.video_io import write_video
+
+    control = write_video(torch.rand(5, 32, 48, 3), tmp_path / "control.mp4", fps=16)
+    mask = torch.zeros(5, 32, 48, 3)
+    mask[:, :, 24:] = 1.0  # generate the right half only
+    mask_path = write_video(mask, tmp_path / "mask.mp4", fps=16)
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "ref.png")
+    out = tmp_path / "vace.webp"
+    code = main(["-q", "generate", "--model", str(tiny[VACE]), "--vae", str(tiny[VAE]), "--text-encoder",
+                 str(tiny[TE]), "--prompt", "a dancer", "--frames", "5", "--size", "48x32", "--steps", "2",
+                 "--control-video", str(control), "--control-mask", str(mask_path), "--reference-image",
+                 str(tmp_path / "ref.png"), "--vace-strength", "0.8", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    meta = read_metadata(out)
+    assert meta["mode"] == "vace" and meta["vace_strength"] == 0.8 and meta["model"] == VACE
 
 
 def test_generate_errors_exit_with_code_1(tiny, tmp_path, caplog):
