@@ -34,13 +34,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def parse_cfg(text: str | None) -> float | tuple[float, float] | None:
-    """'5' -> 5.0; '4,3' -> (4.0, 3.0) = (high-noise, low-noise) for the two A14B experts."""
+    """'5' -> 5.0; '3,4' -> (3.0, 4.0) = (low-noise, high-noise) expert scales (the official A14B order)."""
     if text is None:
         return None
     try:
         values = tuple(float(p) for p in text.split(","))
     except ValueError:
-        raise InputError(f"--cfg must be a number or 'high,low' (e.g. 4,3); got {text!r}.") from None
+        raise InputError(f"--cfg must be a number or 'low,high' (e.g. 3,4); got {text!r}.") from None
     if len(values) not in (1, 2):
         raise InputError(f"--cfg takes one or two numbers; got {text!r}.")
     return values[0] if len(values) == 1 else values
@@ -88,7 +88,7 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--frames", type=int, help="pixel frames, 4n+1")
     group.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, e.g. 832x480")
     group.add_argument("--steps", type=int)
-    group.add_argument("--cfg", type=str, help="guidance scale, or HIGH,LOW for A14B experts")
+    group.add_argument("--cfg", type=str, help="guidance scale, or LOW,HIGH: the low- and high-noise A14B experts' scales")
     group.add_argument("--shift", type=float)
     group.add_argument("--solver", help="unipc, dpm++, euler")
     group.add_argument("--seed", type=int, help="unset = random (stored in the file)")
