@@ -55,28 +55,31 @@ def find_layout(keys: list[str]) -> tuple[str, str]:
     )
 
 
-def _rename_hf_simple(key: str) -> str | None:
-    if key in _HF_TOP:
-        return _HF_TOP[key]
-    m = _HF_LAYER.match(key)
-    if m:
-        index, rest = m.groups()
-        for old, new in _HF_LAYER_RULES.items():
-            if rest.startswith(old):
-                return f"transformer.{index}.{new}{rest[len(old):]}"
-    return None  # q/k/v, class/position embeddings (reshaped below), post-norm, position_ids
+def _block_renamer(top: dict[str, str], block: re.Pattern[str], rules: dict[str, str]) -> Callable[[str], str | None]:
+    """Key renamer: exact ``top`` names, then ``<block N>.<old><tail>`` -> ``transformer.N.<new><tail>``.
+
+    Keys it has no rule for map to None (dropped), so the caller adds the tensors
+    that need reshaping or fusing (class/position embeddings, HF q/k/v) itself.
+    """
+
+    def rename(key: str) -> str | None:
+        if key in top:
+            return top[key]
+        m = block.match(key)
+        if m:
+            index, rest = m.groups()
+            for old, new in rules.items():
+                if rest.startswith(old):
+                    return f"transformer.{index}.{new}{rest[len(old):]}"
+        return None
+
+    return rename
 
 
-def _rename_openclip(key: str) -> str | None:
-    if key in _OPENCLIP_TOP:
-        return _OPENCLIP_TOP[key]
-    m = _OPENCLIP_BLOCK.match(key)
-    if m:
-        index, rest = m.groups()
-        for old, new in _OPENCLIP_BLOCK_RULES.items():
-            if rest.startswith(old):
-                return f"transformer.{index}.{new}{rest[len(old):]}"
-    return None  # class/positional embeddings (reshaped below), ln_post, proj
+# HF: q/k/v are fused below; post-norm and position_ids are unused.
+_rename_hf_simple = _block_renamer(_HF_TOP, _HF_LAYER, _HF_LAYER_RULES)
+# OpenCLIP: ln_post and proj are unused.
+_rename_openclip = _block_renamer(_OPENCLIP_TOP, _OPENCLIP_BLOCK, _OPENCLIP_BLOCK_RULES)
 
 
 Reader = Callable[[], torch.Tensor]
@@ -96,10 +99,15 @@ def _with_embeddings(src: TensorSource, simple: TensorSource, cls_key: str,
     return infos, readers
 
 
-def _openclip_to_official(src: TensorSource) -> TensorSource:
-    infos, readers = _with_embeddings(src, src.renamed(_rename_openclip), "class_embedding", "positional_embedding")
+def _lazy_source(src: TensorSource, infos: dict[str, TensorInfo], readers: dict[str, Reader]) -> TensorSource:
+    """A TensorSource over ``readers`` that keeps ``src``'s config, identity and description."""
     return TensorSource(infos, lambda key: readers[key](), config=src.config, identity=src.identity,
                         description=src.description)
+
+
+def _openclip_to_official(src: TensorSource) -> TensorSource:
+    infos, readers = _with_embeddings(src, src.renamed(_rename_openclip), "class_embedding", "positional_embedding")
+    return _lazy_source(src, infos, readers)
 
 
 def _hf_to_official(src: TensorSource) -> TensorSource:
@@ -114,8 +122,7 @@ def _hf_to_official(src: TensorSource) -> TensorSource:
             shape = (3 * first.shape[0], *first.shape[1:])
             infos[f"transformer.{i}.attn.to_qkv.{part}"] = TensorInfo(shape, first.dtype, nbytes=3 * first.nbytes)
             readers[f"transformer.{i}.attn.to_qkv.{part}"] = lambda names=names: torch.cat([src[n] for n in names])
-    return TensorSource(infos, lambda key: readers[key](), config=src.config, identity=src.identity,
-                        description=src.description)
+    return _lazy_source(src, infos, readers)
 
 
 def to_official(src: TensorSource) -> TensorSource:
