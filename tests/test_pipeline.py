@@ -246,3 +246,12 @@ def test_resolve_params_follows_the_official_defaults():
     r = resolve_params(_fake_config("wan2.1", "flf2v", "14b"), vae21, GenerateParams("x", width=64, height=64,
                        frames=5), none, "flf2v")
     assert r["shift"] == 16.0 and r["negative_prompt"].startswith("镜头切换，镜头晃动，")
+
+
+def test_offload_gives_the_same_video_and_releases_the_text_encoder(files, pipes):
+    offloaded = WanPipeline.from_files(model=files[T2V], vae=files[VAE21], text_encoder=files[TE], device="cpu",
+                                       dtype="fp32", offload=True, text_cache=False)
+    a = offloaded.generate("offload", seed=6, **SMALL)
+    assert not offloaded.text_encoder.loaded and offloaded.text_encoder.load_count == 1
+    b = pipes(T2V).generate("offload", seed=6, **SMALL)
+    assert torch.equal(a.latent, b.latent) and torch.equal(a.frames, b.frames)
