@@ -90,6 +90,12 @@ def run_diffusers(official_sd, peft_sd, inputs):
     return model.eval()(inputs["x"], inputs["t"], inputs["context"], return_dict=False)[0]
 
 
+def block_linear_shapes(official_sd):
+    """``{blocks.N.<linear>: weight shape}`` for the block linears in LINEARS."""
+    return {k[: -len(".weight")]: tuple(v.shape) for k, v in official_sd.items()
+            if k.startswith("blocks.") and k.endswith(".weight") and k[:-7].split(".", 2)[2] in LINEARS}
+
+
 def lightx2v_style_lora(official_sd, seed=5):
     """``diffusion_model.`` + lora_down/lora_up/alpha on every block linear, diff_b biases, a head diff."""
     g = torch.Generator().manual_seed(seed)
@@ -130,8 +136,7 @@ def test_parity_with_diffusers_conversion_of_a_lightx2v_style_lora(dit, base_sd,
 
 
 def test_parity_with_diffusers_musubi_conversion(dit, base_sd, inputs):
-    shapes = {k[: -len(".weight")]: tuple(v.shape) for k, v in base_sd.items()
-              if k.startswith("blocks.") and k.endswith(".weight") and k[:-7].split(".", 2)[2] in LINEARS}
+    shapes = block_linear_shapes(base_sd)
     lora = write_format(random_factors(shapes, RANK, seed=9), "kohya")
     want = run_diffusers(base_sd, _convert_musubi_wan_lora_to_diffusers(cloned(lora)), inputs)
     for mode in ("merge", "runtime"):
@@ -143,8 +148,7 @@ def test_parity_with_diffusers_musubi_conversion(dit, base_sd, inputs):
 
 def test_one_lora_in_every_format_changes_the_dit_identically(dit, base_sd, inputs):
     """Done-criterion: one random LoRA in nine formats, merged and at run time, gives one output."""
-    shapes = {k[: -len(".weight")]: tuple(v.shape) for k, v in base_sd.items()
-              if k.startswith("blocks.") and k.endswith(".weight") and k[:-7].split(".", 2)[2] in LINEARS}
+    shapes = block_linear_shapes(base_sd)
     factors = random_factors(shapes, RANK, seed=4)
     reference = None
     base = run_ours(dit, inputs)
@@ -234,8 +238,7 @@ def test_vace_blocks_and_block_filter_on_the_real_dit():
 
 def test_parity_with_diffusers_for_a_peft_format_lora(dit, base_sd, inputs):
     """``transformer.blocks.N.attn1.to_q.lora_A.weight`` files load into diffusers without conversion."""
-    shapes = {k[: -len(".weight")]: tuple(v.shape) for k, v in base_sd.items()
-              if k.startswith("blocks.") and k.endswith(".weight") and k[:-7].split(".", 2)[2] in LINEARS}
+    shapes = block_linear_shapes(base_sd)
     lora = write_format(random_factors(shapes, RANK, seed=12), "diffusers")
     g = torch.Generator().manual_seed(13)
     for key in [k for k in lora if k.endswith(".lora_B.weight")][::3]:
