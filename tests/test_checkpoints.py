@@ -47,6 +47,8 @@ def test_shards_folder_and_pth(tmp_path):
     assert set(src) == {"a.weight", "a.bias"} and src.config == {"dim": 4}
     torch.save({"x": torch.ones(2)}, tmp_path / "x.pth")
     assert torch.equal(open_checkpoint(tmp_path / "x.pth")["x"], torch.ones(2))
+    torch.save({"x": torch.ones(2)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert torch.equal(open_checkpoint(tmp_path / "legacy.pth")["x"], torch.ones(2))  # pre-1.6 format: no mmap
 
 
 def test_pickle_with_code_is_refused(tmp_path):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import struct
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,8 +220,9 @@ def _open_safetensors_files(paths: list[Path]) -> TensorSource:
 
 def _open_torch_file(path: Path) -> TensorSource:
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises many types for bad pickles; re-raise typed.
+        # mmap needs torch's zip format (torch >= 1.6); an older, legacy-format pickle is read whole.
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as exc:  # a damaged pickle raises almost any type (IndexError, struct.error ...); re-raise typed.
         raise CheckpointError(
             f"Cannot load {path} with torch.load(weights_only=True): {exc}. Only plain tensor "
             "checkpoints are accepted; convert other pickles to safetensors."
