@@ -1,11 +1,21 @@
 """End to end inside a real ComfyUI (0.3.64 or later) on CPU, with tiny checkpoints.
 
-Runs only when COMFYUI_PATH points at a ComfyUI checkout whose requirements are installed
-in this Python. It links this pack into ``custom_nodes`` (removed afterwards), writes tiny
-models and an ``extra_model_paths.yaml``, starts ``main.py --cpu`` on a free port, checks
-that ``/object_info`` lists every node the shipped workflows use, queues every API workflow
-(small sizes) through ``/prompt`` and checks each writes a video with the requested frame
-count (polling ``/history``).
+Runs only when ``COMFYUI_PATH`` points at a ComfyUI checkout; ComfyUI itself runs with
+``$COMFYUI_PYTHON`` (default: the Python running pytest), which needs ComfyUI's requirements
+and this pack's requirements.txt. The test links this pack into ``custom_nodes`` (removed
+afterwards), writes tiny models and an ``extra_model_paths.yaml``, starts ``main.py --cpu`` on a
+free port and checks, against the running server:
+
+* ``/object_info`` lists every node of ours, with our categories, descriptions and tooltips;
+  ``/extensions`` serves our JS; the log shows no import failure;
+* every UI workflow would load in the editor: node types known, widget values in the
+  frontend's order and count (``control_after_generate`` after a seed, the upload button
+  after LoadImage's widgets), combo values offered, numbers in range, link types matching,
+  and converted by those rules it equals its API twin;
+* every API workflow (32x32, 5 frames, 2 steps) runs through ``/prompt`` (polling ``/history``)
+  and writes a video with 5 frames; a native ``SaveLatent`` on each sampler output checks
+  that our LATENT is the ``{"samples": [B, C, T, h, w]}`` ComfyUI's own Wan latents are;
+* a native ``EmptyHunyuanLatentVideo`` latent has the same shape as ours and decodes with ours.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -31,16 +42,34 @@ SMALL = {"width": 32, "height": 32, "length": 5, "steps": 2}
 START_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600
 LINK_NAME = "comfyui-wan-core-under-test"
+SKIP_HELP = ("set COMFYUI_PATH to a ComfyUI checkout (0.3.64+) and COMFYUI_PYTHON to a Python that has ComfyUI's "
+             "requirements and this pack's requirements.txt (default: the Python running pytest)")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+
+
+def _skip(reason: str) -> None:
+    print(f"SKIP real-ComfyUI test: {reason}")
+    pytest.skip(reason)
 
 
 def _comfyui_path() -> Path:
     path = os.environ.get("COMFYUI_PATH")
     if not path:
-        pytest.skip("COMFYUI_PATH is not set: set it to a ComfyUI checkout (0.3.64+) to run the real-ComfyUI test")
+        _skip(f"COMFYUI_PATH is not set: {SKIP_HELP}")
     root = Path(path)
     if not (root / "main.py").is_file():
-        pytest.skip(f"COMFYUI_PATH={path} has no main.py: point it at a ComfyUI checkout")
+        _skip(f"COMFYUI_PATH={path} has no main.py: {SKIP_HELP}")
     return root
+
+
+def _comfyui_python() -> str:
+    """The interpreter that runs ComfyUI: $COMFYUI_PYTHON, else the one running the tests."""
+    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
+    if not Path(python).is_file():
+        raise AssertionError(f"COMFYUI_PYTHON={python} does not exist: {SKIP_HELP}")
+    return python
 
 
 def _free_port() -> int:
@@ -49,7 +78,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str, timeout: float = 30) -> dict:
+def _get(url: str, timeout: float = 30):
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
 
@@ -99,7 +128,7 @@ def comfyui(tmp_path_factory):
         link.symlink_to(ROOT, target_is_directory=True)
     port = _free_port()
     log_path = work / "comfyui.log"
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+    cmd = [_comfyui_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--extra-model-paths-config", str(work / "extra_model_paths.yaml"),
            "--input-directory", str(inputs), "--output-directory", str(outputs)]
     with open(log_path, "w") as log:
@@ -107,7 +136,8 @@ def comfyui(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(base, process, log_path)
-        yield {"base": base, "outputs": outputs, "log": log_path}
+        info = _get(f"{base}/object_info", timeout=120)
+        yield {"base": base, "outputs": outputs, "log": log_path, "info": info}
     finally:
         process.terminate()
         try:
@@ -118,28 +148,188 @@ def comfyui(tmp_path_factory):
             link.unlink()
 
 
-def test_object_info_lists_every_node_the_workflows_use(comfyui):
+# --------------------------------------------------------------------------- registration
+
+
+def test_object_info_lists_every_node_with_our_tooltips(comfyui):
     import nodes
 
-    info = _get(f"{comfyui['base']}/object_info", timeout=120)
+    info, log = comfyui["info"], comfyui["log"].read_text()
     missing = sorted(set(nodes.NODE_CLASS_MAPPINGS) - set(info))
-    assert not missing, f"not registered in ComfyUI: {missing}\n{comfyui['log'].read_text()[-3000:]}"
-    used = {n["type"] for p in WORKFLOWS.glob("*.json") for n in load_json(p)["nodes"]} - set(VIRTUAL_NODES)
-    assert used <= set(info), f"the editor would show these as missing: {sorted(used - set(info))}"
-    for node_id in nodes.NODE_CLASS_MAPPINGS:
-        assert info[node_id]["category"].startswith("Wan video")
+    assert not missing, f"not registered in ComfyUI: {missing}\n{log[-3000:]}"
+    assert "IMPORT FAILED" not in log and "failed to import" not in log, log[-3000:]
+    for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        served = info[node_id]
+        assert served["category"] == cls.CATEGORY and served["category"].startswith("Wan video")
+        assert served["display_name"] == nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+        assert served["description"] == cls.DESCRIPTION and served["description"], node_id
+        assert served["output"] == list(cls.RETURN_TYPES), node_id
+        if hasattr(cls, "OUTPUT_TOOLTIPS"):
+            assert served["output_tooltips"] == list(cls.OUTPUT_TOOLTIPS), node_id
+        ours = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            assert served["input_order"].get(section, []) == list(ours.get(section, {})), (node_id, section)
+            for name, spec in ours.get(section, {}).items():
+                tooltip = served["input"][section][name][1].get("tooltip")
+                assert tooltip and tooltip == spec[1]["tooltip"], (node_id, name, tooltip)
+
+
+def test_extension_js_is_served(comfyui):
+    served = _get(f"{comfyui['base']}/extensions")
+    ours = sorted(p.name for p in (ROOT / "js").glob("*.js"))
+    assert ours, "the pack ships no JS"
+    for name in ours:
+        url = f"/extensions/{LINK_NAME}/{name}"
+        assert url in served, f"{url} not in {served}"
+        with urllib.request.urlopen(comfyui["base"] + url, timeout=30) as response:
+            assert response.status == 200 and response.read()
+
+
+# --------------------------------------------------------------------------- editor (frontend rules)
+
+
+def _kind(spec: list) -> str:
+    return "COMBO" if isinstance(spec[0], list) else str(spec[0])
+
+
+def _opts(spec: list) -> dict:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def _choices(spec: list) -> list:
+    return spec[0] if isinstance(spec[0], list) else _opts(spec).get("options", [])
+
+
+def frontend_widgets(node_info: dict) -> list[tuple[str, list | None]]:
+    """(name, spec) per serialised widget value, in the frontend's order; spec None = an extra value.
+
+    Widgets come in ``input_order`` (required, then optional); an INT named seed/noise_seed (or any
+    input with ``control_after_generate``) is followed by its control combo; an upload combo adds an
+    ``upload`` button after the required widgets (it serialises its label too).
+    """
+    out: list[tuple[str, list | None]] = []
+    for section in ("required", "optional"):
+        specs = node_info["input"].get(section, {})
+        upload = False
+        for name in node_info.get("input_order", {}).get(section, list(specs)):
+            spec, kind = specs[name], _kind(specs[name])
+            if kind not in WIDGET_TYPES or _opts(spec).get("forceInput"):
+                continue
+            out.append((name, spec))
+            seed_like = kind == "INT" and name in ("seed", "noise_seed")
+            if _opts(spec).get("control_after_generate", seed_like):
+                out.append((f"{name}.control_after_generate", None))
+            upload |= kind == "COMBO" and any(_opts(spec).get(k) for k in UPLOAD_OPTIONS)
+        if upload and section == "required":
+            out.append(("upload", None))
+    return out
+
+
+def _value_problem(name: str, spec: list | None, value) -> str | None:
+    if spec is None:
+        return None if not name.endswith("control_after_generate") or value in CONTROL_VALUES else f"{name}={value!r}"
+    kind, opts = _kind(spec), _opts(spec)
+    if kind == "COMBO":
+        return None if value in _choices(spec) else f"{name}={value!r} is not offered ({_choices(spec)[:6]})"
+    if kind in ("INT", "FLOAT"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind == "FLOAT" or value == int(value))
+        if not ok or not opts.get("min", -float("inf")) <= value <= opts.get("max", float("inf")):
+            return f"{name}={value!r} is not a {kind} in [{opts.get('min')}, {opts.get('max')}]"
+    if kind == "BOOLEAN" and not isinstance(value, bool):
+        return f"{name}={value!r} is not a boolean"
+    if kind == "STRING" and not isinstance(value, str):
+        return f"{name}={value!r} is not a string"
+    return None
+
+
+def _node_problems(node: dict, node_info: dict) -> list[str]:
+    where = f"node {node['id']} ({node['type']})"
+    widgets, values = frontend_widgets(node_info), node.get("widgets_values", [])
+    if len(values) != len(widgets):
+        return [f"{where}: {len(values)} widget values, the editor has {len(widgets)}: {[w for w, _ in widgets]}"]
+    return [f"{where}: {msg}" for (name, spec), value in zip(widgets, values) if (msg := _value_problem(name, spec, value))]
+
+
+def _link_problems(workflow: dict, info: dict) -> list[str]:
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    problems = []
+    for link_id, src, slot, dst, dst_slot, ltype in workflow["links"]:
+        out_type = info[nodes[src]["type"]]["output"][slot]
+        dst_node = nodes[dst]
+        name = dst_node["inputs"][dst_slot]["name"]
+        specs = {**info[dst_node["type"]]["input"].get("required", {}), **info[dst_node["type"]]["input"].get("optional", {})}
+        in_type = _kind(specs[name]) if name in specs else None
+        if not ltype == out_type == in_type:
+            problems.append(f"link {link_id}: {ltype!r} from an output {out_type!r} into {name!r} typed {in_type!r}")
+    return problems
+
+
+def frontend_api(workflow: dict, info: dict) -> dict:
+    """The API prompt the editor would queue for a UI workflow, by the rules of :func:`frontend_widgets`."""
+    links = {lk[0]: lk for lk in workflow["links"]}
+    api = {}
+    for node in workflow["nodes"]:
+        if node["type"] in VIRTUAL_NODES or node.get("mode", 0) in (2, 4):
+            continue
+        named = zip(frontend_widgets(info[node["type"]]), node["widgets_values"])
+        inputs = {name: value for (name, spec), value in named if spec is not None}
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                inputs[inp["name"]] = [str(links[inp["link"]][1]), links[inp["link"]][2]]
+        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"]}
+    return api
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+def test_ui_workflow_loads_in_the_editor(comfyui, name):
+    info, workflow = comfyui["info"], load_json(WORKFLOWS / f"{name}.json")
+    unknown = sorted({n["type"] for n in workflow["nodes"]} - set(info) - set(VIRTUAL_NODES))
+    assert not unknown, f"the editor would show these as missing: {unknown}"
+    problems = [p for n in workflow["nodes"] if n["type"] not in VIRTUAL_NODES for p in _node_problems(n, info[n["type"]])]
+    problems += _link_problems(workflow, info)
+    assert not problems, "\n".join(problems)
+    twin = {nid: {"inputs": n["inputs"], "class_type": n["class_type"]} for nid, n in load_json(API_DIR / f"{name}.json").items()}
+    assert frontend_api(workflow, info) == twin
+
+
+# --------------------------------------------------------------------------- execution
 
 
 def _wait_for_history(base: str, prompt_id: str) -> dict:
     deadline = time.time() + RUN_TIMEOUT_S
     while time.time() < deadline:
         history = _get(f"{base}/history/{prompt_id}")
-        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-            entry = history[prompt_id]
-            if entry["status"].get("status_str") in ("success", "error"):
-                return entry
-        time.sleep(1)
+        entry = history.get(prompt_id, {})
+        if entry.get("status", {}).get("status_str") in ("success", "error"):
+            return entry
+        time.sleep(0.5)
     raise AssertionError(f"prompt {prompt_id} did not finish within {RUN_TIMEOUT_S}s")
+
+
+def _run(comfyui: dict, api: dict) -> dict:
+    answer = _post(f"{comfyui['base']}/prompt", {"prompt": api, "client_id": uuid.uuid4().hex})
+    entry = _wait_for_history(comfyui["base"], answer["prompt_id"])
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-4000:]
+    return entry
+
+
+def _saved(comfyui: dict, entry: dict, node_id: str, kind: str) -> list[Path]:
+    files = entry["outputs"].get(node_id, {}).get(kind, [])
+    return [comfyui["outputs"] / f["subfolder"] / f["filename"] for f in files]
+
+
+def _latent_tensor(path: Path):
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    assert "latent_tensor" in tensors, sorted(tensors)
+    return tensors["latent_tensor"]
+
+
+def _native_video_latent_shape(channels: int) -> list[int]:
+    """Shape of ComfyUI's own Wan latents for SMALL (EmptyHunyuanLatentVideo: 16 ch /8; Wan22 TI2V: 48 ch /16)."""
+    down = 16 if channels == 48 else 8
+    return [1, channels, (SMALL["length"] - 1) // 4 + 1, SMALL["height"] // down, SMALL["width"] // down]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in API_DIR.glob("*.json")))
@@ -147,11 +337,42 @@ def test_workflow_runs_in_comfyui(comfyui, name):
     from wan_core.video_io import read_video
 
     api = override_api(load_json(API_DIR / f"{name}.json"), SMALL)
-    answer = _post(f"{comfyui['base']}/prompt", {"prompt": api, "client_id": uuid.uuid4().hex})
-    entry = _wait_for_history(comfyui["base"], answer["prompt_id"])
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-4000:]
-    saved = [img for out in entry["outputs"].values() for img in out.get("images", [])]
-    assert len(saved) == 1, entry["outputs"]
-    path = comfyui["outputs"] / saved[0]["subfolder"] / saved[0]["filename"]
-    frames, _fps = read_video(path)
+    samplers = [nid for nid, n in api.items() if n["class_type"] == "WanCoreSampler"]
+    for nid in samplers:  # a native node on our LATENT
+        api[f"{nid}900"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0], "filename_prefix": f"lat/{name}"}}
+    entry = _run(comfyui, api)
+    videos = [p for nid in entry["outputs"] for p in _saved(comfyui, entry, nid, "images")]
+    assert len(videos) == 1, entry["outputs"]
+    frames, _fps = read_video(videos[0])
+    assert frames.shape[0] == SMALL["length"], f"{videos[0]}: {tuple(frames.shape)}"
+    assert samplers
+    for nid in samplers:
+        (path,) = _saved(comfyui, entry, f"{nid}900", "latents")
+        samples = _latent_tensor(path)
+        assert list(samples.shape) == _native_video_latent_shape(samples.shape[1]), (name, tuple(samples.shape))
+        assert samples.isfinite().all()
+
+
+def test_native_latent_matches_ours_and_decodes(comfyui):
+    """EmptyHunyuanLatentVideo (what ComfyUI's Wan2.1 graphs start from) vs our empty latent, same settings."""
+    from wan_core.video_io import read_video
+
+    vae_name = next(n["inputs"]["vae_name"] for n in load_json(API_DIR / "wan21_t2v_1.3b.json").values()
+                    if n["class_type"] == "WanCoreVAELoader")
+    size = {k: SMALL[k] for k in ("width", "height", "length")}
+    api = {
+        "1": {"class_type": "WanCoreVAELoader", "inputs": {"vae_name": vae_name, "dtype": "auto"}},
+        "2": {"class_type": "WanCoreEmptyVideoLatent", "inputs": {"vae": ["1", 0], **size}},
+        "3": {"class_type": "SaveLatent", "inputs": {"samples": ["2", 1], "filename_prefix": "interop/ours"}},
+        "4": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {**size, "batch_size": 1}},
+        "5": {"class_type": "SaveLatent", "inputs": {"samples": ["4", 0], "filename_prefix": "interop/native"}},
+        "6": {"class_type": "WanCoreVAEDecode", "inputs": {"vae": ["1", 0], "latent": ["4", 0], "tiled": False,
+                                                           "tile_size": 256, "tile_overlap": 64}},
+        "7": {"class_type": "WanCoreSaveVideo", "inputs": {"frames": ["6", 0], "fps": 16.0, "crf": 19,
+                                                           "filename_prefix": "interop/decoded", "format": "mp4"}},
+    }
+    entry = _run(comfyui, api)
+    ours, native = (_latent_tensor(_saved(comfyui, entry, nid, "latents")[0]) for nid in ("3", "5"))
+    assert ours.shape == native.shape and ours.dtype == native.dtype, (ours.shape, native.shape, ours.dtype)
+    frames, _fps = read_video(_saved(comfyui, entry, "7", "images")[0])
     assert frames.shape[0] == SMALL["length"]
