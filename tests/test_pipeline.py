@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import rel_err
 
 from wan_core.errors import ConditioningError, InputError
 from wan_core.pipeline import GenerateParams, WanPipeline
@@ -254,4 +255,6 @@ def test_offload_gives_the_same_video_and_releases_the_text_encoder(files, pipes
     a = offloaded.generate("offload", seed=6, **SMALL)
     assert not offloaded.text_encoder.loaded and offloaded.text_encoder.load_count == 1
     b = pipes(T2V).generate("offload", seed=6, **SMALL)
-    assert torch.equal(a.latent, b.latent) and torch.equal(a.frames, b.frames)
+    # two separately loaded copies of the weights: fp32 GEMMs may round differently (alignment), not bitwise
+    assert a.params == b.params
+    assert rel_err(a.latent, b.latent) < 1e-5 and rel_err(a.frames, b.frames) < 1e-5
