@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -318,6 +319,16 @@ def _saved(comfyui: dict, entry: dict, node_id: str, kind: str) -> list[Path]:
     return [comfyui["outputs"] / f["subfolder"] / f["filename"] for f in files]
 
 
+def _check_editor_preview(comfyui: dict, entry: dict) -> None:
+    """The saver's UI output is what the editor previews: animated, served by /view as a video."""
+    (out,) = [o for o in entry["outputs"].values() if "images" in o]
+    assert out.get("animated") == [True], out
+    query = urllib.parse.urlencode({k: out["images"][0][k] for k in ("filename", "subfolder", "type")})
+    with urllib.request.urlopen(f"{comfyui['base']}/view?{query}", timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("video/"), response.headers
+        assert len(response.read()) > 100
+
+
 def _latent_tensor(path: Path):
     from safetensors.torch import load_file
 
@@ -343,6 +354,7 @@ def test_workflow_runs_in_comfyui(comfyui, name):
     entry = _run(comfyui, api)
     videos = [p for nid in entry["outputs"] for p in _saved(comfyui, entry, nid, "images")]
     assert len(videos) == 1, entry["outputs"]
+    _check_editor_preview(comfyui, entry)
     frames, _fps = read_video(videos[0])
     assert frames.shape[0] == SMALL["length"], f"{videos[0]}: {tuple(frames.shape)}"
     assert samplers
