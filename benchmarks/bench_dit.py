@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -46,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--attention", default="sdpa", help="our backend: sdpa (same kernel as diffusers), auto, ...")
     p.add_argument("--text-tokens", type=int, default=512)
     p.add_argument("--skip-diffusers", action="store_true")
+    p.add_argument("--skip-eager", action="store_true", help="do not also time ours without the fused kernels")
     p.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
     p.add_argument("--block-swap", type=int, default=0, help="also time ours with N blocks swapped from CPU")
     p.add_argument("--max-rel-err", type=float, default=5e-2,
@@ -144,6 +146,13 @@ def main() -> int:
     timestep = torch.tensor([700.0], device=device)
     ms_ours, mem_ours, out_ours = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
     print(f"ours:      {ms_ours:9.1f} ms/forward (median of {args.runs}), peak {mem_ours:.2f} GiB")
+    if not args.skip_eager:
+        os.environ["WAN_CORE_NO_TRITON"] = "1"  # the same model without the fused Triton kernels
+        ms_eager, _, out_eager = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
+        del os.environ["WAN_CORE_NO_TRITON"]
+        err_f = float((out_ours.double() - out_eager.double()).norm() / out_eager.double().norm())
+        print(f"ours, no fused kernels: {ms_eager:9.1f} ms/forward; fused/eager {ms_ours / ms_eager:.3f}, "
+              f"rel err fused vs eager {err_f:.2e}")
     if args.block_swap:
         ours.set_block_swap(args.block_swap, "cpu")
         ms_s, mem_s, out_s = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import WanLinear
+from . import fused
 from .attention import attention
 from .embeddings import TokenTable, split_modulation
 from .rope import apply_rope
@@ -35,6 +36,14 @@ class WanRMSNorm(nn.Module):
         """x [..., D] any dtype -> fp32 [..., D]."""
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
 
+    def heads(self, x: torch.Tensor, num_heads: int, rope: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, S, D] -> RMSNorm (+ RoPE when given) as [B, S, H, d] in x.dtype (fused on GPUs)."""
+        if fused.enabled(x, x.dtype):
+            out = fused.rms_norm_rope(x, self.weight, self.eps, rope, x.shape[-1] // num_heads)
+            return out.unflatten(-1, (num_heads, -1))
+        y = self(x).unflatten(-1, (num_heads, -1))
+        return (apply_rope(y, rope) if rope is not None else y).to(x.dtype)
+
 
 def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Parameter-free LayerNorm in fp32."""
@@ -44,6 +53,21 @@ def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     """``LN(x) * (1 + scale) + shift`` in fp32."""
     return torch.addcmul(shift, layer_norm(x, eps), 1 + scale)
+
+
+def modulated_input(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, cdt: torch.dtype):
+    """``LN(x) * (1 + scale) + shift`` computed in fp32, returned in ``cdt`` (one fused pass on GPUs)."""
+    if fused.enabled(x, cdt):
+        return fused.norm_affine(x, 1 + scale, shift, eps, cdt)
+    return modulate(x, shift, scale, eps).to(cdt)
+
+
+def affine_input(x: torch.Tensor, norm: nn.LayerNorm, cdt: torch.dtype) -> torch.Tensor:
+    """``norm3(x)`` (affine LayerNorm) computed in fp32, returned in ``cdt``."""
+    weight, bias = norm.weight.float(), norm.bias.float()
+    if fused.enabled(x, cdt):
+        return fused.norm_affine(x, weight, bias, norm.eps, cdt)
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, norm.eps).to(cdt)
 
 
 @dataclass
@@ -68,10 +92,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """x [B, S, D] in cdt -> [B, S, D] in cdt; q/k get RMSNorm then RoPE (fp32), then cdt."""
-        heads = (self.num_heads, -1)
-        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), rope).to(x.dtype)
-        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), rope).to(x.dtype)
-        v = self.v(x).unflatten(-1, heads)
+        q = self.norm_q.heads(self.q(x), self.num_heads, rope)
+        k = self.norm_k.heads(self.k(x), self.num_heads, rope)
+        v = self.v(x).unflatten(-1, (self.num_heads, -1))
         return self.o(attention(q, k, v, self.backend).flatten(-2))
 
 
@@ -99,12 +122,11 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         """x [B, S, D] cdt; ctx tokens cdt -> [B, S, D] cdt."""
         heads = (self.num_heads, -1)
-        dtype = x.dtype
-        q = self.norm_q(self.q(x)).to(dtype).unflatten(-1, heads)
-        k = self.norm_k(self.k(ctx.text)).to(dtype).unflatten(-1, heads)
+        q = self.norm_q.heads(self.q(x), self.num_heads)
+        k = self.norm_k.heads(self.k(ctx.text), self.num_heads)
         out = attention(q, k, self.v(ctx.text).unflatten(-1, heads), self.backend)
         if ctx.image is not None and hasattr(self, "k_img"):
-            k_img = self.norm_k_img(self.k_img(ctx.image)).to(dtype).unflatten(-1, heads)
+            k_img = self.norm_k_img.heads(self.k_img(ctx.image), self.num_heads)
             v_img = self.v_img(ctx.image).unflatten(-1, heads)
             out = out + attention(q, k_img, v_img, self.backend)
         return self.o(out.flatten(-2))
@@ -131,12 +153,12 @@ class WanBlock(nn.Module):
     ) -> torch.Tensor:
         """x [B, S, D] fp32 -> fp32; e0 [B, 1, 6, D] fp32 or a per-token TokenTable."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = split_modulation(self.modulation, e0)
+        # The residual stream x (fp32, owned by the forward pass) is updated in place.
         # 1. Self-attention (modulated, gated)
-        y = self.self_attn(modulate(x, shift_sa, scale_sa, self.eps).to(cdt), rope)
-        x = torch.addcmul(x, y, gate_sa)
+        y = self.self_attn(modulated_input(x, shift_sa, scale_sa, self.eps, cdt), rope)
+        x = x.addcmul_(y, gate_sa)
         # 2. Cross-attention (affine LayerNorm, no modulation, no gate)
-        c = F.layer_norm(x, (x.shape[-1],), self.norm3.weight.float(), self.norm3.bias.float(), self.eps)
-        x = x + self.cross_attn(c.to(cdt), ctx)
+        x = x.add_(self.cross_attn(affine_input(x, self.norm3, cdt), ctx))
         # 3. Feed-forward (modulated, gated)
-        y = self.ffn(modulate(x, shift_ff, scale_ff, self.eps).to(cdt))
-        return torch.addcmul(x, y, gate_ff)
+        y = self.ffn(modulated_input(x, shift_ff, scale_ff, self.eps, cdt))
+        return x.addcmul_(y, gate_ff)

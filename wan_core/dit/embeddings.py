@@ -59,11 +59,12 @@ def embed_timesteps(
     frame, t elsewhere), so the MLPs run once per distinct value.
     """
     per_token = t.reshape(t.shape[0], -1)
+    if per_token.shape[1] == 1:  # one timestep per sample: no torch.unique (it would sync the GPU)
+        e = time_embedding(sinusoid(per_token[:, 0], freq_dim))
+        return e[:, None], time_projection(e).unflatten(-1, (6, -1))[:, None]
     values, index = torch.unique(per_token, return_inverse=True)
     e = time_embedding(sinusoid(values, freq_dim))
     e0 = time_projection(e).unflatten(-1, (6, -1))
-    if per_token.shape[1] == 1:
-        return e[index], e0[index]
     return e[index], TokenTable(e0, index)
 
 

@@ -1,0 +1,132 @@
+"""Optional fused GPU kernels for the DiT's element-wise work (Triton; CUDA/ROCm only).
+
+Why: at 1280x720x81 one block touches a [75600, 5120] residual stream dozens of
+times (LayerNorm, modulation, casts, q/k RMSNorm, RoPE). Each eager op reads and
+writes the whole tensor; these kernels do each group in one pass:
+
+* :func:`norm_affine` - ``LayerNorm(x) * mul + add`` written straight in the compute
+  dtype (the modulated pre-norms, and ``norm3`` with its affine weight/bias);
+* :func:`rms_norm_rope` - q/k RMSNorm across heads, times its weight, then the 3-D
+  rotation, written in the compute dtype (RoPE optional, for cross-attention q).
+
+Numerics equal the eager path in :mod:`wan_core.dit.blocks` (fp32 statistics, fp32
+arithmetic, one rounding to the compute dtype at the end). When Triton is missing,
+the tensors are not on a GPU, or the compute dtype is fp32, callers use the eager path.
+Set ``WAN_CORE_NO_TRITON=1`` to force the eager path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+try:  # Triton ships with CUDA/ROCm builds of torch; never with CPU wheels.
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+    tl = None
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def enabled(x: torch.Tensor, out_dtype: torch.dtype) -> bool:
+    """True when the fused kernels can run for this tensor and output dtype."""
+    return (
+        triton is not None
+        and x.is_cuda
+        and out_dtype in _HALF
+        and os.environ.get("WAN_CORE_NO_TRITON", "") in ("", "0")
+    )
+
+
+if triton is not None:
+
+    @triton.jit
+    def _norm_affine_kernel(X, MUL, ADD, OUT, S, D, mul_b, mul_s, add_b, add_s, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        b = row // S
+        s = row % S
+        cols = tl.arange(0, BLOCK)
+        m = cols < D
+        x = tl.load(X + row.to(tl.int64) * D + cols, mask=m, other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=0) / D
+        xc = tl.where(m, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+        mul = tl.load(MUL + b * mul_b + s * mul_s + cols, mask=m, other=0.0).to(tl.float32)
+        add = tl.load(ADD + b * add_b + s * add_s + cols, mask=m, other=0.0).to(tl.float32)
+        y = xc * rstd * mul + add
+        tl.store(OUT + row.to(tl.int64) * D + cols, y.to(OUT.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _rms_rope_kernel(X, W, TBL, OUT, S, D, HALF_HEAD, eps, ROPE: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        pair = tl.arange(0, BLOCK)
+        m = pair < D // 2
+        base = X + row.to(tl.int64) * D
+        xe = tl.load(base + 2 * pair, mask=m, other=0.0).to(tl.float32)
+        xo = tl.load(base + 2 * pair + 1, mask=m, other=0.0).to(tl.float32)
+        r = 1.0 / tl.sqrt(tl.sum(xe * xe + xo * xo, axis=0) / D + eps)
+        xe = xe * r * tl.load(W + 2 * pair, mask=m, other=0.0).to(tl.float32)
+        xo = xo * r * tl.load(W + 2 * pair + 1, mask=m, other=0.0).to(tl.float32)
+        if ROPE:
+            s = row % S
+            j = pair % HALF_HEAD
+            tbl = TBL + s.to(tl.int64) * HALF_HEAD * 2 + 2 * j
+            c = tl.load(tbl, mask=m, other=1.0)
+            sn = tl.load(tbl + 1, mask=m, other=0.0)
+            xe, xo = xe * c - xo * sn, xe * sn + xo * c
+        out = OUT + row.to(tl.int64) * D
+        tl.store(out + 2 * pair, xe.to(OUT.dtype.element_ty), mask=m)
+        tl.store(out + 2 * pair + 1, xo.to(OUT.dtype.element_ty), mask=m)
+
+
+def _warps(block: int) -> int:
+    return 4 if block <= 1024 else 8 if block <= 4096 else 16
+
+
+def _strides(t: torch.Tensor, batch: int, seq: int) -> tuple[int, int]:
+    """(batch stride, token stride) of a [B|1, 1|S, D] or [D] broadcast operand (0 = broadcast)."""
+    if t.ndim == 1:
+        return 0, 0
+    b = t.stride(0) if t.shape[0] == batch and batch > 1 else 0
+    s = t.stride(1) if t.shape[1] == seq and seq > 1 else 0
+    return b, s
+
+
+def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """``LayerNorm(x) * mul + add`` -> ``out_dtype``; x [B, S, D] (any float), mul/add [B|1, 1|S, D] or [D] fp32."""
+    batch, seq, dim = x.shape
+    x = x.contiguous()
+    mul = mul.contiguous() if mul.ndim == 1 or mul.stride(-1) != 1 else mul
+    add = add.contiguous() if add.ndim == 1 or add.stride(-1) != 1 else add
+    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    block = triton.next_power_of_2(dim)
+    _norm_affine_kernel[(batch * seq,)](
+        x, mul, add, out, seq, dim, *_strides(mul, batch, seq), *_strides(add, batch, seq), eps,
+        BLOCK=block, num_warps=_warps(block),
+    )
+    return out
+
+
+def rms_norm_rope(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, rope: torch.Tensor | None, head_dim: int
+) -> torch.Tensor:
+    """RMSNorm over D (weight [D]) then, if ``rope`` is given, RoPE; x [B, S, D] -> same shape in x.dtype.
+
+    ``rope``: complex64 factors [S, 1, head_dim/2] (read as interleaved cos/sin).
+    """
+    batch, seq, dim = x.shape
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    table = torch.view_as_real(rope).contiguous() if rope is not None else weight
+    block = triton.next_power_of_2(dim // 2)
+    _rms_rope_kernel[(batch * seq,)](
+        x, weight.float().contiguous(), table, out, seq, dim, head_dim // 2, eps,
+        ROPE=rope is not None, BLOCK=block, num_warps=_warps(block),
+    )
+    return out
