@@ -6,6 +6,8 @@ user reading it in ComfyUI's error panel can fix the graph without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class WanError(Exception):
     """Base class of every error wan_core raises on purpose."""
@@ -43,7 +45,7 @@ class WanInterrupted(WanError):
     """The caller asked to stop (ComfyUI's interrupt button, Ctrl-C in the CLI)."""
 
 
-def preview_keys(keys, limit: int = 5) -> str:
+def preview_keys(keys: Iterable[str], limit: int = 5) -> str:
     """Format the first few keys of a collection for an error message."""
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])

@@ -9,7 +9,7 @@ re-quantising after a LoRA merge).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ def dequantize_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = t
     return out
 
 
-def split_scales(keys) -> tuple[set[str], set[str]]:
+def split_scales(keys: Iterable[str]) -> tuple[set[str], set[str]]:
     """Split tensor names into (model tensors, scale tensors + marker) for loading."""
     scales = {k for k in keys if k.endswith(SCALE_SUFFIXES) or k == SCALED_FP8_MARKER
               or k.endswith("." + SCALED_FP8_MARKER)}

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InputError
 from .image import ResizeMode, check_images, resize_signed, to_signed_chw
-from .latents import PATCH, anchor_mask, checked_geometry, encode_video, latent_frames, vae_device_dtype
+from .latents import PATCH, VideoVAE, anchor_mask, checked_geometry, encode_video, latent_frames, vae_device_dtype
 from .types import Conditioning
 from .validate import check_frames, check_size
 
@@ -30,7 +30,7 @@ def _prepare(images: torch.Tensor, name: str, width: int, height: int, resize: R
     return resize_signed(to_signed_chw(check_images(images, name)), width, height, resize)
 
 
-def anchored_conditioning(vae, anchors: dict[int, torch.Tensor], frames: int, width: int, height: int,
+def anchored_conditioning(vae: VideoVAE, anchors: dict[int, torch.Tensor], frames: int, width: int, height: int,
                           clip_fea: torch.Tensor | None = None) -> Conditioning:
     """I2V-style conditioning from pixel frames given at fixed indices.
 
@@ -60,7 +60,7 @@ def _clip_batch(clip_fea: torch.Tensor | None) -> torch.Tensor | None:
     return clip_fea.reshape(1, -1, clip_fea.shape[-1]).float()
 
 
-def i2v_conditioning(vae, image: torch.Tensor, frames: int, width: int, height: int,
+def i2v_conditioning(vae: VideoVAE, image: torch.Tensor, frames: int, width: int, height: int,
                      clip_fea: torch.Tensor | None = None, resize: ResizeMode = "official") -> Conditioning:
     """Image-to-video (Wan2.1 I2V with ``clip_fea``, Wan2.2 I2V-A14B without), spec 8.1.
 
@@ -79,7 +79,7 @@ def _fit_last(first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return resize_signed(last, w, h, "crop")
 
 
-def flf2v_conditioning(vae, first: torch.Tensor, last: torch.Tensor, frames: int, width: int, height: int,
+def flf2v_conditioning(vae: VideoVAE, first: torch.Tensor, last: torch.Tensor, frames: int, width: int, height: int,
                        clip_fea: torch.Tensor | None = None, resize: ResizeMode = "official") -> Conditioning:
     """First-last-frame-to-video (spec 8.2): frames 0 and F-1 given; last latent frame's mask = [0, 0, 0, 1].
 
@@ -95,7 +95,7 @@ def flf2v_conditioning(vae, first: torch.Tensor, last: torch.Tensor, frames: int
     return anchored_conditioning(vae, {0: first_s, frames - 1: last_s}, frames, width, height, clip_fea)
 
 
-def fun_inp_conditioning(vae, start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
+def fun_inp_conditioning(vae: VideoVAE, start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
                          frames: int = 81, width: int = 832, height: int = 480,
                          clip_fea: torch.Tensor | None = None, resize: ResizeMode = "official") -> Conditioning:
     """Wan2.1 Fun-InP (spec 8.5): the I2V/FLF2V construction with an optional start and/or end image.

@@ -7,6 +7,7 @@ Frame rule of both Wan VAEs (spec 7.5): ``T = (F - 1) // 4 + 1`` latent frames f
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 import torch
 
@@ -17,12 +18,24 @@ TEMPORAL_STRIDE = 4
 PATCH = 2  # the DiT patchifies 2x2 in space, so pixel sizes are multiples of stride * PATCH
 
 
+class VideoVAE(Protocol):
+    """What the builders use of a VAE: a loaded WanVAE or a stand-in.
+
+    ``config`` has ``z_dim`` and ``spatial_stride``; ``encode`` maps a video
+    [B, 3, F, H, W] in [-1, 1] to its normalised latent [B, z_dim, T, H / s, W / s].
+    """
+
+    config: Any
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor: ...
+
+
 def latent_frames(frames: int) -> int:
     """Latent frames T for F pixel frames: ``(F - 1) // 4 + 1``."""
     return (frames - 1) // TEMPORAL_STRIDE + 1
 
 
-def vae_geometry(vae) -> tuple[int, int]:
+def vae_geometry(vae: VideoVAE) -> tuple[int, int]:
     """(z_dim, spatial_stride) of a VAE, read from ``vae.config``."""
     config = getattr(vae, "config", None)
     if config is None:
@@ -30,7 +43,7 @@ def vae_geometry(vae) -> tuple[int, int]:
     return int(config.z_dim), int(config.spatial_stride)
 
 
-def checked_geometry(vae, frames: int, width: int, height: int, latent_channels: int | None = None,
+def checked_geometry(vae: VideoVAE, frames: int, width: int, height: int, latent_channels: int | None = None,
                      model: str = "this model") -> tuple[int, int, int, int, int]:
     """``(z_dim, spatial_stride, frames, width, height)`` of a video to build, checked before any encoding.
 
@@ -48,7 +61,7 @@ def checked_geometry(vae, frames: int, width: int, height: int, latent_channels:
     return z_dim, stride, frames, width, height
 
 
-def vae_device_dtype(vae, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+def vae_device_dtype(vae: VideoVAE, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
     """Where the VAE's weights live, so the pixel video goes there once; else the input's own."""
     device = getattr(vae, "device", None)
     dtype = getattr(vae, "dtype", None)
@@ -61,7 +74,7 @@ def vae_device_dtype(vae, fallback: torch.Tensor) -> tuple[torch.device, torch.d
     return torch.device(device) if device is not None else fallback.device, dtype
 
 
-def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
+def encode_video(vae: VideoVAE, video: torch.Tensor) -> torch.Tensor:
     """VAE-encode ``[1, 3, F, H, W]`` in [-1, 1] -> NORMALISED latent ``[1, z, T, h, w]`` in float32."""
     device, dtype = vae_device_dtype(vae, video)
     with torch.no_grad():
@@ -84,7 +97,8 @@ def pixel_to_latent_mask(known: torch.Tensor) -> torch.Tensor:
     return padded.reshape(-1, TEMPORAL_STRIDE, h, w).transpose(0, 1).contiguous()
 
 
-def anchor_mask(frames: int, anchors: Iterable[int], h: int, w: int, device=None) -> torch.Tensor:
+def anchor_mask(frames: int, anchors: Iterable[int], h: int, w: int,
+                device: torch.device | str | None = None) -> torch.Tensor:
     """Latent mask ``[1, 4, T, h, w]``: 1 where a pixel frame index in ``anchors`` is given, else 0."""
     known = torch.zeros(frames, h, w, device=device)
     for index in anchors:

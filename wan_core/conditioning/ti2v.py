@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 
 from .image import check_images, lanczos_cover_crop
-from .latents import checked_geometry, encode_video, latent_frames, place_in_time
+from .latents import VideoVAE, checked_geometry, encode_video, latent_frames, place_in_time
 from .types import Conditioning, FrameLock
 
 TI2V_LATENT_CHANNELS = 48
 
 
-def ti2v_conditioning(vae, image: torch.Tensor | None, frames: int, width: int, height: int) -> Conditioning:
+def ti2v_conditioning(vae: VideoVAE, image: torch.Tensor | None, frames: int, width: int, height: int) -> Conditioning:
     """TI2V-5B: latent ``(48, T, H / 16, W / 16)``; with ``image`` ([N, H, W, 3], first used) a FrameLock on frame 0.
 
     The image is LANCZOS-resized to cover (width, height) and center-cropped,

@@ -7,6 +7,7 @@ with B = 1 (broadcast over the batch of seeds / the cond-uncond pair).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -79,5 +80,5 @@ class Conditioning:
     trim_latent_frames: int = 0
     init_latent: torch.Tensor | None = None
 
-    def with_(self, **changes) -> Conditioning:
+    def with_(self, **changes: Any) -> Conditioning:
         return replace(self, **changes)

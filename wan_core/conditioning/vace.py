@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..errors import ConditioningError, InputError
 from .image import check_images, paste_on_white, to_signed_chw
-from .latents import checked_geometry, encode_video, latent_frames
+from .latents import VideoVAE, checked_geometry, encode_video, latent_frames
 from .types import Conditioning, VaceHint
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def mask_latent(mask: torch.Tensor, stride: int) -> torch.Tensor:
     return F.interpolate(blocks, size=((frames + 3) // 4, h, w), mode="nearest-exact")
 
 
-def _reference_latents(vae, reference_images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+def _reference_latents(vae: VideoVAE, reference_images: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Each reference -> ``[1, 32, 1, h, w]`` = ``[its latent | zeros]``; concatenated in time -> ``[1, 32, n, h, w]``."""
     refs = to_signed_chw(check_images(reference_images, "reference_images"))
     latents = []
@@ -87,7 +87,7 @@ def _reference_latents(vae, reference_images: torch.Tensor, width: int, height: 
     return torch.cat(latents, dim=2)
 
 
-def vace_conditioning(vae, frames: int, width: int, height: int, control_video: torch.Tensor | None = None,
+def vace_conditioning(vae: VideoVAE, frames: int, width: int, height: int, control_video: torch.Tensor | None = None,
                       control_mask: torch.Tensor | None = None, reference_images: torch.Tensor | None = None,
                       strength: float = 1.0, start: float = 0.0, end: float = 1.0) -> Conditioning:
     """One VACE input: ``control_video`` IMAGE [N, H, W, 3], ``control_mask`` MASK [N, H, W] (1 = generate),

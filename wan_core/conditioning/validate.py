@@ -8,9 +8,14 @@ wrong graph fails in one clear line instead of a shape error deep inside the mod
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ..errors import ConditioningError, InputError
 from .types import Conditioning
+
+if TYPE_CHECKING:
+    from ..dit.config import DiTConfig
+    from ..vae.config import VAEConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ def _check_patch_grid(cond: Conditioning, dit_config) -> None:
         )
 
 
-def check_vae(dit_config, vae_config) -> None:
+def check_vae(dit_config: DiTConfig, vae_config: VAEConfig) -> None:
     """The VAE's latent channels must equal the DiT's (16: Wan2.1 VAE, 48: Wan2.2 VAE)."""
     z_dim = int(_field(vae_config, "z_dim"))
     expected = int(_field(dit_config, "latent_channels", _field(dit_config, "out_dim")))
@@ -222,7 +227,7 @@ def _check_frame_lock(cond: Conditioning, dit_config) -> None:
         )
 
 
-def validate_conditioning(cond: Conditioning, dit_config, vae_config=None) -> None:
+def validate_conditioning(cond: Conditioning, dit_config: DiTConfig, vae_config: VAEConfig | None = None) -> None:
     """Raise :class:`ConditioningError` (naming the fix) when ``cond`` does not fit the loaded model.
 
     Checks, in order: VAE vs model latent channels, conditioning latent channels,

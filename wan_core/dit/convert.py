@@ -8,7 +8,7 @@ norms: official ``norm3`` (affine, before cross-attention) is diffusers ``norm2`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -96,7 +96,7 @@ def diffusers_to_official_name(name: str) -> str | None:
     return _map_name(name, forward=False)
 
 
-def is_diffusers_layout(keys) -> bool:
+def is_diffusers_layout(keys: Iterable[str]) -> bool:
     """True when tensor names follow diffusers' WanTransformer3DModel."""
     return any(k.startswith("condition_embedder.") or ".attn1.to_q." in k for k in keys)
 

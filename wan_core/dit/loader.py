@@ -27,7 +27,8 @@ there in fp32); convolutions use the compute dtype.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -88,7 +89,8 @@ def _linear_param_names(model: WanDiT) -> set[str]:
     return names
 
 
-def make_dtype_rule(model: WanDiT, dtype: torch.dtype | None, compute: torch.dtype):
+def make_dtype_rule(model: WanDiT, dtype: torch.dtype | None,
+                    compute: torch.dtype) -> Callable[[str, torch.dtype], torch.dtype]:
     """Per-tensor storage dtype following the module docstring's policy."""
     linear = _linear_param_names(model)
     fp8_store = dtype is not None and is_fp8(dtype)
@@ -156,6 +158,6 @@ def load_dit(
     return model
 
 
-def load_dit_experts(sources: Iterable[CheckpointInput], **kwargs) -> list[WanDiT]:
+def load_dit_experts(sources: Iterable[CheckpointInput], **kwargs: Any) -> list[WanDiT]:
     """Load several experts (Wan2.2 A14B high/low noise) with the same options."""
     return [load_dit(s, **kwargs) for s in sources]

@@ -49,7 +49,8 @@ class VaceState:
         return total
 
 
-def as_list(value, what: str) -> list:
+def as_list(value: object) -> list:
+    """A list or tuple as a list; anything else as a one-element list."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
@@ -62,8 +63,8 @@ def start_vace(
     cdt: torch.dtype,
 ) -> VaceState:
     """Embed each context [B|1, C_vace, T, h, w] and apply ``before_proj`` + x0 (x0 [B, S, D] fp32)."""
-    contexts = as_list(vace_context, "vace_context")
-    scales = as_list(vace_scale, "vace_scale")
+    contexts = as_list(vace_context)
+    scales = as_list(vace_scale)
     if len(scales) == 1 and len(contexts) > 1:
         scales = scales * len(contexts)
     if len(scales) != len(contexts):

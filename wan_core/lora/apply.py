@@ -22,7 +22,7 @@ from ..errors import InputError, LoraError, preview_keys
 from ..ops import WanLinear
 from .handle import DeltaFn, LoraHandle, RuntimeAdapter, _Strength
 from .keys import block_index, is_i2v_only, underscore_table
-from .weights import LoraDelta, LoraWeights, load_lora
+from .weights import LoraDelta, LoraInput, LoraWeights, load_lora
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _merge(t: Target, model: nn.Module, handle: LoraHandle, keep_original: bool)
 
 def apply_lora(
     model: nn.Module,
-    lora,
+    lora: LoraInput,
     strength: float = 1.0,
     mode: str = "merge",
     blocks: BlockFilter = None,

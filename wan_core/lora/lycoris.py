@@ -13,6 +13,7 @@ need the full ΔW anyway).
 from __future__ import annotations
 
 import math
+from collections.abc import Container
 
 import torch
 
@@ -21,7 +22,7 @@ LOKR_PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr
 Factors = dict[str, torch.Tensor]
 
 
-def lycoris_kind(parts) -> str | None:
+def lycoris_kind(parts: Container[str]) -> str | None:
     """"loha" / "lokr" when ``parts`` hold a complete set of factors, else None."""
     if all(p in parts for p in LOHA_PARTS):
         return "loha"

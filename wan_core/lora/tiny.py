@@ -8,11 +8,15 @@ without bake the 0.5 into ``up``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import InputError
 from .keys import official_to_diffusers_path
+
+if TYPE_CHECKING:
+    from ..dit.config import DiTConfig
 
 BLOCK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                  "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
@@ -88,7 +92,7 @@ def write_format(factors: dict[str, tuple[torch.Tensor, ...]], fmt: str,
     return sd
 
 
-def tiny_lora_state_dict(dit_state_dict_or_config, rank: int = 4, seed: int = 0, fmt: str = "comfyui",
+def tiny_lora_state_dict(dit_state_dict_or_config: Mapping[str, Any] | DiTConfig, rank: int = 4, seed: int = 0, fmt: str = "comfyui",
                          dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """A random LoRA on every attention and FFN linear of the DiT's blocks, in format ``fmt``."""
     src = dit_state_dict_or_config

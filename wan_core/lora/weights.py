@@ -15,10 +15,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import torch
 
-from ..checkpoints import TensorSource, guess_kind, open_checkpoint
+from ..checkpoints import CheckpointInput, TensorSource, guess_kind, open_checkpoint
 from ..errors import CheckpointError, LoraError, preview_keys
 from .keys import UNSUPPORTED_MARKERS, ParsedKey, diffusers_to_official_path, looks_diffusers, parse_key
 from .lycoris import LOHA_PARTS, LOKR_PARTS, lycoris_delta, lycoris_kind, lycoris_scale, lycoris_shape
@@ -87,6 +88,10 @@ class LoraWeights:
 
     def targets(self) -> list[str]:
         return [d.path for d in self.deltas]
+
+
+# What load_lora / apply_lora accept: a file, shards, a folder, a state dict, or weights already read.
+LoraInput = Union[CheckpointInput, LoraWeights]
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ def _deltas_of_group(path: str, und: bool, parts: dict[str, ParsedKey], src: Ten
     return out
 
 
-def load_lora(path_or_state_dict, *, rslora: bool | None = None, alpha: float | None = None) -> LoraWeights:
+def load_lora(path_or_state_dict: LoraInput, *, rslora: bool | None = None, alpha: float | None = None) -> LoraWeights:
     """Read a LoRA in any supported format (see :mod:`wan_core.lora.keys`).
 
     ``rslora`` / ``alpha`` override what the file's metadata says (for PEFT files
@@ -227,7 +232,7 @@ _CACHE: OrderedDict[tuple, LoraWeights] = OrderedDict()
 CACHE_SIZE = 4
 
 
-def load_lora_cached(path) -> LoraWeights:
+def load_lora_cached(path: LoraInput) -> LoraWeights:
     """:func:`load_lora` for files, remembering the last few (keyed by path, size and mtime).
 
     A sampler that attaches a stack per run (and per A14B expert) then reads each

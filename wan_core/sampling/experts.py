@@ -8,6 +8,7 @@ the inactive expert waits on an offload device (CPU) so that only one is residen
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,9 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
+# A WanDiT or a stand-in: ``model(x, t, context, **extras) -> velocity``; ``.config`` / ``.device`` are
+# read when present.
+DiTLike = Callable[..., torch.Tensor]
 OFFLOAD_MODES = ("auto", "always", "never")
 OFFICIAL_BOUNDARIES = {"t2v": 875.0, "i2v": 900.0}
 # Head-room kept free besides the incoming expert's weights (activations, allocator slack).
@@ -34,8 +38,8 @@ class Experts:
     short, "always" keeps one expert resident, "never" leaves both where they are.
     """
 
-    high: object
-    low: object
+    high: DiTLike
+    low: DiTLike
     boundary: float | None = None
     cfg_high: float | None = None
     cfg_low: float | None = None
@@ -56,7 +60,7 @@ class Experts:
         return OFFICIAL_BOUNDARIES[task]
 
 
-def model_device(model) -> torch.device | None:
+def model_device(model: object) -> torch.device | None:
     """Where a DiT (or any module / fake with a ``device``) lives; None when unknown."""
     device = getattr(model, "device", None)
     if device is not None:
@@ -88,7 +92,7 @@ class Residency:
         self.mode = mode
         self.offload_device = torch.device(offload_device)
 
-    def activate(self, model) -> None:
+    def activate(self, model: DiTLike) -> None:
         """Make ``model`` resident on the compute device."""
         here = model_device(model)
         others = [m for m in self.models if m is not model]

@@ -8,22 +8,28 @@ does not fit in memory) and the uncond branch is skipped entirely when g == 1.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Union
 
 import torch
 
 from ..conditioning.types import Conditioning
 from ..devices import empty_cache
 from ..errors import InputError
+from .experts import DiTLike
 
 log = logging.getLogger(__name__)
+
+# T5 text embeddings: one [L, D] tensor, a [B, L, D] batch, or a sequence of [L_i, D] tensors.
+TextEmbeddings = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
     e for e in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if e
 )
 
 
-def as_context_list(context, batch_size: int, name: str) -> list[torch.Tensor]:
+def as_context_list(context: TextEmbeddings, batch_size: int, name: str) -> list[torch.Tensor]:
     """Text embeddings -> one [L_i, D] tensor per batch element (a single prompt is shared)."""
     if isinstance(context, torch.Tensor):
         context = [context] if context.ndim == 2 else list(context.unbind(0))
@@ -91,7 +97,7 @@ class Guidance:
     def __init__(self, batch_cfg: bool) -> None:
         self.batch_cfg = batch_cfg
 
-    def velocity(self, model, x: torch.Tensor, inputs: StepInputs, cfg: float) -> torch.Tensor:
+    def velocity(self, model: DiTLike, x: torch.Tensor, inputs: StepInputs, cfg: float) -> torch.Tensor:
         """Guided velocity [B, C, T, h, w] fp32 for the latent x [B, C, T, h, w]."""
         if cfg == 1.0:
             return self._forward(model, x, inputs.t, inputs.positive, inputs.extras)

@@ -16,8 +16,8 @@ from ..conditioning.types import Conditioning
 from ..devices import empty_cache, resolve_device
 from ..errors import ConditioningError, InputError
 from ..progress import NO_HOOKS, RunHooks
-from .experts import OFFICIAL_BOUNDARIES, Experts, Residency, model_device
-from .guidance import Guidance, StepInputs, as_context_list, conditioning_extras
+from .experts import OFFICIAL_BOUNDARIES, DiTLike, Experts, Residency, model_device
+from .guidance import Guidance, StepInputs, TextEmbeddings, as_context_list, conditioning_extras
 from .locks import apply_lock, lock_token_mask
 from .noise import seeded_noise
 from .preview import PREVIEW_CHANNELS, latent_preview
@@ -28,7 +28,8 @@ from .solvers import make_solver
 log = logging.getLogger(__name__)
 
 
-def step_plan(model, schedule: Schedule, settings: SamplerSettings) -> list[tuple[object, float]]:
+def step_plan(model: DiTLike | Experts, schedule: Schedule,
+              settings: SamplerSettings) -> list[tuple[DiTLike, float]]:
     """(DiT, guidance scale) for every step: the expert switch at the boundary (t >= boundary -> high)."""
     if isinstance(model, Experts):
         boundary = model.resolved_boundary()
@@ -94,8 +95,9 @@ def step_timesteps(schedule: Schedule, k: int, batch: int, token_mask: torch.Ten
     return (token_mask.to(device) * float(t)).reshape(1, -1).expand(batch, -1)
 
 
-def sample(model, positive, negative, cond: Conditioning, settings: SamplerSettings,
-           hooks: RunHooks | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+def sample(model: DiTLike | Experts, positive: TextEmbeddings, negative: TextEmbeddings | None, cond: Conditioning,
+           settings: SamplerSettings, hooks: RunHooks | None = None,
+           device: torch.device | str | None = None) -> torch.Tensor:
     """Sample a normalised latent [batch_size, C, T', h, w] fp32 on CPU (T' = T − trim_latent_frames).
 
     ``model``: a WanDiT, or :class:`Experts` for Wan2.2 A14B. ``positive`` / ``negative``: text
