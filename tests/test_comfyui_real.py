@@ -15,7 +15,9 @@ free port and checks, against the running server:
 * every API workflow (32x32, 5 frames, 2 steps) runs through ``/prompt`` (polling ``/history``)
   and writes a video with 5 frames; a native ``SaveLatent`` on each sampler output checks
   that our LATENT is the ``{"samples": [B, C, T, h, w]}`` ComfyUI's own Wan latents are;
-* a native ``EmptyHunyuanLatentVideo`` latent has the same shape as ours and decodes with ours.
+* a native ``EmptyHunyuanLatentVideo`` latent has the same shape as ours and decodes with ours;
+* ``/interrupt`` during sampling (LoRAs attached) ends the prompt as interrupted, and the cached
+  model then reproduces the latent of an earlier run exactly.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def _post(url: str, payload: dict) -> dict:
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
+            body = response.read()
+            return json.loads(body) if body else {}
     except urllib.error.HTTPError as exc:  # ComfyUI answers 400 with the validation errors
         raise AssertionError(f"/prompt rejected the workflow: {exc.read().decode(errors='replace')}") from exc
 
@@ -388,3 +391,35 @@ def test_native_latent_matches_ours_and_decodes(comfyui):
     assert ours.shape == native.shape and ours.dtype == native.dtype, (ours.shape, native.shape, ours.dtype)
     frames, _fps = read_video(_saved(comfyui, entry, "7", "images")[0])
     assert frames.shape[0] == SMALL["length"]
+
+
+def _lora_run(name: str, seed: int, sizes: dict) -> dict:
+    api = override_api(load_json(API_DIR / "wan21_t2v_lora_stack.json"), {**sizes, "seed": seed})
+    (sampler,) = [nid for nid, n in api.items() if n["class_type"] == "WanCoreSampler"]
+    api["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0], "filename_prefix": f"lat/{name}"}}
+    return api
+
+
+def _interrupt_while_sampling(comfyui: dict, api: dict) -> dict:
+    prompt_id = _post(f"{comfyui['base']}/prompt", {"prompt": api, "client_id": uuid.uuid4().hex})["prompt_id"]
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not any(item[1] == prompt_id for item in _get(f"{comfyui['base']}/queue")["queue_running"]):
+        assert time.time() < deadline and prompt_id not in _get(f"{comfyui['base']}/history/{prompt_id}"), \
+            "the long run finished before it could be interrupted: make it longer"
+        time.sleep(0.1)
+    time.sleep(1.0)  # loaders and text encoder are cached: now inside the sampler
+    _post(f"{comfyui['base']}/interrupt", {"prompt_id": prompt_id})
+    return _wait_for_history(comfyui["base"], prompt_id)
+
+
+def test_interrupt_leaves_the_cached_model_clean(comfyui):
+    """Interrupt (the editor's Cancel) in the sampler with LoRAs attached; the same small run gives the same latent."""
+    before = _run(comfyui, _lora_run("before", 7, SMALL))
+    long_sizes = {"width": 192, "height": 192, "length": 25, "steps": 200}
+    entry = _interrupt_while_sampling(comfyui, _lora_run("long", 8, long_sizes))
+    events = dict(entry["status"]["messages"])
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in events, entry["status"]
+    assert events["execution_interrupted"]["node_type"] == "WanCoreSampler", events["execution_interrupted"]
+    after = _run(comfyui, _lora_run("after", 7, SMALL))
+    a, b = (_latent_tensor(_saved(comfyui, e, "900", "latents")[0]) for e in (before, after))
+    assert a.shape == b.shape and (a == b).all(), f"max diff {(a - b).abs().max().item()}"
