@@ -206,6 +206,8 @@ def test_diffusers_name_map_for_loras():
     assert diffusers_to_official_name("vace_blocks.0.proj_in.bias") == "vace_blocks.0.before_proj.bias"
     assert diffusers_to_official_name("condition_embedder.time_proj.weight") == "time_projection.1.weight"
     assert diffusers_to_official_name("not_a_wan_key.weight") is None
+    with pytest.raises(CheckpointError, match="'not_a_wan_key.weight': it is not part of a Wan DiT"):
+        official_to_diffusers({"not_a_wan_key.weight": torch.zeros(1)})
 
 
 def test_optional_kernels_are_dispatched_with_bf16_inputs(monkeypatch):

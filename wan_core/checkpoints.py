@@ -169,7 +169,8 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
         if dtype is None:
             raise CheckpointError(
                 f"{path}: tensor {key!r} has dtype {entry['dtype']}, which is not supported. "
-                f"Supported: {', '.join(SAFETENSORS_DTYPES)}."
+                f"Supported: {', '.join(SAFETENSORS_DTYPES)}. Convert the file to bf16/fp16 or download "
+                "another precision."
             )
         start, end = entry["data_offsets"]
         infos[key] = TensorInfo(tuple(entry["shape"]), dtype, path, base + start, end - start)
@@ -230,7 +231,10 @@ def _open_torch_file(path: Path) -> TensorSource:
     if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
         sd = sd["state_dict"]
     if not isinstance(sd, Mapping):
-        raise CheckpointError(f"{path} holds a {type(sd).__name__}, expected a dict of tensors.")
+        raise CheckpointError(
+            f"{path} holds a {type(sd).__name__}, expected a dict of tensors (a state dict). Save the "
+            "model's state_dict() instead, or convert the file to safetensors."
+        )
     src = source_from_dict(sd, description=path.name)
     src.identity = _file_identity([path])
     return src
@@ -295,7 +299,7 @@ def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
 def _open_files(paths: list[Path]) -> TensorSource:
     for p in paths:
         if not p.is_file():
-            raise CheckpointError(f"Checkpoint shard {p} does not exist.")
+            raise CheckpointError(f"Checkpoint shard {p} does not exist. Check the path, or re-download the missing shard.")
     if all(p.suffix == ".safetensors" for p in paths):
         return _open_safetensors_files(paths)
     if len(paths) == 1 and paths[0].suffix in TORCH_SUFFIXES:
@@ -468,7 +472,8 @@ def _assign(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
     if tuple(old.shape) != tuple(tensor.shape):
         raise CheckpointError(
             f"Tensor {name!r} has shape {tuple(tensor.shape)} but the model built from this "
-            f"checkpoint's config expects {tuple(old.shape)}. The file mixes two model sizes."
+            f"checkpoint's config expects {tuple(old.shape)}. The file mixes two model sizes: "
+            "re-download it, or load the shards of one model only."
         )
     if leaf in owner._parameters:
         owner._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)

@@ -143,18 +143,25 @@ def check_is_wan_dit(shapes: Shapes) -> None:
 def detect_vace_layers(shapes: Shapes, num_layers: int, json_config: Mapping | None) -> tuple[int, ...]:
     count = count_indexed(shapes, "vace_blocks")
     if count == 0:
-        raise UnsupportedModelError("vace_patch_embedding is present but there are no vace_blocks: file incomplete.")
+        raise UnsupportedModelError(
+            "vace_patch_embedding is present but there are no vace_blocks.N tensors (a VACE DiT has both): "
+            "the file is incomplete. Re-download it."
+        )
     listed = (json_config or {}).get("vace_layers")
     if listed is not None:
         layers = tuple(int(i) for i in listed)
         if len(layers) != count or max(layers) >= num_layers:
             raise UnsupportedModelError(
-                f"config.json vace_layers {list(layers)} does not fit {count} vace_blocks / {num_layers} blocks."
+                f"config.json vace_layers {list(layers)} does not fit {count} vace_blocks / {num_layers} blocks "
+                f"(expected {count} block indices below {num_layers}). Fix or remove vace_layers in config.json."
             )
         return layers
     step = num_layers // count
     if step == 0:
-        raise UnsupportedModelError(f"{count} vace_blocks for only {num_layers} blocks: not a known VACE layout.")
+        raise UnsupportedModelError(
+            f"{count} vace_blocks for only {num_layers} blocks: not a known VACE layout (released VACE models have "
+            "15 for 30 or 8 for 40 blocks, spaced evenly). Add vace_layers to a config.json beside the weights."
+        )
     return tuple(range(0, step * count, step))
 
 
@@ -162,7 +169,10 @@ def classify(in_dim: int, out_dim: int, has_img: bool, has_pos: bool, has_vace: 
     """(family, task) from channel counts and optional parts; raises for unknown layouts."""
     if has_vace:
         if in_dim != out_dim or has_img:
-            raise UnsupportedModelError(f"VACE DiT with in_dim {in_dim}/out_dim {out_dim}/img_emb {has_img}: unknown.")
+            raise UnsupportedModelError(
+                f"VACE DiT with in_dim {in_dim}/out_dim {out_dim}/img_emb {has_img}: unknown layout. Wan2.1 VACE "
+                "has in_dim = out_dim = 16 and no img_emb; load a released VACE model."
+            )
         return "wan2.1", "vace"
     if has_pos:
         return "wan2.1", "flf2v"
@@ -193,10 +203,16 @@ def config_from_shapes(shapes: Shapes, json_config: Mapping | None = None) -> Di
     check_is_wan_dit(shapes)
     dim = shapes["head.modulation"][-1]
     if dim % HEAD_DIM:
-        raise UnsupportedModelError(f"DiT width {dim} is not a multiple of the head dim {HEAD_DIM}: unknown layout.")
+        raise UnsupportedModelError(
+            f"DiT width {dim} (head.modulation) is not a multiple of the head dim {HEAD_DIM}: unknown layout. "
+            "Released Wan DiTs are 1536 (1.3B), 3072 (5B) or 5120 (14B) wide; load one of them."
+        )
     patch = tuple(shapes["patch_embedding.weight"][2:])
     if len(patch) != 3:
-        raise UnsupportedModelError(f"patch_embedding.weight has shape {shapes['patch_embedding.weight']}, not 5-D.")
+        raise UnsupportedModelError(
+            f"patch_embedding.weight has shape {shapes['patch_embedding.weight']}; a Wan DiT's is 5-D "
+            "[dim, in_dim, 1, 2, 2] (Conv3d). The file is not a Wan DiT or was converted wrongly: re-download it."
+        )
     in_dim = shapes["patch_embedding.weight"][1]
     out_dim = shapes["head.head.weight"][0] // math.prod(patch)
     num_layers = count_indexed(shapes, "blocks")

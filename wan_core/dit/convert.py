@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from ..errors import CheckpointError
+
 # (official, diffusers) name fragments inside a block (``blocks.N.`` / ``vace_blocks.N.``).
 BLOCK_PAIRS: tuple[tuple[str, str], ...] = (
     ("modulation", "scale_shift_table"),
@@ -108,7 +110,11 @@ def _convert(sd: Mapping[str, torch.Tensor], forward: bool) -> dict[str, torch.T
         if new is None:
             if not forward and any(part in name for part in _DIFFUSERS_ONLY):
                 continue
-            raise KeyError(f"No {'diffusers' if forward else 'official'} name for tensor {name!r}.")
+            target = "diffusers" if forward else "official"
+            raise CheckpointError(
+                f"No {target} name for tensor {name!r}: it is not part of a Wan DiT (WAN_SPEC 3.6). "
+                "Pass only the DiT's tensors, without a wrapper prefix."
+            )
         out[new] = tensor
     return out
 

@@ -55,7 +55,8 @@ def _count_blocks(src: TensorSource) -> int:
     indices = {int(k.split(".")[1]) for k in src if k.startswith("blocks.") and k.split(".")[1].isdigit()}
     if not indices or indices != set(range(len(indices))):
         raise CheckpointError(
-            f"umT5 blocks are not numbered 0..N-1 (found {sorted(indices)[:8]}): the file is incomplete."
+            f"umT5 blocks are not numbered 0..N-1 (found {sorted(indices)[:8]}): the file is incomplete. "
+            "Re-download it."
         )
     return len(indices)
 

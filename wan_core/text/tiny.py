@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from ..errors import InputError
 from ..tiny_models import TINY, TinySizes
 
 _CORPUS = (
@@ -123,7 +124,7 @@ def tiny_t5_state_dict(seed: int = 0, sizes: TinySizes = TINY, layout: str = "co
     if layout == "comfyui":
         sd = official_to_comfyui(sd)
     elif layout != "official":
-        raise ValueError(f"layout must be 'comfyui' or 'official', got {layout!r}")
+        raise InputError(f"layout must be 'comfyui' or 'official', got {layout!r}")
     sd["spiece_model"] = spiece_tensor(model_bytes)
     return sd
 

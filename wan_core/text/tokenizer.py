@@ -60,12 +60,18 @@ def sentencepiece_tokenizer(model_bytes: bytes, description: str) -> Tokenizer:
     try:
         sp = spm.SentencePieceProcessor(model_proto=model_bytes)
     except (RuntimeError, OSError, TypeError) as exc:
-        raise TokenizerError(f"{description} is not a valid SentencePiece model ({exc}).") from exc
+        raise TokenizerError(
+            f"{description} is not a valid SentencePiece model ({exc}). Use the umT5 spiece.model "
+            "(google/umt5-xxl) or a text encoder file with an embedded tokenizer."
+        ) from exc
     eos = sp.piece_to_id(EOS_PIECE)
     if sp.id_to_piece(eos) != EOS_PIECE:
         eos = sp.eos_id()
     if eos < 0:
-        raise TokenizerError(f"{description} has no '</s>' piece; umT5 needs it as end token (id 1).")
+        raise TokenizerError(
+            f"{description} has no '</s>' piece; umT5 needs it as end token (id 1). It is not the umT5 "
+            "tokenizer: use spiece.model from google/umt5-xxl."
+        )
     digest = hashlib.sha256(model_bytes).hexdigest()[:16]
     return Tokenizer(_control_aware_encoder(sp), eos, sp.get_piece_size(), f"spm:{digest}", description)
 
@@ -105,7 +111,10 @@ def json_tokenizer(path: Path) -> Tokenizer:
     tok.no_padding()
     eos = tok.token_to_id(EOS_PIECE)
     if eos is None:
-        raise TokenizerError(f"{path} has no '</s>' token; umT5 needs it as end token.")
+        raise TokenizerError(
+            f"{path} has no '</s>' token; umT5 needs it as end token. It is not the umT5 tokenizer: use "
+            "tokenizer.json or spiece.model from google/umt5-xxl."
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Tokenizer(lambda text: tok.encode(text, add_special_tokens=False).ids, eos, tok.get_vocab_size(),
                      f"json:{digest}", str(path))
@@ -118,9 +127,12 @@ def tokenizer_from_path(path: str | Path) -> Tokenizer:
         for name in TOKENIZER_FILES:
             if (path / name).is_file():
                 return tokenizer_from_path(path / name)
-        raise TokenizerError(f"Folder {path} holds none of {', '.join(TOKENIZER_FILES)}.")
+        raise TokenizerError(
+            f"Folder {path} holds none of {', '.join(TOKENIZER_FILES)}. Pass the folder (or file) that holds "
+            "the umT5 tokenizer (google/umt5-xxl)."
+        )
     if not path.is_file():
-        raise TokenizerError(f"Tokenizer {path} does not exist.")
+        raise TokenizerError(f"Tokenizer {path} does not exist. Check the path or file name.")
     if path.suffix == ".json":
         return json_tokenizer(path)
     return sentencepiece_tokenizer(path.read_bytes(), str(path))

@@ -57,10 +57,16 @@ class ClipVisionConfig:
         tokens = src.shape("pos_embedding")[-2]
         grid = math.isqrt(tokens - 1)
         if grid * grid != tokens - 1:
-            raise CheckpointError(f"CLIP position embedding has {tokens} tokens; expected 1 + a square number.")
+            raise CheckpointError(
+                f"CLIP position embedding has {tokens} tokens; expected 1 + a square number (257 for "
+                "CLIP-H/14 at 224 px). The file is damaged or not a ViT: load clip_vision_h.safetensors."
+            )
         indices = {int(k.split(".")[1]) for k in src if k.startswith("transformer.")}
         if not indices or indices != set(range(len(indices))):
-            raise CheckpointError(f"CLIP vision blocks are not numbered 0..N-1 (found {sorted(indices)[:8]}).")
+            raise CheckpointError(
+                f"CLIP vision blocks are not numbered 0..N-1 (found {sorted(indices)[:8]}): the file is "
+                "incomplete. Re-download it."
+            )
         heads = (src.config or {}).get("num_attention_heads") or heads_for_width(width)
         return cls(width=width, layers=len(indices), heads=int(heads), patch=patch, image_size=grid * patch,
                    tokens=tokens, mlp=src.shape("transformer.0.mlp.0.weight")[0],

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ..errors import InputError
 from ..tiny_models import TINY, TinySizes
 
 
@@ -74,7 +75,7 @@ def tiny_clip_state_dict(seed: int = 0, sizes: TinySizes = TINY, layout: str = "
         return {"visual." + k: v for k, v in visual.items()}
     if layout == "comfyui":
         return official_to_comfyui(visual)
-    raise ValueError(f"layout must be 'comfyui' or 'official', got {layout!r}")
+    raise InputError(f"layout must be 'comfyui' or 'official', got {layout!r}")
 
 
 def write_tiny_clip(path: str | os.PathLike, seed: int = 0, layout: str = "comfyui") -> None:
