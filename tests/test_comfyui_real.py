@@ -268,6 +268,36 @@ def _link_problems(workflow: dict, info: dict) -> list[str]:
     return problems
 
 
+def _is_vec2(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+
+
+def _schema_problems(workflow: dict) -> list[str]:
+    """The frontend's zod schema for version 0.4 workflows (workflowSchema.ts), its required fields only."""
+    num = (int, float)
+    top = {"last_node_id": int, "last_link_id": num, "nodes": list, "links": list, "version": num}
+    problems = [f"top-level {k!r} missing or not {t}" for k, t in top.items() if not isinstance(workflow.get(k), t)]
+    ds = (workflow.get("extra") or {}).get("ds")
+    if ds is not None and not (isinstance(ds.get("scale"), num) and _is_vec2(ds.get("offset"))):
+        problems.append(f"extra.ds {ds!r}")
+    for link in workflow["links"]:
+        if not (len(link) == 6 and all(isinstance(v, int) for v in link[:5]) and isinstance(link[5], str)):
+            problems.append(f"link {link!r} is not [id, src, slot, dst, slot, type]")
+    for node in workflow["nodes"]:
+        fields = {"id": int, "type": str, "flags": dict, "order": num, "mode": num, "properties": dict,
+                  "widgets_values": list}
+        problems += [f"node {node.get('id')}: {k!r} not {t}" for k, t in fields.items() if not isinstance(node.get(k), t)]
+        problems += [f"node {node['id']}: {k!r} not [x, y]" for k in ("pos", "size") if not _is_vec2(node.get(k))]
+        for slot in node.get("inputs", []):
+            if not (isinstance(slot["name"], str) and isinstance(slot["type"], str)
+                    and (slot.get("link") is None or isinstance(slot["link"], int))):
+                problems.append(f"node {node['id']}: input {slot!r}")
+        for slot in node.get("outputs", []):
+            if not (isinstance(slot["name"], str) and isinstance(slot["type"], str) and isinstance(slot.get("links", []), list)):
+                problems.append(f"node {node['id']}: output {slot!r}")
+    return problems
+
+
 def frontend_api(workflow: dict, info: dict) -> dict:
     """The API prompt the editor would queue for a UI workflow, by the rules of :func:`frontend_widgets`."""
     links = {lk[0]: lk for lk in workflow["links"]}
@@ -290,7 +320,7 @@ def test_ui_workflow_loads_in_the_editor(comfyui, name):
     unknown = sorted({n["type"] for n in workflow["nodes"]} - set(info) - set(VIRTUAL_NODES))
     assert not unknown, f"the editor would show these as missing: {unknown}"
     problems = [p for n in workflow["nodes"] if n["type"] not in VIRTUAL_NODES for p in _node_problems(n, info[n["type"]])]
-    problems += _link_problems(workflow, info)
+    problems += _link_problems(workflow, info) + _schema_problems(workflow)
     assert not problems, "\n".join(problems)
     twin = {nid: {"inputs": n["inputs"], "class_type": n["class_type"]} for nid, n in load_json(API_DIR / f"{name}.json").items()}
     assert frontend_api(workflow, info) == twin
