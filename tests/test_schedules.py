@@ -73,8 +73,10 @@ def test_shift_formula_and_denoise_truncation():
 def test_user_sigmas_override_and_validation():
     sched = build_schedule(SamplerSettings(sigmas=[1.0, 0.7, 0.25, 0.0]))
     assert sched.timesteps.tolist() == [1000, 700, 250] and sched.steps == 3
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="sigma 0 = 0.2 is followed by 0.5"):
         build_schedule(SamplerSettings(sigmas=[0.2, 0.5, 0.0]))
+    with pytest.raises(InputError, match="only the last sigma may be 0"):
+        build_schedule(SamplerSettings(sigmas=[1.0, 0.0, 0.0]))
     with pytest.raises(InputError):
         build_schedule(SamplerSettings(sigmas=[14.6, 3.0, 0.0]))
     with pytest.raises(InputError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,12 +48,16 @@ def canny(frames: torch.Tensor, low: float = 100, high: float = 200) -> torch.Te
         raise InputError(f"canny: low threshold {low} is above the high threshold {high}; swap them")
     if high <= 1.0:
         low, high = low * 255.0, high * 255.0
+    import cv2  # imported on use: keeps ComfyUI start-up and `import wan_core` light
+
     edges = np.stack([cv2.Canny(g, float(low), float(high)) for g in _gray_uint8(frames)])
     return _as_rgb(edges.astype(np.float32) / 255.0, frames)
 
 
 def soft_edge(frames: torch.Tensor, method: str = "sobel") -> torch.Tensor:
     """Soft edge strength: Sobel gradient magnitude or |Laplacian| of the luma, scaled to 0..1 by the clip's max."""
+    import cv2
+
     frames = check_images(frames, "frames")
     gray = _gray_uint8(frames).astype(np.float32) / 255.0
     if method == "sobel":
@@ -113,7 +116,7 @@ def fit_frames(frames: torch.Tensor, width: int, height: int, mode: FitMode = "c
     """
     frames = check_images(frames, "frames")
     if width < 1 or height < 1:
-        raise InputError(f"fit_frames: target size {width}x{height} is invalid")
+        raise InputError(f"fit_frames: target size {width}x{height} is invalid; width and height must be at least 1")
     x = frames.permute(0, 3, 1, 2)
     h, w = x.shape[-2:]
     if mode == "stretch":

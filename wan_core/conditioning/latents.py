@@ -39,7 +39,10 @@ def vae_geometry(vae: VideoVAE) -> tuple[int, int]:
     """(z_dim, spatial_stride) of a VAE, read from ``vae.config``."""
     config = getattr(vae, "config", None)
     if config is None:
-        raise InputError(f"expected a loaded Wan VAE with a .config, got {type(vae).__name__}")
+        raise InputError(
+            f"expected a loaded Wan VAE with a .config, got {type(vae).__name__}: pass the VAE returned by "
+            "load_vae (the Wan VAE loader node)"
+        )
     return int(config.z_dim), int(config.spatial_stride)
 
 

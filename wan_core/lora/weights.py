@@ -160,7 +160,8 @@ def _lowrank(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSourc
     down, up = src[parts["down"].key], src[parts["up"].key]
     if down.shape[0] != up.shape[1]:
         raise LoraError(f"LoRA {parts['down'].key!r} has rank {down.shape[0]} but {parts['up'].key!r} has "
-                        f"{up.shape[1]} (shapes {tuple(down.shape)} and {tuple(up.shape)}): the file is corrupt.")
+                        f"{up.shape[1]} (shapes {tuple(down.shape)} and {tuple(up.shape)}): the file is corrupt. "
+                        "Re-download or re-export it.")
     alpha = float(src[parts["alpha"].key].float().reshape(-1)[0]) if "alpha" in parts else None
     up_bias = src[parts["up_bias"].key] if "up_bias" in parts else None
     return LoraDelta(path, "lowrank", parts["down"].key, und, down=down, up=up, up_bias=up_bias,

@@ -60,7 +60,8 @@ def expand_batch(tensor: torch.Tensor | None, n: int, device: torch.device) -> t
     if tensor.shape[0] == n:
         return tensor
     if tensor.shape[0] != 1:
-        raise InputError(f"Conditioning tensor has batch {tensor.shape[0]}; expected 1 (shared) or {n}.")
+        raise InputError(f"Conditioning tensor has batch {tensor.shape[0]}; expected 1 (shared) or {n}: "
+                         "build the conditioning for one video; the sampler repeats it for the batch.")
     return tensor.expand(n, *tensor.shape[1:])
 
 

@@ -85,9 +85,16 @@ def _user_schedule(settings: SamplerSettings) -> Schedule:
             "use a flow-matching schedule (e.g. shift applied to linspace(1, 0))."
         )
     if np.any(np.diff(sig) > 0.0):
-        raise InputError("sigmas must not increase (sampling runs from noise towards 0).")
+        at = int(np.argmax(np.diff(sig) > 0.0))
+        raise InputError(
+            f"sigmas must not increase (sampling runs from noise towards 0), but sigma {at} = {sig[at]:.4g} is "
+            f"followed by {sig[at + 1]:.4g}: sort the list from 1 down to 0."
+        )
     if np.any(sig[:-1] <= 0.0):
-        raise InputError("only the last sigma may be 0 (a step cannot start at σ = 0).")
+        raise InputError(
+            f"only the last sigma may be 0 (a step cannot start at σ = 0), got {sig.tolist()}: "
+            "end the list with a single 0."
+        )
     if settings.denoise < 1.0:
         log.warning("denoise=%s is ignored because explicit sigmas were given (truncate the sigmas instead).",
                     settings.denoise)
