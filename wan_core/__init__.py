@@ -23,6 +23,7 @@ _LAZY = {
     "load_vae": (".vae.loader", "load_vae"),
     "load_text_encoder": (".text.loader", "load_text_encoder"),
     "load_clip_vision": (".vision.loader", "load_clip_vision"),
+    "WanPipeline": (".pipeline", "WanPipeline"),
 }
 
 __all__ = ["WanError", "__version__", *_LAZY]

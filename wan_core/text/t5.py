@@ -91,13 +91,24 @@ class T5RMSNorm(nn.Module):
         return self.weight * x32.to(self.weight.dtype)
 
 
+class Table(nn.Embedding):
+    """An embedding table that is never randomly initialised: the weights always come from a checkpoint.
+
+    Skipping ``reset_parameters`` matters: on the meta device ``init.normal_`` imports
+    torch._dynamo, which costs seconds in every process that loads a text encoder.
+    """
+
+    def reset_parameters(self) -> None:
+        return None
+
+
 class RelativeBias(nn.Module):
     """Per-layer bias table [buckets, heads] -> additive attention bias [1, H, Lq, Lk]."""
 
     def __init__(self, cfg: T5Config) -> None:
         super().__init__()
         self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
-        self.embedding = nn.Embedding(cfg.num_buckets, cfg.heads)
+        self.embedding = Table(cfg.num_buckets, cfg.heads)
 
     def forward(self, length: int) -> torch.Tensor:
         pos = torch.arange(length, device=self.embedding.weight.device)
@@ -170,7 +181,7 @@ class UMT5Encoder(nn.Module):
     def __init__(self, cfg: T5Config) -> None:
         super().__init__()
         self.config = cfg
-        self.token_embedding = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.token_embedding = Table(cfg.vocab, cfg.d_model)
         self.blocks = nn.ModuleList(T5Block(cfg) for _ in range(cfg.layers))
         self.norm = T5RMSNorm(cfg.d_model, cfg.eps)
         self.embedding_scale: torch.Tensor | None = None  # set for an fp8-scaled embedding table
