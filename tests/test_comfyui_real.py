@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -187,6 +188,10 @@ def test_extension_js_is_served(comfyui):
         assert url in served, f"{url} not in {served}"
         with urllib.request.urlopen(comfyui["base"] + url, timeout=30) as response:
             assert response.status == 200 and response.read()
+        for spec in re.findall(r"""from\s+["'](\.{1,2}/[^"']+)["']""", (ROOT / "js" / name).read_text()):
+            target = urllib.parse.urljoin(comfyui["base"] + url, spec)  # as the browser resolves it
+            with urllib.request.urlopen(target, timeout=30) as response:
+                assert response.status == 200 and "javascript" in response.headers["Content-Type"], target
 
 
 # --------------------------------------------------------------------------- editor (frontend rules)
