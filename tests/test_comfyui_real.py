@@ -133,9 +133,14 @@ def comfyui(tmp_path_factory):
         link.symlink_to(ROOT, target_is_directory=True)
     port = _free_port()
     log_path = work / "comfyui.log"
+    (work / "user").mkdir()
+    # only this pack among the custom nodes; user data, temp files and the database outside the checkout
     cmd = [_comfyui_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--extra-model-paths-config", str(work / "extra_model_paths.yaml"),
-           "--input-directory", str(inputs), "--output-directory", str(outputs)]
+           "--input-directory", str(inputs), "--output-directory", str(outputs),
+           "--user-directory", str(work / "user"), "--temp-directory", str(work / "temp"),
+           "--database-url", "sqlite:///:memory:",
+           "--disable-all-custom-nodes", "--whitelist-custom-nodes", LINK_NAME]
     with open(log_path, "w") as log:
         process = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
