@@ -241,3 +241,17 @@ def test_optional_kernels_are_dispatched_with_bf16_inputs(monkeypatch):
         assert attn.select("flash_attn", torch.device("cpu")) is attn.sdpa  # CUDA-only kernel on CPU: SDPA
     finally:
         attn._load.cache_clear()
+
+
+def test_fp8_storage_with_a_half_compute_dtype_runs(tmp_path):
+    """fp8 Linear storage + bf16 compute (the pipeline's dtype="fp8_e4m3fn" on a GPU): convs follow the compute dtype."""
+    import wan_core
+    from wan_core.dit.tiny import tiny_dit_state_dict
+
+    dit = wan_core.load_dit(tiny_dit_state_dict("wan2.1-vace"), dtype=torch.float8_e4m3fn)
+    dit.set_compute_dtype(torch.bfloat16)
+    assert dit.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn
+    assert dit.patch_embedding.weight.dtype == torch.bfloat16
+    x = torch.randn(1, 16, 2, 4, 4)
+    out = dit(x, torch.tensor([500.0]), [torch.randn(3, dit.config.text_dim)], vace_context=torch.randn(1, 96, 2, 4, 4))
+    assert out.shape == (1, 16, 2, 4, 4) and torch.isfinite(out).all()

@@ -67,9 +67,14 @@ class WanDiT(nn.Module):
         return self.patch_embedding.weight.device
 
     def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Compute in ``dtype``; the convolutions (which run in the compute dtype) are cast to it."""
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise InputError(f"Compute dtype {dtype} is not supported; use float32, bfloat16 or float16.")
         self.compute_dtype = dtype
+        for name in ("patch_embedding", "vace_patch_embedding", "ref_conv"):
+            conv = getattr(self, name, None)
+            if conv is not None:
+                conv.to(dtype=dtype)
 
     def set_attention(self, backend: str) -> None:
         """Select the attention kernel for every block (see :mod:`wan_core.dit.attention`)."""
