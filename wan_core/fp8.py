@@ -9,12 +9,12 @@ re-quantising after a LoRA merge).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER
+from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, TensorSource, is_fp8
 from .ops import WanLinear
 
 FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
@@ -73,6 +73,31 @@ def split_scales(keys: Iterable[str]) -> tuple[set[str], set[str]]:
     scales = {k for k in keys if k.endswith(SCALE_SUFFIXES) or k == SCALED_FP8_MARKER
               or k.endswith("." + SCALED_FP8_MARKER)}
     return set(keys) - scales, scales
+
+
+def read_dequantized(src: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    """``src[key]``; an fp8 tensor comes back as fp32 ``weight * <layer>.scale_weight`` (scale 1 when absent)."""
+    tensor = src[key]
+    if not is_fp8(tensor.dtype):
+        return tensor
+    scale_key = key[: -len("weight")] + "scale_weight"
+    return tensor.float() * (src[scale_key].float() if scale_key in src else 1.0)
+
+
+def dequantizing_view(src: TensorSource, keys: Iterable[str],
+                      keep_fp8: Container[str] = frozenset()) -> TensorSource:
+    """A lazy view of ``keys`` in which fp8 tensors outside ``keep_fp8`` read as fp32 ``weight * scale_weight``.
+
+    For loaders whose layers (norms, embeddings, a whole CLIP tower) compute without
+    WanLinear's per-call dequantisation; tensors in ``keep_fp8`` stay fp8 for WanLinear.
+    A missing ``.scale_weight`` means scale 1 (plain fp8 files).
+    """
+
+    def read(key: str) -> torch.Tensor:
+        return src[key] if key in keep_fp8 else read_dequantized(src, key)
+
+    return TensorSource({k: src.info(k) for k in keys}, read, config=src.config, identity=src.identity,
+                        description=src.description)
 
 
 def attach_scales(module: nn.Module, src: Mapping[str, torch.Tensor], device: torch.device | str = "cpu") -> int:

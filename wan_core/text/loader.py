@@ -18,7 +18,7 @@ import torch
 from ..checkpoints import CheckpointInput, TensorSource, materialize, open_checkpoint
 from ..devices import empty_cache, is_fp8, resolve_device, resolve_dtype
 from ..errors import TokenizerError
-from ..fp8 import attach_scales
+from ..fp8 import attach_scales, dequantizing_view
 from ..ops import WanLinear
 from .cache import EmbeddingCache, cache_key, default_cache_dir
 from .prompt import clean_prompt
@@ -127,21 +127,6 @@ def _linear_weight_names(module: torch.nn.Module) -> set[str]:
     return {f"{name}.weight" for name, sub in module.named_modules() if isinstance(sub, WanLinear)}
 
 
-def _dequantizing_view(src: TensorSource, keep_fp8: set[str]) -> TensorSource:
-    """Model tensors; fp8 ones outside ``keep_fp8`` are returned dequantised (fp32, times their scale)."""
-    keys = model_keys(src)
-
-    def read(key: str) -> torch.Tensor:
-        tensor = src[key]
-        if key in keep_fp8 or not is_fp8(tensor.dtype):
-            return tensor
-        scale_key = key[: -len("weight")] + "scale_weight"
-        scale = src[scale_key].float() if scale_key in src else 1.0
-        return tensor.float() * scale
-
-    return TensorSource({k: src.info(k) for k in keys}, read, identity=src.identity, description=src.description)
-
-
 def build_encoder(src: TensorSource, cfg: T5Config, device: torch.device, dtype: torch.dtype,
                   storage_fp8: torch.dtype | None) -> UMT5Encoder:
     """Build on the meta device, then fill one tensor at a time (fp8 linears stay fp8)."""
@@ -157,7 +142,7 @@ def build_encoder(src: TensorSource, cfg: T5Config, device: torch.device, dtype:
             return storage_fp8
         return dtype
 
-    materialize(model, _dequantizing_view(src, keep_fp8), device=device, dtype_rule=dtype_rule,
+    materialize(model, dequantizing_view(src, model_keys(src), keep_fp8), device=device, dtype_rule=dtype_rule,
                 what="the umT5 encoder")
     attach_scales(model, src, device)
     emb_scale = "token_embedding.scale_weight"

@@ -8,6 +8,7 @@ import torch
 
 from ..checkpoints import CheckpointInput, TensorSource, is_fp8, materialize, open_checkpoint
 from ..devices import resolve_device, resolve_dtype
+from ..fp8 import dequantizing_view, split_scales
 from .clip import ClipVisionConfig, ClipVisionTower
 from .clip_keys import to_official
 from .preprocess import preprocess
@@ -33,21 +34,6 @@ class ClipVision:
         return torch.cat([self.encode(first, crop), self.encode(last, crop)], dim=1)
 
 
-def _dequantized(src: TensorSource) -> TensorSource:
-    """fp8 tensors (rare for CLIP) dequantised with their ``.scale_weight``; scales dropped."""
-    keys = [k for k in src if not k.endswith((".scale_weight", ".scale_input")) and k != "scaled_fp8"]
-
-    def read(key: str) -> torch.Tensor:
-        tensor = src[key]
-        if not is_fp8(tensor.dtype):
-            return tensor
-        scale_key = key[: -len("weight")] + "scale_weight"
-        return tensor.float() * (src[scale_key].float() if scale_key in src else 1.0)
-
-    return TensorSource({k: src.info(k) for k in keys}, read, config=src.config, identity=src.identity,
-                        description=src.description)
-
-
 def load_clip_vision(
     path_or_state_dict: CheckpointInput | TensorSource,
     device: torch.device | str | None = None,
@@ -65,7 +51,8 @@ def load_clip_vision(
     if is_fp8(compute):
         compute = resolve_dtype(None, dev)  # fp8 is a storage format; CLIP-H is small enough to run dequantised
     last = f"transformer.{cfg.layers - 1}."
-    src = _dequantized(src).renamed(lambda k: None if k.startswith(last) else k)
+    model_keys, _ = split_scales(src.keys())  # fp8 (rare for CLIP) is dequantised; scales are dropped
+    src = dequantizing_view(src, [k for k in src if k in model_keys and not k.startswith(last)])
     with torch.device("meta"):
         model = ClipVisionTower(cfg)
     log.info("Loading CLIP vision (%s, width %d, %d layers) to %s as %s", src.description, cfg.width,
