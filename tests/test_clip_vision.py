@@ -226,3 +226,25 @@ def test_bf16_compute_close_to_fp32(reference):
     ref = wan_core.load_clip_vision(dict(sd), device="cpu", dtype="fp32").encode(images)
     low = wan_core.load_clip_vision(dict(sd), device="cpu", dtype="bf16").encode(images)
     assert low.dtype == torch.float32 and rel_err(low, ref) < 3e-2
+
+
+@pytest.mark.parametrize("layout", ["comfyui", "official"])
+def test_scaled_fp8_file_equals_its_dequantised_weights(reference, layout):
+    """ComfyUI-style scaled fp8: per-tensor .scale_weight, in the HF layout q/k/v each with their own scale."""
+    from wan_core.fp8 import dequantize_state_dict, quantize_state_dict
+
+    model, sd = reference
+    named = {"vision_model." + k: v for k, v in sd.items()} if layout == "comfyui" else hf_to_official(sd)
+    q = quantize_state_dict(named, lambda name, t: ".layers." in name or ".transformer." in name)
+    assert sum(k.endswith(".scale_weight") for k in q) == (6 if layout == "comfyui" else 4) * TINY.clip_layers
+    images = torch.rand(1, 56, 56, 3)
+    got = wan_core.load_clip_vision(q, device="cpu").encode(images)
+    if layout == "comfyui":  # transformers fed the dequantised weights
+        ref = transformers.CLIPVisionModel(model.config).eval()
+        deq = {k.removeprefix("vision_model."): v for k, v in dequantize_state_dict(q).items()}
+        missing, unexpected = ref.load_state_dict(deq, strict=False)
+        assert not unexpected and all("position_ids" in k for k in missing)
+        want = expected(ref, images)
+    else:  # one scale for the fused to_qkv: compare with the float load (its parity is tested above)
+        want = wan_core.load_clip_vision(dequantize_state_dict(q), device="cpu").encode(images)
+    assert rel_err(got, want) <= 1e-4

@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..checkpoints import TensorInfo, TensorSource, guess_kind
+from ..checkpoints import TensorInfo, TensorSource, guess_kind, is_fp8
 from ..errors import UnsupportedModelError
+from ..fp8 import read_dequantized
 
 OFFICIAL_ANCHOR = "transformer.0.attn.to_qkv.weight"
 HF_ANCHOR = "encoder.layers.0.self_attn.q_proj.weight"
@@ -120,8 +121,12 @@ def _hf_to_official(src: TensorSource) -> TensorSource:
             names = [f"{base}{p}_proj.{part}" for p in "qkv"]
             first = src.info(names[0])
             shape = (3 * first.shape[0], *first.shape[1:])
-            infos[f"transformer.{i}.attn.to_qkv.{part}"] = TensorInfo(shape, first.dtype, nbytes=3 * first.nbytes)
-            readers[f"transformer.{i}.attn.to_qkv.{part}"] = lambda names=names: torch.cat([src[n] for n in names])
+            # fp8 q/k/v each have their own scale, so they are fused dequantised (fp32)
+            dtype = torch.float32 if is_fp8(first.dtype) else first.dtype
+            nbytes = 3 * first.nbytes * (4 if is_fp8(first.dtype) else 1)
+            infos[f"transformer.{i}.attn.to_qkv.{part}"] = TensorInfo(shape, dtype, nbytes=nbytes)
+            readers[f"transformer.{i}.attn.to_qkv.{part}"] = lambda names=names: torch.cat(
+                [read_dequantized(src, n) for n in names])
     return _lazy_source(src, infos, readers)
 
 
