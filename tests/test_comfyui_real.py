@@ -16,6 +16,8 @@ free port and checks, against the running server:
   and writes a video with 5 frames; a native ``SaveLatent`` on each sampler output checks
   that our LATENT is the ``{"samples": [B, C, T, h, w]}`` ComfyUI's own Wan latents are;
 * a native ``EmptyHunyuanLatentVideo`` latent has the same shape as ours and decodes with ours;
+* ComfyUI's own VAEEncode/VAEDecode and ours, on one released-width Wan2.1 VAE file, give the
+  same LATENT and decode each other's LATENT to the same frames;
 * ``/interrupt`` during sampling (LoRAs attached) ends the prompt as interrupted, and the cached
   model then reproduces the latent of an earlier run exactly.
 """
@@ -51,6 +53,7 @@ SKIP_HELP = ("set COMFYUI_PATH to a ComfyUI checkout (0.3.64+) and COMFYUI_PYTHO
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+REAL_VAE = "wan21_vae_released_width.safetensors"
 
 
 def _skip(reason: str) -> None:
@@ -74,6 +77,21 @@ def _comfyui_python() -> str:
     if not Path(python).is_file():
         raise AssertionError(f"COMFYUI_PYTHON={python} does not exist: {SKIP_HELP}")
     return python
+
+
+def _write_released_width_vae(path: Path) -> None:
+    """A Wan2.1 VAE at the released width (base 96, random bf16 weights, 254 MB): ComfyUI's own VAELoader
+    hard-codes that width, so this is the file both VAE implementations can load."""
+    import dataclasses
+
+    import torch
+    from safetensors.torch import save_file
+
+    from wan_core.tiny_models import TINY
+    from wan_core.vae.tiny import tiny_vae_state_dict
+
+    sizes = dataclasses.replace(TINY, vae21_base_dim=96)
+    save_file(tiny_vae_state_dict("2.1", seed=5, sizes=sizes, dtype=torch.bfloat16), str(path))
 
 
 def _free_port() -> int:
@@ -125,6 +143,7 @@ def comfyui(tmp_path_factory):
     work = tmp_path_factory.mktemp("comfyui_real")
     models, inputs, outputs = work / "models", work / "input", work / "output"
     write_tiny_models(models)
+    _write_released_width_vae(models / "vae" / REAL_VAE)
     shutil.copytree(WORKFLOWS / "inputs", inputs)
     outputs.mkdir()
     _write_extra_model_paths(work / "extra_model_paths.yaml", models)
@@ -463,3 +482,45 @@ def test_interrupt_leaves_the_cached_model_clean(comfyui):
     after = _run(comfyui, _lora_run("after", 7, SMALL))
     a, b = (_latent_tensor(_saved(comfyui, e, "900", "latents")[0]) for e in (before, after))
     assert a.shape == b.shape and (a == b).all(), f"max diff {(a - b).abs().max().item()}"
+
+
+def _png_frames(paths: list[Path]):
+    import numpy as np
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in sorted(paths)])
+
+
+def test_native_vae_and_ours_share_the_latent_convention(comfyui):
+    """ComfyUI's VAEEncode/VAEDecode and ours, same released-width Wan2.1 VAE file, 5 frames 32x32:
+    the LATENTs agree (both the raw VAE mean) and each side decodes the other's LATENT to the same frames."""
+    from conftest import rel_err
+
+    fit = {"width": 32, "height": 32, "mode": "crop"}
+    tiles = {"tiled": False, "tile_size": 256, "tile_overlap": 64}
+    api = {
+        "1": {"class_type": "WanCoreVAELoader", "inputs": {"vae_name": REAL_VAE, "dtype": "fp32"}},
+        "2": {"class_type": "VAELoader", "inputs": {"vae_name": REAL_VAE}},
+        "3": {"class_type": "WanCoreLoadVideo", "inputs": {"video": "control.mp4", "max_frames": 0}},
+        "4": {"class_type": "WanCoreResampleFrames", "inputs": {"frames": ["3", 0], "source_fps": ["3", 1],
+                                                                "target_fps": 16.0, "length": 5, "use_length": True}},
+        "5": {"class_type": "WanCoreFitFrames", "inputs": {"frames": ["4", 0], **fit}},
+        "6": {"class_type": "WanCoreVAEEncode", "inputs": {"vae": ["1", 0], "frames": ["5", 0], **tiles}},
+        "7": {"class_type": "VAEEncode", "inputs": {"vae": ["2", 0], "pixels": ["5", 0]}},
+        "8": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "vae/ours"}},
+        "9": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "vae/native"}},
+        "10": {"class_type": "VAEDecode", "inputs": {"vae": ["2", 0], "samples": ["6", 0]}},
+        "11": {"class_type": "WanCoreVAEDecode", "inputs": {"vae": ["1", 0], "latent": ["7", 0], **tiles}},
+        "12": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "vae/native_of_ours"}},
+        "13": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "vae/ours_of_native"}},
+    }
+    entry = _run(comfyui, api)
+    ours, native = (_latent_tensor(_saved(comfyui, entry, nid, "latents")[0]).float() for nid in ("8", "9"))
+    assert list(ours.shape) == _native_video_latent_shape(16), ours.shape
+    assert ours.shape == native.shape and rel_err(ours, native) < 1e-4, (ours.shape, native.shape, rel_err(ours, native))
+    native_of_ours, ours_of_native = (_png_frames(_saved(comfyui, entry, nid, "images")) for nid in ("12", "13"))
+    assert native_of_ours.shape == ours_of_native.shape == (SMALL["length"], 32, 32, 3), native_of_ours.shape
+    inside = ((native_of_ours > 0) & (native_of_ours < 255)).mean()
+    assert inside > 0.5 and native_of_ours.std() > 5, (inside, native_of_ours.std())  # not saturated or flat
+    diff = abs(native_of_ours - ours_of_native)
+    assert diff.max() <= 2 and diff.mean() < 0.2, (diff.max(), diff.mean())
