@@ -39,6 +39,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from comfyui_frontend import frontend_api, link_problems, node_problems, schema_problems
 from conftest import ROOT
 from workflow_tools import API_DIR, VIRTUAL_NODES, WORKFLOWS, load_json, override_api
 
@@ -50,9 +51,6 @@ RUN_TIMEOUT_S = 600
 LINK_NAME = "comfyui-wan-core-under-test"
 SKIP_HELP = ("set COMFYUI_PATH to a ComfyUI checkout (0.3.64+) and COMFYUI_PYTHON to a Python that has ComfyUI's "
              "requirements and this pack's requirements.txt (default: the Python running pytest)")
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
-CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 REAL_VAE = "wan21_vae_released_width.safetensors"
 
 
@@ -221,135 +219,13 @@ def test_extension_js_is_served(comfyui):
 # --------------------------------------------------------------------------- editor (frontend rules)
 
 
-def _kind(spec: list) -> str:
-    return "COMBO" if isinstance(spec[0], list) else str(spec[0])
-
-
-def _opts(spec: list) -> dict:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def _choices(spec: list) -> list:
-    return spec[0] if isinstance(spec[0], list) else _opts(spec).get("options", [])
-
-
-def frontend_widgets(node_info: dict) -> list[tuple[str, list | None]]:
-    """(name, spec) per serialised widget value, in the frontend's order; spec None = an extra value.
-
-    Widgets come in ``input_order`` (required, then optional); an INT named seed/noise_seed (or any
-    input with ``control_after_generate``) is followed by its control combo; an upload combo adds an
-    ``upload`` button after the required widgets (it serialises its label too).
-    """
-    out: list[tuple[str, list | None]] = []
-    for section in ("required", "optional"):
-        specs = node_info["input"].get(section, {})
-        upload = False
-        for name in node_info.get("input_order", {}).get(section, list(specs)):
-            spec, kind = specs[name], _kind(specs[name])
-            if kind not in WIDGET_TYPES or _opts(spec).get("forceInput"):
-                continue
-            out.append((name, spec))
-            seed_like = kind == "INT" and name in ("seed", "noise_seed")
-            if _opts(spec).get("control_after_generate", seed_like):
-                out.append((f"{name}.control_after_generate", None))
-            upload |= kind == "COMBO" and any(_opts(spec).get(k) for k in UPLOAD_OPTIONS)
-        if upload and section == "required":
-            out.append(("upload", None))
-    return out
-
-
-def _value_problem(name: str, spec: list | None, value) -> str | None:
-    if spec is None:
-        return None if not name.endswith("control_after_generate") or value in CONTROL_VALUES else f"{name}={value!r}"
-    kind, opts = _kind(spec), _opts(spec)
-    if kind == "COMBO":
-        return None if value in _choices(spec) else f"{name}={value!r} is not offered ({_choices(spec)[:6]})"
-    if kind in ("INT", "FLOAT"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind == "FLOAT" or value == int(value))
-        if not ok or not opts.get("min", -float("inf")) <= value <= opts.get("max", float("inf")):
-            return f"{name}={value!r} is not a {kind} in [{opts.get('min')}, {opts.get('max')}]"
-    if kind == "BOOLEAN" and not isinstance(value, bool):
-        return f"{name}={value!r} is not a boolean"
-    if kind == "STRING" and not isinstance(value, str):
-        return f"{name}={value!r} is not a string"
-    return None
-
-
-def _node_problems(node: dict, node_info: dict) -> list[str]:
-    where = f"node {node['id']} ({node['type']})"
-    widgets, values = frontend_widgets(node_info), node.get("widgets_values", [])
-    if len(values) != len(widgets):
-        return [f"{where}: {len(values)} widget values, the editor has {len(widgets)}: {[w for w, _ in widgets]}"]
-    return [f"{where}: {msg}" for (name, spec), value in zip(widgets, values) if (msg := _value_problem(name, spec, value))]
-
-
-def _link_problems(workflow: dict, info: dict) -> list[str]:
-    nodes = {n["id"]: n for n in workflow["nodes"]}
-    problems = []
-    for link_id, src, slot, dst, dst_slot, ltype in workflow["links"]:
-        out_type = info[nodes[src]["type"]]["output"][slot]
-        dst_node = nodes[dst]
-        name = dst_node["inputs"][dst_slot]["name"]
-        specs = {**info[dst_node["type"]]["input"].get("required", {}), **info[dst_node["type"]]["input"].get("optional", {})}
-        in_type = _kind(specs[name]) if name in specs else None
-        if not ltype == out_type == in_type:
-            problems.append(f"link {link_id}: {ltype!r} from an output {out_type!r} into {name!r} typed {in_type!r}")
-    return problems
-
-
-def _is_vec2(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
-
-
-def _schema_problems(workflow: dict) -> list[str]:
-    """The frontend's zod schema for version 0.4 workflows (workflowSchema.ts), its required fields only."""
-    num = (int, float)
-    top = {"last_node_id": int, "last_link_id": num, "nodes": list, "links": list, "version": num}
-    problems = [f"top-level {k!r} missing or not {t}" for k, t in top.items() if not isinstance(workflow.get(k), t)]
-    ds = (workflow.get("extra") or {}).get("ds")
-    if ds is not None and not (isinstance(ds.get("scale"), num) and _is_vec2(ds.get("offset"))):
-        problems.append(f"extra.ds {ds!r}")
-    for link in workflow["links"]:
-        if not (len(link) == 6 and all(isinstance(v, int) for v in link[:5]) and isinstance(link[5], str)):
-            problems.append(f"link {link!r} is not [id, src, slot, dst, slot, type]")
-    for node in workflow["nodes"]:
-        fields = {"id": int, "type": str, "flags": dict, "order": num, "mode": num, "properties": dict,
-                  "widgets_values": list}
-        problems += [f"node {node.get('id')}: {k!r} not {t}" for k, t in fields.items() if not isinstance(node.get(k), t)]
-        problems += [f"node {node['id']}: {k!r} not [x, y]" for k in ("pos", "size") if not _is_vec2(node.get(k))]
-        for slot in node.get("inputs", []):
-            if not (isinstance(slot["name"], str) and isinstance(slot["type"], str)
-                    and (slot.get("link") is None or isinstance(slot["link"], int))):
-                problems.append(f"node {node['id']}: input {slot!r}")
-        for slot in node.get("outputs", []):
-            if not (isinstance(slot["name"], str) and isinstance(slot["type"], str) and isinstance(slot.get("links", []), list)):
-                problems.append(f"node {node['id']}: output {slot!r}")
-    return problems
-
-
-def frontend_api(workflow: dict, info: dict) -> dict:
-    """The API prompt the editor would queue for a UI workflow, by the rules of :func:`frontend_widgets`."""
-    links = {lk[0]: lk for lk in workflow["links"]}
-    api = {}
-    for node in workflow["nodes"]:
-        if node["type"] in VIRTUAL_NODES or node.get("mode", 0) in (2, 4):
-            continue
-        named = zip(frontend_widgets(info[node["type"]]), node["widgets_values"])
-        inputs = {name: value for (name, spec), value in named if spec is not None}
-        for inp in node.get("inputs", []):
-            if inp.get("link") is not None:
-                inputs[inp["name"]] = [str(links[inp["link"]][1]), links[inp["link"]][2]]
-        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"]}
-    return api
-
-
 @pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
 def test_ui_workflow_loads_in_the_editor(comfyui, name):
     info, workflow = comfyui["info"], load_json(WORKFLOWS / f"{name}.json")
     unknown = sorted({n["type"] for n in workflow["nodes"]} - set(info) - set(VIRTUAL_NODES))
     assert not unknown, f"the editor would show these as missing: {unknown}"
-    problems = [p for n in workflow["nodes"] if n["type"] not in VIRTUAL_NODES for p in _node_problems(n, info[n["type"]])]
-    problems += _link_problems(workflow, info) + _schema_problems(workflow)
+    problems = [p for n in workflow["nodes"] if n["type"] not in VIRTUAL_NODES for p in node_problems(n, info[n["type"]])]
+    problems += link_problems(workflow, info) + schema_problems(workflow)
     assert not problems, "\n".join(problems)
     twin = {nid: {"inputs": n["inputs"], "class_type": n["class_type"]} for nid, n in load_json(API_DIR / f"{name}.json").items()}
     assert frontend_api(workflow, info) == twin
