@@ -108,7 +108,8 @@ class WanSaveVideo:
             metadata = {"prompt": prompt} if prompt is not None else {}
             metadata.update(extra_pnginfo or {})
         with bridge.comfy_errors():
-            video_io.write_video(frames, folder / name, fps=fps, metadata=metadata or None, crf=crf)
+            video_io.write_video(frames, folder / name, fps=fps, metadata=metadata or None, crf=crf,
+                                 keyed_metadata=True)  # the editor loads the workflow from a dropped file
         result = {"filename": name, "subfolder": subfolder, "type": "output", "format": f"video/{format}",
                   "frame_rate": fps}
         return {"ui": {"images": [result], "animated": (True,)}, "result": ()}

@@ -61,10 +61,11 @@ def _fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def _metadata_json(metadata: dict[str, Any] | None) -> str | None:
+def _metadata_json(metadata: dict[str, Any] | None, ascii_only: bool = False) -> str | None:
+    """JSON text of ``metadata``; ``ascii_only`` escapes non-ASCII (EXIF strings are ASCII: WebP)."""
     if not metadata:
         return None
-    return json.dumps(metadata, ensure_ascii=False, default=str, sort_keys=True)
+    return json.dumps(metadata, ensure_ascii=ascii_only, default=str, sort_keys=True)
 
 
 def write_video(
@@ -73,11 +74,16 @@ def write_video(
     fps: float = 16.0,
     metadata: dict[str, Any] | None = None,
     crf: int = 17,
+    *,
+    keyed_metadata: bool = False,
 ) -> Path:
     """Write frames [F, H, W, 3] float 0..1 to ``path`` (.mp4: H.264 yuv420p; .webp: animated).
 
     ``metadata`` is stored as JSON (see module docstring); ``crf`` is the x264
-    quality (lower = better, 0 = lossless luma). Returns the path written.
+    quality (lower = better, 0 = lossless luma). ``keyed_metadata`` also stores each
+    top-level key of ``metadata`` on its own, as ComfyUI's own savers do, so that
+    dropping the file on ComfyUI's editor loads its ``workflow`` (mp4: keyed ``mdta``
+    tags; webp: EXIF strings ``"key:json"``). Returns the path written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -85,19 +91,30 @@ def write_video(
         raise InputError(f"Cannot write video {path.name!r}: use a file name ending in {' or '.join(VIDEO_SUFFIXES)}.")
     data = _to_uint8_frames(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
+    keyed = _keyed_values(metadata) if keyed_metadata else {}
     if suffix == ".mp4":
-        _write_mp4(data, path, _fps_fraction(fps), _metadata_json(metadata), crf)
+        _write_mp4(data, path, _fps_fraction(fps), _metadata_json(metadata), crf, keyed)
     else:
-        _write_webp(data, path, float(_fps_fraction(fps)), _metadata_json(metadata))
+        _write_webp(data, path, float(_fps_fraction(fps)), _metadata_json(metadata, ascii_only=True), keyed)
     log.info("Wrote %d frames (%dx%d, %.3g fps) to %s", data.shape[0], data.shape[2], data.shape[1], fps, path)
     return path
 
 
-def _write_mp4(data: np.ndarray, path: Path, fps: Fraction, comment: str | None, crf: int) -> None:
+def _keyed_values(metadata: dict[str, Any] | None) -> dict[str, str]:
+    """{key: ASCII JSON of its value} (ASCII: EXIF strings are ASCII)."""
+    return {str(k): json.dumps(v, ensure_ascii=True, default=str) for k, v in (metadata or {}).items()}
+
+
+def _write_mp4(data: np.ndarray, path: Path, fps: Fraction, comment: str | None, crf: int,
+               keyed: dict[str, str]) -> None:
     import av
 
     data = _even_dims(data)
-    with av.open(str(path), mode="w") as container:
+    # use_metadata_tags writes every tag as a keyed mdta item (moov/udta/meta/keys+ilst): how ComfyUI reads them
+    options = {"movflags": "use_metadata_tags"} if keyed else {}
+    with av.open(str(path), mode="w", options=options) as container:
+        for key, value in keyed.items():
+            container.metadata[key] = value
         if comment is not None:
             container.metadata[METADATA_TAG] = comment
         stream = container.add_stream("libx264", rate=fps)
@@ -111,15 +128,28 @@ def _write_mp4(data: np.ndarray, path: Path, fps: Fraction, comment: str | None,
             container.mux(packet)
 
 
-def _write_webp(data: np.ndarray, path: Path, fps: float, comment: str | None) -> None:
+def _keyed_exif_tags(keyed: dict[str, str]) -> dict[int, str]:
+    """ComfyUI's animated-WebP layout: prompt in Model (0x0110), other keys from Make (0x010F) down,
+    skipping ImageDescription (ours)."""
+    tags: dict[int, str] = {}
+    free = [t for t in range(0x010F, 0x0100, -1) if t != EXIF_IMAGE_DESCRIPTION]
+    for key, value in keyed.items():
+        tags[0x0110 if key == "prompt" and 0x0110 not in tags else free.pop(0)] = f"{key}:{value}"
+    return tags
+
+
+def _write_webp(data: np.ndarray, path: Path, fps: float, comment: str | None, keyed: dict[str, str]) -> None:
     from PIL import Image
 
     images = [Image.fromarray(frame) for frame in data]
     kwargs: dict[str, Any] = {"save_all": True, "append_images": images[1:], "duration": round(1000.0 / fps),
                               "loop": 0, "lossless": False, "quality": 90}
-    if comment is not None:
+    if comment is not None or keyed:
         exif = Image.Exif()
-        exif[EXIF_IMAGE_DESCRIPTION] = comment
+        if comment is not None:
+            exif[EXIF_IMAGE_DESCRIPTION] = comment
+        for tag, text in _keyed_exif_tags(keyed).items():
+            exif[tag] = text
         kwargs["exif"] = exif.tobytes()
     images[0].save(path, format="WEBP", **kwargs)
 
