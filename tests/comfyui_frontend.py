@@ -9,6 +9,8 @@ widgets of a node with an upload combo. Values are assigned by position, so a wr
 
 from __future__ import annotations
 
+import json
+
 from workflow_tools import VIRTUAL_NODES
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -136,3 +138,90 @@ def frontend_api(workflow: dict, info: dict) -> dict:
                 inputs[inp["name"]] = [str(links[inp["link"]][1]), links[inp["link"]][2]]
         api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"]}
     return api
+
+
+# --------------------------------------------------------------------------- dropping a video on the editor
+
+_BOX = {"udta": b"udta", "meta": b"meta", "ilst": b"ilst", "keys": b"keys", "data": b"data", "moov": b"moov"}
+
+
+def _find_box(data: bytes, start: int, end: int, box: str) -> tuple[int, int] | None:
+    """isobmff.ts findIsobmffBoxByType: scan for a [size][type] header, skipping whole boxes of other types."""
+    pos = start
+    while pos < end - 8:
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        if size < 8:
+            pos += 1
+            continue
+        if data[pos + 4:pos + 8] == _BOX[box]:
+            return pos + 8, pos + size
+        if pos + size > end:
+            return None
+        pos += size
+    return None
+
+
+def _keys(data: bytes, start: int, end: int) -> dict[int, str]:
+    pos, keys = start + 4, {}
+    count = int.from_bytes(data[pos:pos + 4], "big")
+    pos += 4
+    for index in range(1, count + 1):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        name_end = pos + size
+        if size < 8 or name_end > end:
+            break
+        keys[index] = data[pos + 8:name_end].decode()
+        pos = name_end
+    return keys
+
+
+def _ilst_value(data: bytes, start: int, end: int) -> dict | None:
+    box = _find_box(data, start, end, "data")
+    if box is None:
+        return None
+    text = data[box[0] + 8:box[1]]
+    brace = text.find(b"{")
+    try:
+        return json.loads(text[brace:]) if brace >= 0 else None
+    except json.JSONDecodeError:
+        return None
+
+
+def mp4_editor_metadata(data: bytes) -> dict:
+    """What the editor (isobmff.ts) reads from a dropped mp4: {"prompt"?: dict, "workflow"?: dict}.
+
+    A port of ``parseIsobmffMetadata``: udta (top level or in moov) -> meta -> keys + ilst, values are
+    the JSON objects of the items whose key is ``prompt`` or ``workflow``; the ``mdta`` key namespace
+    prefix ffmpeg writes is part of the key size, as the frontend sees it.
+    """
+    udta = _find_box(data, 0, len(data), "udta")
+    if udta is None and (moov := _find_box(data, 0, len(data), "moov")):
+        udta = _find_box(data, moov[0], moov[1], "udta")
+    meta = udta and _find_box(data, udta[0], udta[1], "meta")
+    keys_box = meta and _find_box(data, meta[0] + 4, meta[1], "keys")
+    ilst = meta and _find_box(data, meta[0] + 4, meta[1], "ilst")
+    if not (keys_box and ilst):
+        return {}
+    keys, out, pos = _keys(data, *keys_box), {}, ilst[0]
+    while pos < ilst[1] - 8:
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        if size <= 8 or pos + size > ilst[1]:
+            break
+        name = keys.get(int.from_bytes(data[pos + 4:pos + 8], "big"), "")
+        if name.lower() in ("prompt", "workflow") and (value := _ilst_value(data, pos + 8, pos + size)) is not None:
+            out[name.lower()] = value
+        pos += size
+    return out
+
+
+def webp_editor_metadata(path) -> dict:
+    """What the editor (pnginfo.ts getWebpMetadata) reads: every EXIF string "key:value", JSON-decoded."""
+    from PIL import Image
+
+    out = {}
+    with Image.open(path) as image:
+        for value in image.getexif().values():
+            if isinstance(value, str) and ":" in value:
+                key, _, text = value.partition(":")
+                out[key] = text
+    return {k: json.loads(v) for k, v in out.items() if k in ("prompt", "workflow")}

@@ -1,8 +1,18 @@
-"""The frontend-rule checker used by the real-ComfyUI test, on hand-written /object_info entries (no ComfyUI)."""
+"""The frontend rules used by the real-ComfyUI test (no ComfyUI needed): widget layout on hand-written
+/object_info entries, and the metadata the editor reads from a dropped video."""
 
 from __future__ import annotations
 
-from comfyui_frontend import frontend_api, frontend_widgets, link_problems, node_problems, schema_problems
+import pytest
+from comfyui_frontend import (
+    frontend_api,
+    frontend_widgets,
+    link_problems,
+    mp4_editor_metadata,
+    node_problems,
+    schema_problems,
+    webp_editor_metadata,
+)
 
 SAMPLER = {
     "input": {"required": {"model": ["MODEL", {}], "seed": ["INT", {"min": 0, "max": 10}],
@@ -48,3 +58,21 @@ def test_links_schema_and_api_conversion():
     del workflow["version"]
     workflow["nodes"][0]["pos"] = [0]
     assert len(schema_problems(workflow)) == 2
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webp"])
+def test_saved_video_carries_the_workflow_the_editor_reads(tmp_path, suffix):
+    """write_video(keyed_metadata=True), as our Save Video node calls it: the editor's readers (ported) find the
+    workflow and prompt; our own JSON (read_metadata) survives too, non-ASCII included (EXIF is ASCII)."""
+    import torch
+
+    from wan_core.video_io import read_metadata, write_video
+
+    meta = {"prompt": {"1": {"inputs": {"negative": "色调艳丽"}}}, "workflow": {"nodes": [], "title": "é"}}
+    frames = torch.rand(3, 16, 16, 3)
+    path = write_video(frames, tmp_path / f"keyed{suffix}", metadata=meta, keyed_metadata=True)
+    plain = write_video(frames, tmp_path / f"plain{suffix}", metadata=meta)
+    read = mp4_editor_metadata if suffix == ".mp4" else webp_editor_metadata
+    assert read(path.read_bytes() if suffix == ".mp4" else path) == meta
+    assert read(plain.read_bytes() if suffix == ".mp4" else plain) == {}
+    assert read_metadata(path) == meta and read_metadata(plain) == meta

@@ -13,8 +13,9 @@ free port and checks, against the running server:
   after LoadImage's widgets), combo values offered, numbers in range, link types matching,
   and converted by those rules it equals its API twin;
 * every API workflow (32x32, 5 frames, 2 steps) runs through ``/prompt`` (polling ``/history``)
-  and writes a video with 5 frames; a native ``SaveLatent`` on each sampler output checks
-  that our LATENT is the ``{"samples": [B, C, T, h, w]}`` ComfyUI's own Wan latents are;
+  and writes a 5-frame video, previewable, from which the editor's reader gets the workflow back;
+  a native ``SaveLatent`` on each sampler output checks that our LATENT is the
+  ``{"samples": [B, C, T, h, w]}`` ComfyUI's own Wan latents are;
 * a native ``EmptyHunyuanLatentVideo`` latent has the same shape as ours and decodes with ours;
 * ComfyUI's own VAEEncode/VAEDecode and ours, on one released-width Wan2.1 VAE file, give the
   same LATENT and decode each other's LATENT to the same frames;
@@ -39,7 +40,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from comfyui_frontend import frontend_api, link_problems, node_problems, schema_problems
+from comfyui_frontend import frontend_api, link_problems, mp4_editor_metadata, node_problems, schema_problems
 from conftest import ROOT
 from workflow_tools import API_DIR, VIRTUAL_NODES, WORKFLOWS, load_json, override_api
 
@@ -245,8 +246,12 @@ def _wait_for_history(base: str, prompt_id: str) -> dict:
     raise AssertionError(f"prompt {prompt_id} did not finish within {RUN_TIMEOUT_S}s")
 
 
-def _run(comfyui: dict, api: dict) -> dict:
-    answer = _post(f"{comfyui['base']}/prompt", {"prompt": api, "client_id": uuid.uuid4().hex})
+def _run(comfyui: dict, api: dict, workflow: dict | None = None) -> dict:
+    """Queue ``api`` (with the UI ``workflow`` as the editor sends it, for the savers' metadata); wait for success."""
+    payload = {"prompt": api, "client_id": uuid.uuid4().hex}
+    if workflow is not None:
+        payload["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+    answer = _post(f"{comfyui['base']}/prompt", payload)
     entry = _wait_for_history(comfyui["base"], answer["prompt_id"])
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-4000:]
     return entry
@@ -265,6 +270,13 @@ def _check_editor_preview(comfyui: dict, entry: dict) -> None:
     with urllib.request.urlopen(f"{comfyui['base']}/view?{query}", timeout=30) as response:
         assert response.status == 200 and response.headers["Content-Type"].startswith("video/"), response.headers
         assert len(response.read()) > 100
+
+
+def _without_is_changed(prompt: dict | None) -> dict | None:
+    """The prompt as queued: ComfyUI adds each node's IS_CHANGED result ("is_changed") before saving it."""
+    if prompt is None:
+        return None
+    return {nid: {k: v for k, v in node.items() if k != "is_changed"} for nid, node in prompt.items()}
 
 
 def _latent_tensor(path: Path):
@@ -289,10 +301,13 @@ def test_workflow_runs_in_comfyui(comfyui, name):
     samplers = [nid for nid, n in api.items() if n["class_type"] == "WanCoreSampler"]
     for nid in samplers:  # a native node on our LATENT
         api[f"{nid}900"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0], "filename_prefix": f"lat/{name}"}}
-    entry = _run(comfyui, api)
+    workflow = load_json(WORKFLOWS / f"{name}.json")
+    entry = _run(comfyui, api, workflow)
     videos = [p for nid in entry["outputs"] for p in _saved(comfyui, entry, nid, "images")]
     assert len(videos) == 1, entry["outputs"]
     _check_editor_preview(comfyui, entry)
+    dropped = mp4_editor_metadata(videos[0].read_bytes())  # what the editor reads from the file dropped on it
+    assert dropped.get("workflow") == workflow and _without_is_changed(dropped.get("prompt")) == api, sorted(dropped)
     frames, _fps = read_video(videos[0])
     assert frames.shape[0] == SMALL["length"], f"{videos[0]}: {tuple(frames.shape)}"
     assert samplers
@@ -320,8 +335,16 @@ def test_native_latent_matches_ours_and_decodes(comfyui):
                                                            "tile_size": 256, "tile_overlap": 64}},
         "7": {"class_type": "WanCoreSaveVideo", "inputs": {"frames": ["6", 0], "fps": 16.0, "crf": 19,
                                                            "filename_prefix": "interop/decoded", "format": "mp4"}},
+        "8": {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": 16.0}},
+        "9": {"class_type": "SaveVideo", "inputs": {"video": ["8", 0], "filename_prefix": "interop/native",
+                                                    "format": "mp4", "codec": "h264"}},
     }
-    entry = _run(comfyui, api)
+    workflow = {"nodes": [], "links": [], "marker": "interop"}
+    entry = _run(comfyui, api, workflow)
+    # the editor's reader (ported) finds the workflow in ComfyUI's own SaveVideo file and in ours alike
+    for nid in ("7", "9"):
+        dropped = mp4_editor_metadata(_saved(comfyui, entry, nid, "images")[0].read_bytes())
+        assert dropped.get("workflow") == workflow and _without_is_changed(dropped.get("prompt")) == api, (nid, dropped)
     ours, native = (_latent_tensor(_saved(comfyui, entry, nid, "latents")[0]) for nid in ("3", "5"))
     assert ours.shape == native.shape and ours.dtype == native.dtype, (ours.shape, native.shape, ours.dtype)
     frames, _fps = read_video(_saved(comfyui, entry, "7", "images")[0])
