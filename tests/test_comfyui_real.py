@@ -125,7 +125,8 @@ def _wait_until_up(base: str, process: subprocess.Popen, log_path: Path) -> None
     deadline = time.time() + START_TIMEOUT_S
     while time.time() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"ComfyUI exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            raise AssertionError(f"ComfyUI exited with {process.returncode} (is COMFYUI_PYTHON right? {SKIP_HELP}):\n"
+                                 f"{log_path.read_text()[-4000:]}")
         try:
             _get(f"{base}/system_stats", timeout=5)
             return
