@@ -19,6 +19,8 @@ free port and checks, against the running server:
 * a native ``EmptyHunyuanLatentVideo`` latent has the same shape as ours and decodes with ours;
 * ComfyUI's own VAEEncode/VAEDecode and ours, on one released-width Wan2.1 VAE file, give the
   same LATENT and decode each other's LATENT to the same frames;
+* over ``/ws`` (the editor's channel) the sampler reports progress to its last step and sends
+  JPEG live previews;
 * ``/interrupt`` during sampling (LoRAs attached) ends the prompt as interrupted, and the cached
   model then reproduces the latent of an earlier run exactly.
 """
@@ -424,3 +426,34 @@ def test_native_vae_and_ours_share_the_latent_convention(comfyui):
     assert inside > 0.5 and native_of_ours.std() > 5, (inside, native_of_ours.std())  # not saturated or flat
     diff = abs(native_of_ours - ours_of_native)
     assert diff.max() <= 2 and diff.mean() < 0.2, (diff.max(), diff.mean())
+
+
+def test_sampler_reports_progress_and_live_previews(comfyui):
+    """What the editor sees over /ws while our sampler runs: progress to the last step and JPEG previews."""
+    from comfyui_ws import ComfyWebSocket, preview_image
+
+    steps, client_id = 4, uuid.uuid4().hex
+    api = override_api(load_json(API_DIR / "wan21_t2v_1.3b.json"), {**SMALL, "steps": steps, "seed": 11})
+    (sampler,) = [nid for nid, n in api.items() if n["class_type"] == "WanCoreSampler"]
+    host, port = comfyui["base"].removeprefix("http://").split(":")
+    ws = ComfyWebSocket(host, int(port), client_id)
+    try:
+        prompt_id = _post(f"{comfyui['base']}/prompt", {"prompt": api, "client_id": client_id})["prompt_id"]
+        progress, previews, done = [], [], None
+        while done is None:
+            message = ws.receive()
+            if isinstance(message, bytes):
+                previews += [p for p in [preview_image(message)] if p is not None]
+            elif message.get("data", {}).get("prompt_id") == prompt_id:
+                kind, data = message["type"], message["data"]
+                if kind == "progress" and data["node"] == sampler:
+                    progress.append((data["value"], data["max"]))
+                done = kind if kind in ("execution_success", "execution_error", "execution_interrupted") else None
+    finally:
+        ws.close()
+    print(f"sampler progress {progress}; {len(previews)} previews, sizes {[im.size for _m, im in previews]}")
+    assert done == "execution_success", done
+    assert progress and progress[-1] == (steps, steps), progress
+    assert previews, "no live preview reached the editor"
+    for metadata, image in previews:
+        assert metadata.get("node_id", sampler) == sampler and image.format == "JPEG" and min(image.size) >= 1
