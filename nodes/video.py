@@ -126,7 +126,9 @@ class WanLoadVideo:
     def INPUT_TYPES(cls):
         files = bridge.input_files(bridge.VIDEO_EXTENSIONS)
         return {"required": {
-            "video": (files, {"tooltip": "Video file in ComfyUI's input folder."}),
+            # video_upload: the editor adds an upload button (mp4/webm) and a video preview, as on ComfyUI's LoadVideo
+            "video": (files, {"video_upload": True,
+                              "tooltip": "Video file in ComfyUI's input folder (or upload one with the button)."}),
             "max_frames": widget("INT", "Read at most this many frames; 0 = all.", default=0, min=0, max=10000),
         }}
 

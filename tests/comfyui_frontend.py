@@ -3,8 +3,9 @@
 Read from the frontend's sources (litegraph ``LGraphNode.configure``/``serialize``, ``useIntWidget``,
 ``uploadImage.ts``, ``workflowSchema.ts``): a node's serialised ``widgets_values`` are its widget inputs in
 ``input_order`` (required, then optional), each INT named seed/noise_seed (or any input with
-``control_after_generate``) followed by its control value, and an ``upload`` button value after the required
-widgets of a node with an upload combo. Values are assigned by position, so a wrong count shifts every value.
+``control_after_generate``) followed by its control value, and an ``upload`` button value after all other
+widgets of a node with an upload combo (image_upload, video_upload or animated_image_upload). Values are
+assigned by position, so a wrong count shifts every value.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def frontend_widgets(node_info: dict) -> list[tuple[str, list | None]]:
     """(name, spec) per serialised widget value, in the frontend's order; spec None = an extra value.
 
     Widgets come in ``input_order`` (required, then optional); an INT named seed/noise_seed (or any
-    input with ``control_after_generate``) is followed by its control combo; an upload combo adds an
-    ``upload`` button after the required widgets (it serialises its label too).
+    input with ``control_after_generate``) is followed by its control combo. A required combo flagged
+    image/video/animated_image_upload makes uploadImage.ts add a required ``upload`` input; it is not in
+    ``input_order``, so getOrderedInputSpecs puts its button after every other widget, optional ones
+    included, and the button serialises its value ("image") like any widget without ``serialize: false``.
     """
     out: list[tuple[str, list | None]] = []
     for section in ("required", "optional"):
         specs = node_info["input"].get(section, {})
-        upload = False
         for name in node_info.get("input_order", {}).get(section, list(specs)):
             spec, kind = specs[name], _kind(specs[name])
             if kind not in WIDGET_TYPES or _opts(spec).get("forceInput"):
@@ -49,10 +51,15 @@ def frontend_widgets(node_info: dict) -> list[tuple[str, list | None]]:
             seed_like = kind == "INT" and name in ("seed", "noise_seed")
             if _opts(spec).get("control_after_generate", seed_like):
                 out.append((f"{name}.control_after_generate", None))
-            upload |= kind == "COMBO" and any(_opts(spec).get(k) for k in UPLOAD_OPTIONS)
-        if upload and section == "required":
-            out.append(("upload", None))
+    if has_upload_button(node_info):
+        out.append(("upload", None))
     return out
+
+
+def has_upload_button(node_info: dict) -> bool:
+    """uploadImage.ts isMediaUploadComboInput, over the required inputs."""
+    return any(_kind(spec) == "COMBO" and any(_opts(spec).get(k) is True for k in UPLOAD_OPTIONS)
+               for spec in node_info["input"].get("required", {}).values())
 
 
 def _value_problem(name: str, spec: list | None, value) -> str | None:

@@ -23,6 +23,11 @@ SAMPLER = {
 }
 LOAD_IMAGE = {"input": {"required": {"image": [["x.png"], {"image_upload": True}], "n": ["INT", {}]}},
               "input_order": {"required": ["image", "n"]}, "output": ["IMAGE", "MASK"]}
+LOAD_VIDEO = {"input": {"required": {"video": [["x.mp4"], {"video_upload": True}]},
+                        "optional": {"frames": ["INT", {}], "image": ["IMAGE", {}]}},
+              "input_order": {"required": ["video"], "optional": ["frames", "image"]}, "output": ["IMAGE"]}
+V2_COMBO = {"input": {"required": {"clip": ["COMBO", {"options": ["a.webp"], "animated_image_upload": True}]}},
+            "input_order": {"required": ["clip"]}, "output": ["IMAGE"]}
 INFO = {"Sampler": SAMPLER, "LoadImage": LOAD_IMAGE}
 
 
@@ -35,6 +40,20 @@ def test_widget_order_has_seed_control_and_upload_after_required_widgets():
     assert [n for n, _ in frontend_widgets(SAMPLER)] == ["seed", "seed.control_after_generate", "mode", "strength",
                                                          "flag"]
     assert [n for n, _ in frontend_widgets(LOAD_IMAGE)] == ["image", "n", "upload"]
+
+
+def test_upload_button_of_any_media_combo_comes_after_every_widget():
+    """uploadImage.ts adds ``upload`` to the required inputs but not to input_order: its button goes last,
+    after optional widgets too; a combo without an upload flag (or a socket) adds none."""
+    assert [n for n, _ in frontend_widgets(LOAD_VIDEO)] == ["video", "frames", "upload"]
+    assert [n for n, _ in frontend_widgets(V2_COMBO)] == ["clip", "upload"]
+    plain = {"input": {"required": {"video": [["x.mp4"], {"video_upload": False}]}}, "output": []}
+    assert [n for n, _ in frontend_widgets(plain)] == ["video"]
+    node = _node(1, "LoadVideo", ["x.mp4", 3, "image"])
+    assert node_problems(node, LOAD_VIDEO) == []
+    assert "widget values" in node_problems(_node(1, "LoadVideo", ["x.mp4", 3]), LOAD_VIDEO)[0]
+    workflow = {"links": [], "nodes": [node]}
+    assert frontend_api(workflow, {"LoadVideo": LOAD_VIDEO})["1"]["inputs"] == {"video": "x.mp4", "frames": 3}
 
 
 def test_problems_found_for_count_range_choice_and_control_value():

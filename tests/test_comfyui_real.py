@@ -203,6 +203,9 @@ def test_object_info_lists_every_node_with_our_tooltips(comfyui):
             for name, spec in ours.get(section, {}).items():
                 tooltip = served["input"][section][name][1].get("tooltip")
                 assert tooltip and tooltip == spec[1]["tooltip"], (node_id, name, tooltip)
+    load_video = info["WanCoreLoadVideo"]["input"]["required"]["video"]
+    assert load_video[1].get("video_upload") is True, load_video  # the editor's upload button + video preview
+    assert load_video[1].get("video_upload") == info["LoadVideo"]["input"]["required"]["file"][1].get("video_upload")
 
 
 def test_extension_js_is_served(comfyui):

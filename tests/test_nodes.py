@@ -341,6 +341,13 @@ def test_load_video_reads_from_the_input_folder(tmp_path, monkeypatch):
     assert "not in the input folder" in cls.VALIDATE_INPUTS("nope.mp4", 0)
 
 
+def test_load_video_offers_the_editors_upload_button():
+    """ComfyUI's LoadVideo flags its combo video_upload (io.UploadType.video): the editor then adds an upload
+    button (mp4/webm) and a video preview; the flag must sit on a required combo to be seen."""
+    spec = nodes.NODE_CLASS_MAPPINGS["WanCoreLoadVideo"].INPUT_TYPES()["required"]["video"]
+    assert isinstance(spec[0], list) and spec[1].get("video_upload") is True
+
+
 def test_control_nodes_keep_the_image_layout():
     frames = torch.zeros(5, 40, 60, 3)
     frames[:, 10:30, 20:40] = 1.0

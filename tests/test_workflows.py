@@ -116,6 +116,16 @@ def test_seed_widget_carries_control_after_generate():
     assert "control_after_generate" not in str(load_json(API_DIR / "wan21_t2v_1.3b.json"))
 
 
+def test_load_video_nodes_carry_the_upload_button_value_last():
+    """The editor serialises the upload button's value after every other widget (comfyui_frontend.py)."""
+    found = 0
+    for name in NAMES:
+        for node in _nodes_of(load_json(WORKFLOWS / f"{name}.json"), "WanCoreLoadVideo"):
+            assert node["widgets_values"] == ["control.mp4", 0, "image"], (name, node["widgets_values"])
+            found += 1
+    assert found == 2
+
+
 def test_validator_catches_broken_workflows(placeholder_models):
     good = load_json(WORKFLOWS / "wan21_i2v_480p.json")
     assert validate_ui(good) == []

@@ -3,7 +3,8 @@
 * :class:`GraphBuilder` writes ComfyUI editor ("UI") format workflows from node definitions.
 * :func:`ui_to_api` converts a UI workflow to the API format queued through ``/prompt``,
   using each node's INPUT_TYPES for the widget order (as ComfyUI's frontend does, including
-  the extra ``control_after_generate`` value after a seed and the ``upload`` value of LoadImage).
+  the extra ``control_after_generate`` value after a seed and the trailing ``upload`` button value of
+  LoadImage / Wan Load Video).
 * :func:`validate_ui` checks node types, link types, widget counts, order and ranges.
 * :func:`execute_api` runs an API graph through the node classes in topological order.
 
@@ -26,6 +27,8 @@ API_DIR = WORKFLOWS / "api"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 VIRTUAL_NODES = ("Note", "MarkdownNote")
 SEED_NAMES = ("seed", "noise_seed")
+UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
+UPLOAD_VALUE = "image"  # the upload button's value, serialised by the editor for images and videos alike
 
 
 # --------------------------------------------------------------------------- native stand-ins
@@ -112,13 +115,25 @@ def socket_specs(cls: type) -> list[tuple[str, tuple, bool]]:
 
 
 def _extra_values(name: str, spec: tuple) -> list:
-    """Values the frontend stores after a widget's own: seed control, image upload button."""
+    """Values the frontend stores right after a widget's own: the seed's control_after_generate."""
     opts = _options(spec)
     if _input_kind(spec) == "INT" and (name in SEED_NAMES or opts.get("control_after_generate")):
         return ["fixed"]
-    if opts.get("image_upload"):
-        return ["image"]
     return []
+
+
+def has_upload_button(cls: type) -> bool:
+    """Whether the editor adds an upload button: a required combo flagged image/video/animated_image_upload.
+
+    The frontend (uploadImage.ts) adds a required ``upload`` input that is not in ``input_order``, so its
+    widget comes after every other widget, optional ones included, and serialises its value ``"image"``.
+    """
+    return any(req and _input_kind(spec) == "COMBO" and any(_options(spec).get(k) for k in UPLOAD_OPTIONS)
+               for _name, spec, req in all_inputs(cls))
+
+
+def _upload_values(cls: type) -> list:
+    return [UPLOAD_VALUE] if has_upload_button(cls) else []
 
 
 def ui_widget_values(cls: type, values: dict[str, Any]) -> list:
@@ -127,7 +142,7 @@ def ui_widget_values(cls: type, values: dict[str, Any]) -> list:
     for name, spec in widget_specs(cls):
         out.append(values[name] if name in values else _options(spec).get("default", _first_choice(spec)))
         out.extend(_extra_values(name, spec))
-    return out
+    return out + _upload_values(cls)
 
 
 def _first_choice(spec: tuple):
@@ -142,6 +157,7 @@ def named_widget_values(cls: type, widgets_values: list) -> dict[str, Any]:
             raise ValueError(f"{cls.__name__}: widgets_values too short at {name!r}: {widgets_values}")
         values[name] = widgets_values[i]
         i += 1 + len(_extra_values(name, spec))
+    i += len(_upload_values(cls))
     if i != len(widgets_values):
         raise ValueError(f"{cls.__name__}: {len(widgets_values)} widget values, expected {i}: {widgets_values}")
     return values
@@ -215,7 +231,9 @@ def default_size(cls: type) -> tuple[int, int]:
     for _name, spec in widget_specs(cls):
         height += 110 if _options(spec).get("multiline") else 26
         height += 26 * len(_extra_values(_name, spec))
-    if getattr(cls, "OUTPUT_NODE", False) or any(_options(s).get("image_upload") for _n, s in widget_specs(cls)):
+    if has_upload_button(cls):
+        height += 26
+    if getattr(cls, "OUTPUT_NODE", False) or has_upload_button(cls):
         height += 280  # room for the image / video preview
     return 360, height + (96 if cls.__name__ == "WanSampler" else 0)  # + the sigma plot (js)
 
