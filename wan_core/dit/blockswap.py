@@ -8,6 +8,9 @@ to CPU on a CUDA machine); afterwards the parameters point back at the offload
 copies, so the device copies are freed. fp8 weights and ``scale_weight`` buffers move
 as they are (they stay fp8). ``WanDiT.to(...)`` leaves swapped blocks where they are
 (see :meth:`BlockSwap.hidden`), so moving the model never loads them all at once.
+
+On CUDA the next swapped block is prefetched on a side stream while the current one
+computes, so the PCIe transfer hides behind the block's compute instead of adding to it.
 """
 
 from __future__ import annotations
@@ -47,12 +50,16 @@ def _offload_copy(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 class BlockSwap:
     """Offload ``blocks[:n]`` to ``offload_device``; hooks bring each to its input's device for its forward."""
 
-    def __init__(self, blocks: nn.ModuleList, n: int, offload_device: torch.device) -> None:
+    def __init__(self, blocks: nn.ModuleList, n: int, offload_device: torch.device, prefetch: bool = True) -> None:
         self.blocks = blocks
         self.offload_device = offload_device
         self.indices = list(range(max(0, min(n, len(blocks)))))
+        self.prefetch = prefetch
         self._handles = []
         self._saved: dict[int, list[tuple[dict, str, torch.Tensor]]] = {}
+        self._index = {id(blocks[i]): i for i in self.indices}
+        self._pending: dict[int, tuple[list[tuple[dict, str, torch.Tensor, torch.Tensor]], torch.cuda.Event]] = {}
+        self._stream: torch.cuda.Stream | None = None
         for i in self.indices:
             block = blocks[i]
             for store, name, t in list(_tensor_slots(block)):
@@ -62,13 +69,48 @@ class BlockSwap:
 
     def _bring_in(self, block: nn.Module, args) -> None:
         target = args[0].device if args and isinstance(args[0], torch.Tensor) else None
+        index = self._index[id(block)]
+        pending = self._pending.pop(index, None)
+        if pending is not None and target is not None:
+            copies, ready = pending
+            stream = torch.cuda.current_stream(target)
+            stream.wait_event(ready)
+            for store, name, old, new in copies:
+                new.record_stream(stream)  # allocated on the side stream, used on this one
+                _put(store, name, old, new)
+            self._saved[id(block)] = [(store, name, old) for store, name, old, _ in copies]
+        else:
+            self._saved[id(block)] = self._copy_in(block, target)
+        if target is not None:
+            self._prefetch(index + 1, target)
+
+    def _copy_in(self, block: nn.Module, target: torch.device | None) -> list[tuple[dict, str, torch.Tensor]]:
         saved = []
         for store, name, t in list(_tensor_slots(block)):
             if target is None or t.device == target:
                 continue
             saved.append((store, name, t))
             _put(store, name, t, t.to(target, non_blocking=True))
-        self._saved[id(block)] = saved
+        return saved
+
+    def _prefetch(self, index: int, target: torch.device) -> None:
+        """Start copying swapped block ``index`` to ``target`` on a side stream (CUDA only)."""
+        if not self.prefetch or target.type != "cuda" or index not in self.indices or index in self._pending:
+            return
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(target)
+        copies = []
+        with torch.cuda.stream(self._stream):
+            for store, name, t in list(_tensor_slots(self.blocks[index])):
+                if t.device != target:
+                    copies.append((store, name, t, t.to(target, non_blocking=True)))
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        self._pending[index] = (copies, ready)
+
+    def discard_prefetch(self) -> None:
+        """Drop prefetched copies (called at the start of a forward: weights may have changed since)."""
+        self._pending.clear()
 
     def _send_back(self, block: nn.Module, args, output) -> None:
         for store, name, t in self._saved.pop(id(block), []):
@@ -89,6 +131,7 @@ class BlockSwap:
 
     def remove(self, device: torch.device) -> None:
         """Stop swapping and move the swapped blocks to ``device``."""
+        self.discard_prefetch()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

@@ -91,16 +91,17 @@ class WanDiT(nn.Module):
         for block in list(self.blocks) + list(getattr(self, "vace_blocks", [])):
             block.compile(**compile_kwargs)
 
-    def set_block_swap(self, n_blocks: int, offload_device: torch.device | str = "cpu") -> None:
+    def set_block_swap(self, n_blocks: int, offload_device: torch.device | str = "cpu", prefetch: bool = True) -> None:
         """Keep the first ``n_blocks`` main blocks on ``offload_device``, moving each in just before use.
 
-        ``n_blocks=0`` turns swapping off (the blocks return to the model's device).
+        ``n_blocks=0`` turns swapping off (the blocks return to the model's device). On CUDA
+        the next swapped block is copied in on a side stream while the current one runs.
         """
         if self.block_swap is not None:
             self.block_swap.remove(self.device)
             self.block_swap = None
         if n_blocks > 0:
-            self.block_swap = BlockSwap(self.blocks, n_blocks, torch.device(offload_device))
+            self.block_swap = BlockSwap(self.blocks, n_blocks, torch.device(offload_device), prefetch=prefetch)
 
     def _apply(self, fn, recurse: bool = True):
         """``.to()``/``.cuda()`` etc. leave swapped blocks on their offload device."""
@@ -131,6 +132,8 @@ class WanDiT(nn.Module):
         or a list (vace_scale one float or one per context). ref_latent: [B, C_ref, h, w] for
         ``ref_conv`` models (prepended as one extra frame). Batch-1 conditioning broadcasts.
         """
+        if self.block_swap is not None:
+            self.block_swap.discard_prefetch()
         with torch.no_grad():
             x, grid = self._patchify_input(x, y)
             batch, tokens = x.shape[0], x.shape[1]
