@@ -11,6 +11,8 @@ assigned by position, so a wrong count shifts every value.
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 
 from workflow_tools import VIRTUAL_NODES
 
@@ -101,18 +103,54 @@ def link_problems(workflow: dict, info: dict) -> list[str]:
     return problems
 
 
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([\da-z-]+(?:\.[\da-z-]+)*))?"
+                     r"(?:\+([\da-z-]+(?:\.[\da-z-]+)*))?$")
+_GIT_HASH = re.compile(r"^[0-9a-f]{4,40}$", re.I)
+_REPO_LIKE_ID = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]*[a-zA-Z0-9])?$")
+
+
+def model_file_problems(models, where: str) -> list[str]:
+    """zModelFile: {name: str, url: a URL, directory: str, hash?: str, hash_type?: str}."""
+    if not isinstance(models, list):
+        return [f"{where}: models {models!r} is not a list"]
+    problems = []
+    for entry in models:
+        ok = isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("name", "url", "directory"))
+        url = urllib.parse.urlparse(entry.get("url", "")) if ok else None
+        if not (ok and url.scheme in ("http", "https") and url.netloc):
+            problems.append(f"{where}: model {entry!r} needs name, url (a URL) and directory")
+    return problems
+
+
+def properties_problems(properties: dict, where: str) -> list[str]:
+    """zProperties: cnr_id a registry id, ver a semver (a leading v allowed), git hash or 'unknown'; models."""
+    problems = []
+    cnr_id, ver = properties.get("cnr_id"), properties.get("ver")
+    if cnr_id is not None and not (isinstance(cnr_id, str) and len(cnr_id) <= 100 and _REPO_LIKE_ID.match(cnr_id)):
+        problems.append(f"{where}: cnr_id {cnr_id!r}")
+    if ver is not None and not (isinstance(ver, str) and (
+            ver == "unknown" or _SEMVER.match(ver.removeprefix("v")) or _GIT_HASH.match(ver.removeprefix("v")))):
+        problems.append(f"{where}: ver {ver!r} is no semantic version or git hash")
+    if "models" in properties:
+        problems += model_file_problems(properties["models"], where)
+    return problems
+
+
 def _is_vec2(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
 
 
 def schema_problems(workflow: dict) -> list[str]:
-    """The frontend's zod schema for version 0.4 workflows (workflowSchema.ts), its required fields only."""
+    """The frontend's zod schema for version 0.4 workflows (workflowSchema.ts): its required fields, and the
+    optional ones we write (``models`` lists, node ``properties`` cnr_id / ver / models)."""
     num = (int, float)
     top = {"last_node_id": int, "last_link_id": num, "nodes": list, "links": list, "version": num}
     problems = [f"top-level {k!r} missing or not {t}" for k, t in top.items() if not isinstance(workflow.get(k), t)]
     ds = (workflow.get("extra") or {}).get("ds")
     if ds is not None and not (isinstance(ds.get("scale"), num) and _is_vec2(ds.get("offset"))):
         problems.append(f"extra.ds {ds!r}")
+    if "models" in workflow:
+        problems += model_file_problems(workflow["models"], "top-level")
     for link in workflow["links"]:
         if not (len(link) == 6 and all(isinstance(v, int) for v in link[:5]) and isinstance(link[5], str)):
             problems.append(f"link {link!r} is not [id, src, slot, dst, slot, type]")
@@ -121,6 +159,8 @@ def schema_problems(workflow: dict) -> list[str]:
                   "widgets_values": list}
         problems += [f"node {node.get('id')}: {k!r} not {t}" for k, t in fields.items() if not isinstance(node.get(k), t)]
         problems += [f"node {node['id']}: {k!r} not [x, y]" for k in ("pos", "size") if not _is_vec2(node.get(k))]
+        if isinstance(node.get("properties"), dict):
+            problems += properties_problems(node["properties"], f"node {node.get('id')}")
         for slot in node.get("inputs", []):
             if not (isinstance(slot["name"], str) and isinstance(slot["type"], str)
                     and (slot.get("link") is None or isinstance(slot["link"], int))):

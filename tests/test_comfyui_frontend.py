@@ -79,6 +79,19 @@ def test_links_schema_and_api_conversion():
     assert len(schema_problems(workflow)) == 2
 
 
+def test_schema_checks_pack_ids_versions_and_model_files():
+    model = {"name": "a.safetensors", "url": "https://example.org/a.safetensors", "directory": "vae"}
+    node = _node(1, "X", [])
+    workflow = {"last_node_id": 1, "last_link_id": 0, "version": 0.4, "links": [], "nodes": [node], "models": [model]}
+    node["properties"] = {"cnr_id": "comfyui-wan-core", "ver": "v0.1.0", "models": [model]}
+    assert schema_problems(workflow) == []
+    node["properties"] = {"cnr_id": "-bad", "ver": "0.1", "models": [{"name": "a.safetensors", "directory": "vae"}]}
+    workflow["models"] = [dict(model, url="not a url")]
+    problems = schema_problems(workflow)
+    assert len(problems) == 4 and "top-level" in problems[0], problems
+    assert [p.split(": ")[1].split(" ")[0] for p in problems[1:]] == ["cnr_id", "ver", "model"], problems
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".webp"])
 def test_saved_video_carries_the_workflow_the_editor_reads(tmp_path, suffix):
     """write_video(keyed_metadata=True), as our Save Video node calls it: the editor's readers (ported) find the

@@ -7,6 +7,7 @@ import copy
 import importlib.util
 
 import pytest
+from comfyui_frontend import schema_problems
 from workflow_tools import (
     API_DIR,
     WORKFLOWS,
@@ -114,6 +115,33 @@ def test_seed_widget_carries_control_after_generate():
     (sampler,) = _nodes_of(workflow, "WanCoreSampler")
     assert sampler["widgets_values"][:2] == [42, "fixed"]
     assert "control_after_generate" not in str(load_json(API_DIR / "wan21_t2v_1.3b.json"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pack_and_model_download_hints(name):
+    """Our nodes carry the registry id and version (pyproject) the editor names a missing pack by; every model
+    file a workflow selects, but the placeholder example LoRA, is in the editor's models lists with a direct
+    download URL into its ComfyUI folder (the Comfy-Org repackaged release)."""
+    import tomllib
+
+    project = tomllib.loads((WORKFLOWS.parent / "pyproject.toml").read_text())["project"]
+    workflow = load_json(WORKFLOWS / f"{name}.json")
+    folders = {e.name: e.folder for e in TINY_FILES}
+    repos = {"wan2.1": "Wan_2.1_ComfyUI_repackaged", "wan2.2": "Wan_2.2_ComfyUI_Repackaged"}
+    selected = set()
+    for node in workflow["nodes"]:
+        ours = node["type"].startswith("WanCore")
+        assert (node["properties"].get("cnr_id"), node["properties"].get("ver")) == (
+            (project["name"], project["version"]) if ours else (None, None)), node["id"]
+        files = [v for v in node["widgets_values"] if isinstance(v, str) and v in folders and "example" not in v]
+        assert [m["name"] for m in node["properties"].get("models", [])] == files, node["id"]
+        selected.update(files)
+    assert selected and {m["name"] for m in workflow["models"]} == selected
+    for m in workflow["models"]:
+        assert m["directory"] == folders[m["name"]]
+        repo = repos["wan2.2" if m["name"].startswith("wan2.2") else "wan2.1"]
+        assert m["url"] == f"https://huggingface.co/Comfy-Org/{repo}/resolve/main/split_files/{m['directory']}/{m['name']}"
+    assert schema_problems(workflow) == []
 
 
 def test_load_video_nodes_carry_the_upload_button_value_last():

@@ -10,6 +10,7 @@ output conversion and validate against the node definitions.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,67 @@ VAE21 = "wan_2.1_vae.safetensors"
 VAE22 = "wan2.2_vae.safetensors"
 CLIP = "clip_vision_h.safetensors"
 NEG = ""  # empty = the official negative prompt of the model's task
+PACK_NODE_PREFIX = "WanCore"
+
+# Direct downloads of the released files, for the editor's missing-models dialog ({name, url, directory}).
+# Each URL was checked against public references to the Comfy-Org repackaged repositories; the example LoRA
+# of the LoRA-stack workflow is a placeholder name with no release, so it has no entry.
+_RESOLVE_21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+_RESOLVE_22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
+MODEL_SOURCES: dict[str, tuple[str, str]] = {  # file name -> (ComfyUI model folder, repository split_files URL)
+    "wan2.1_t2v_1.3B_bf16.safetensors": ("diffusion_models", _RESOLVE_21),
+    "wan2.1_t2v_14B_bf16.safetensors": ("diffusion_models", _RESOLVE_21),
+    "wan2.1_i2v_480p_14B_bf16.safetensors": ("diffusion_models", _RESOLVE_21),
+    "wan2.1_flf2v_720p_14B_fp16.safetensors": ("diffusion_models", _RESOLVE_21),
+    "wan2.1_vace_1.3B_fp16.safetensors": ("diffusion_models", _RESOLVE_21),
+    "wan2.1_fun_control_1.3B_bf16.safetensors": ("diffusion_models", _RESOLVE_21),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": ("diffusion_models", _RESOLVE_22),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("diffusion_models", _RESOLVE_22),
+    "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": ("diffusion_models", _RESOLVE_22),
+    "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": ("diffusion_models", _RESOLVE_22),
+    "wan2.2_ti2v_5B_fp16.safetensors": ("diffusion_models", _RESOLVE_22),
+    TE: ("text_encoders", _RESOLVE_21),
+    VAE21: ("vae", _RESOLVE_21),
+    VAE22: ("vae", _RESOLVE_22),
+    CLIP: ("clip_vision", _RESOLVE_21),
+}
+
+
+def model_entry(name: str) -> dict | None:
+    """The editor's ModelFile {name, url, directory} for a released file name; None when it has no known URL."""
+    if name not in MODEL_SOURCES:
+        return None
+    folder, base = MODEL_SOURCES[name]
+    return {"name": name, "url": f"{base}/{folder}/{name}", "directory": folder}
+
+
+def pack_identity() -> tuple[str, str]:
+    """(name, version) of this pack from pyproject.toml's [project] table (the registry id and version)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
+    fields = dict(re.findall(r'^(name|version)\s*=\s*"([^"]+)"', project, flags=re.M))
+    return fields["name"], fields["version"]
+
+
+def add_pack_and_model_hints(workflow: dict) -> dict:
+    """What the editor saves for a registry pack's nodes and what its missing-models dialog reads.
+
+    Our nodes get ``properties.cnr_id`` / ``ver`` (so a missing pack can be named and installed) and, on
+    nodes whose widgets select a released file, ``properties.models``; the workflow gets every such file
+    in a top-level ``models`` list (the dialog offers to download the ones not found in their folder).
+    """
+    cnr_id, version = pack_identity()
+    used: list[dict] = []
+    for node in workflow["nodes"]:
+        if not node["type"].startswith(PACK_NODE_PREFIX):
+            continue
+        node["properties"].update({"cnr_id": cnr_id, "ver": version})
+        entries = [e for v in node["widgets_values"] if isinstance(v, str) and (e := model_entry(v))]
+        if entries:
+            node["properties"]["models"] = entries
+        used += [e for e in entries if e not in used]
+    workflow["models"] = used
+    return workflow
 
 
 def note(g: GraphBuilder, title: str, files: list[tuple[str, str]], repack: str, extra: str = "") -> None:
@@ -206,6 +268,10 @@ def ti2v_5b() -> dict:
 
 
 def all_workflows() -> dict[str, dict]:
+    return {name: add_pack_and_model_hints(workflow) for name, workflow in _graphs().items()}
+
+
+def _graphs() -> dict[str, dict]:
     return {
         "wan21_t2v_1.3b": t2v("t2v_1.3b", "wan2.1_t2v_1.3B_bf16.safetensors", 832, 480, sampler(50, 5.0, 5.0),
                               "Wan2.1 T2V 1.3B"),
