@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from wan_core.dit.config import variant_name
+
 WAN_MODEL = "WAN_MODEL"
 WAN_VAE = "WAN_VAE"
 WAN_TEXT_ENCODER = "WAN_TEXT_ENCODER"
@@ -49,9 +51,16 @@ class WanModelHandle:
         return replace(self, loras=self.loras + tuple(specs))
 
     def describe(self) -> str:
+        """The loader badge: the detected variant, or the Wan2.2 expert pair's name.
+
+        Only Wan2.2 (A14B) ships high/low-noise expert pairs, but its T2V experts have exactly the keys
+        and shapes of Wan2.1 T2V-14B, so the DiT alone reports wan2.1-t2v-14b: with a low-noise expert
+        the pair is named from the task and size instead (e.g. wan2.2-t2v-a14b).
+        """
         if self.low is None:
             return self.high.config.variant
-        return f"{self.high.config.variant} (high) + {self.low.config.variant} (low)"
+        cfg = self.high.config
+        return f"{variant_name('wan2.2', cfg.task, cfg.size_label)} (high + low noise experts)"
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,11 @@ def test_workflow_runs_in_comfyui(comfyui, name):
     assert dropped.get("workflow") == workflow and _without_is_changed(dropped.get("prompt")) == api, sorted(dropped)
     frames, _fps = read_video(videos[0])
     assert frames.shape[0] == SMALL["length"], f"{videos[0]}: {tuple(frames.shape)}"
+    (loader,) = [nid for nid, n in api.items() if n["class_type"] == "WanCoreModelLoader"]
+    badge = entry["outputs"].get(loader, {}).get("text", [""])[0]  # drawn on the node by js/wan_core.js
+    assert badge.startswith("wan2"), entry["outputs"].get(loader)
+    if name.startswith("wan22_a14b"):  # the expert pair is named, not the Wan2.1-identical T2V expert alone
+        assert badge.startswith("wan2.2-") and badge.endswith("(high + low noise experts)"), badge
     assert samplers
     for nid in samplers:
         (path,) = _saved(comfyui, entry, f"{nid}900", "latents")

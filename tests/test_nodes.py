@@ -172,6 +172,7 @@ class FakeConfig:
     task: str = "i2v"
     variant: str = "wan2.1-i2v"
     extra_channels: int = 20
+    size_label: str | None = None
 
 
 class FakeDiT:
@@ -297,6 +298,22 @@ def test_sampler_moe_experts_and_loras_removed_even_on_error(monkeypatch):
     assert target.boundary == pytest.approx(875.0) and (target.cfg_high, target.cfg_low) == (4.0, 3.0)
     assert calls["apply"] == [(high, "high", True), (low, "low", True)]
     assert calls["remove"] == [(low, "report-low"), (high, "report-high")]
+
+
+@pytest.mark.parametrize("task, size, badge", [("t2v", "14b", "wan2.2-t2v-a14b"), ("i2v", "14b", "wan2.2-i2v-a14b"),
+                                               ("t2v", None, "wan2.2-t2v")])
+def test_loader_badge_names_the_wan22_expert_pair(task, size, badge):
+    """Wan2.2 T2V-A14B experts are key-identical to Wan2.1 T2V-14B (the DiT reports wan2.1-t2v-14b): with a
+    low-noise expert the badge names the Wan2.2 pair; a single DiT keeps its detected variant."""
+    from wan_core.dit.config import released_config
+
+    high = FakeDiT(task=task, variant=f"wan2.1-{task}-14b", size_label=size)
+    assert WanModelHandle(high=high).describe() == f"wan2.1-{task}-14b"
+    pair = WanModelHandle(high=high, low=FakeDiT(task=task, variant=f"wan2.1-{task}-14b", size_label=size))
+    assert pair.describe() == f"{badge} (high + low noise experts)"
+    real = released_config("wan2.1-t2v-14b")  # what the loader detects for a released T2V-A14B expert file
+    assert WanModelHandle(high=FakeDiT(task=real.task, size_label=real.size_label),
+                          low=FakeDiT()).describe().startswith("wan2.2-t2v-a14b ")
 
 
 def test_sampler_init_latent_for_partial_denoise(monkeypatch):
