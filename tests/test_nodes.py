@@ -109,6 +109,29 @@ def test_latent_stats_match_the_vae_normalisation(version):
     assert rel_err(convert.latent_to_comfy(z)["samples"], vae.denormalize(z)) < 1e-6
 
 
+def test_latent_stats_are_wan_cores_single_copy_and_the_published_values():
+    """The node layer keeps no table of its own: it reads wan_core's (the VAE's normalisation), whose Wan2.1
+    values are diffusers' AutoencoderKLWan defaults and whose Wan2.2 spots are WAN_SPEC 4.3's."""
+    import inspect
+
+    from diffusers import AutoencoderKLWan
+
+    from nodes import latent_stats as module
+    from wan_core.errors import InputError
+
+    assert not [n for n, v in vars(module).items() if isinstance(v, tuple) and len(v) in (16, 48)]
+    defaults = inspect.signature(AutoencoderKLWan.__init__).parameters
+    mean, std = latent_stats(16)
+    assert mean.tolist() == pytest.approx(defaults["latents_mean"].default, abs=1e-6)
+    assert std.tolist() == pytest.approx(defaults["latents_std"].default, abs=1e-6)
+    mean, std = latent_stats(48)
+    assert mean.dtype == torch.float32 and mean.shape == std.shape == (48,)
+    assert (mean[0].item(), mean[19].item(), std[39].item(), std[47].item()) == pytest.approx(
+        (-0.2289, 0.5109, 1.6887, 0.7744), abs=1e-6)
+    with pytest.raises(InputError, match="16 .* or 48"):
+        latent_stats(32)
+
+
 def test_latent_from_comfy_rejects_image_latents():
     with pytest.raises(InputError, match="video LATENT"):
         convert.latent_from_comfy({"samples": torch.zeros(1, 4, 8, 8)})
