@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--attention", default="sdpa", help="our backend: sdpa (same kernel as diffusers), auto, ...")
     p.add_argument("--text-tokens", type=int, default=512)
     p.add_argument("--skip-diffusers", action="store_true")
+    p.add_argument("--fp8", action="store_true", help="also time fp8 (e4m3) weights, dequantised per layer")
     p.add_argument("--skip-eager", action="store_true", help="do not also time ours without the fused kernels")
     p.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
     p.add_argument("--block-swap", type=int, default=0, help="also time ours with N blocks swapped from CPU")
@@ -153,6 +154,14 @@ def main() -> int:
         err_f = float((out_ours.double() - out_eager.double()).norm() / out_eager.double().norm())
         print(f"ours, no fused kernels: {ms_eager:9.1f} ms/forward; fused/eager {ms_ours / ms_eager:.3f}, "
               f"rel err fused vs eager {err_f:.2e}")
+    if args.fp8:
+        fp8 = wan_core.load_dit(weights, device=device, dtype=torch.float8_e4m3fn, attention=args.attention)
+        fp8.set_compute_dtype(torch.bfloat16)
+        ms_8, mem_8, out_8 = time_forward(lambda: fp8(x, timestep, context), args.runs, args.warmup)
+        print(f"ours fp8 weights (dequantised per layer): {ms_8:9.1f} ms/forward, x{ms_8 / ms_ours:.3f} of bf16, "
+              f"peak {mem_8:.2f} GiB, rel err vs bf16 {rel(out_8, out_ours):.2e}")
+        del fp8
+        torch.cuda.empty_cache()
     for prefetch in (True, False) if args.block_swap else ():
         ours.set_block_swap(args.block_swap, "cpu", prefetch=prefetch)
         ms_s, mem_s, out_s = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
