@@ -25,3 +25,17 @@ def test_block_swap_with_prefetch_matches_resident_model(prefetch):
     assert dit.blocks[1].self_attn.q.weight.device.type == "cpu"
     dit.set_block_swap(0)
     assert dit.blocks[1].self_attn.q.weight.device.type == "cuda"
+
+
+@needs_cuda
+def test_cuda_model_takes_cpu_inputs_and_matches_cpu_model():
+    sd = tiny_dit_state_dict("wan2.1-i2v")
+    gpu = wan_core.load_dit(sd, device="cuda", dtype=torch.float32)
+    cpu = wan_core.load_dit(sd, device="cpu", dtype=torch.float32)
+    c = gpu.config
+    x, y = torch.randn(1, 16, 2, 4, 4), torch.randn(1, c.extra_channels, 2, 4, 4)
+    ctx, clip = [torch.randn(6, c.text_dim)], torch.randn(1, 17, c.clip_dim)  # any token count for I2V
+    out = gpu(x, torch.tensor([300.0]), ctx, clip_fea=clip, y=y)  # every input on the CPU
+    ref = cpu(x, torch.tensor([300.0]), ctx, clip_fea=clip, y=y)
+    assert out.device.type == "cuda"
+    assert float((out.cpu().double() - ref.double()).norm() / ref.double().norm()) < 1e-3  # TF32 convs on CUDA

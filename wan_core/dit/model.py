@@ -153,7 +153,7 @@ class WanDiT(nn.Module):
             raise InputError(f"x must be a 5-D latent [B, C, T, h, w]; got shape {tuple(x.shape)}.")
         if y is not None:
             y = y.expand(x.shape[0], *y.shape[1:]) if y.shape[0] == 1 else y
-            x = torch.cat([x, y.to(x.dtype)], dim=1)
+            x = torch.cat([x, y.to(device=x.device, dtype=x.dtype)], dim=1)
         c = self.config
         if x.shape[1] != c.in_dim:
             raise ConditioningError(
@@ -163,7 +163,7 @@ class WanDiT(nn.Module):
         pt, ph, pw = c.patch_size
         if x.shape[2] % pt or x.shape[3] % ph or x.shape[4] % pw:
             raise InputError(f"Latent size {tuple(x.shape[2:])} is not divisible by the patch size {c.patch_size}.")
-        tokens = self.patch_embedding(x.to(self.compute_dtype))
+        tokens = self.patch_embedding(x.to(device=self.device, dtype=self.compute_dtype))  # inputs may be elsewhere
         grid = tuple(tokens.shape[2:])
         # [B, D, f, gh, gw] -> [B, S, D]; contiguous, or every later op inherits the transposed strides
         tokens = tokens.flatten(2).transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)
