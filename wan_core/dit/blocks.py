@@ -78,7 +78,9 @@ class Context:
     image: torch.Tensor | None = None
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """The parameters both attentions share: q, k, v, o (D -> D, bias) and RMSNorms on q and k."""
+
     def __init__(self, dim: int, num_heads: int, eps: float, device=None) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -90,6 +92,10 @@ class SelfAttention(nn.Module):
         self.norm_q = WanRMSNorm(dim, eps, device=device)
         self.norm_k = WanRMSNorm(dim, eps, device=device)
 
+
+class SelfAttention(AttentionProjections):
+    """Self-attention over all video tokens with 3-D RoPE on q and k."""
+
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """x [B, S, D] in cdt -> [B, S, D] in cdt; q/k get RMSNorm then RoPE (fp32), then cdt."""
         q = self.norm_q.heads(self.q(x), self.num_heads, rope)
@@ -98,22 +104,14 @@ class SelfAttention(nn.Module):
         return self.o(attention(q, k, v, self.backend).flatten(-2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionProjections):
     """Text cross-attention; with ``image_kv`` also the I2V image branch (k_img/v_img/norm_k_img).
 
     I2V: ``out = Attn(q, k_txt, v_txt) + Attn(q, k_img, v_img)`` summed before ``o`` (spec 2.6).
     """
 
     def __init__(self, dim: int, num_heads: int, eps: float, image_kv: bool, device=None) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.backend = "sdpa"
-        self.q = WanLinear(dim, dim, device=device)
-        self.k = WanLinear(dim, dim, device=device)
-        self.v = WanLinear(dim, dim, device=device)
-        self.o = WanLinear(dim, dim, device=device)
-        self.norm_q = WanRMSNorm(dim, eps, device=device)
-        self.norm_k = WanRMSNorm(dim, eps, device=device)
+        super().__init__(dim, num_heads, eps, device=device)
         if image_kv:
             self.k_img = WanLinear(dim, dim, device=device)
             self.v_img = WanLinear(dim, dim, device=device)
