@@ -1,4 +1,4 @@
-"""CUDA-only DiT paths: block swap with side-stream prefetch (CPU CI skips with the reason)."""
+"""CUDA-only paths: DiT block-swap prefetch, device moves, VAE channels-last layout (CPU CI skips with the reason)."""
 
 import pytest
 import torch
@@ -39,3 +39,23 @@ def test_cuda_model_takes_cpu_inputs_and_matches_cpu_model():
     ref = cpu(x, torch.tensor([300.0]), ctx, clip_fea=clip, y=y)
     assert out.device.type == "cuda"
     assert float((out.cpu().double() - ref.double()).norm() / ref.double().norm()) < 1e-3  # TF32 convs on CUDA
+
+
+@needs_cuda
+def test_vae_channels_last_layout_keeps_results():
+    from wan_core.vae.tiny import tiny_vae_state_dict
+
+    sd = tiny_vae_state_dict("2.1")
+    gpu = wan_core.load_vae(sd, device="cuda", dtype=torch.float32)
+    cpu = wan_core.load_vae(sd, device="cpu", dtype=torch.float32)
+    z = torch.randn(1, 16, 3, 4, 6)
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # exact fp32 convolutions, so the layout change is all that differs
+    try:
+        out = gpu.decode(z)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    conv = next(m for m in gpu.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    ref = cpu.decode(z)
+    assert float((out.cpu().double() - ref.double()).norm() / ref.double().norm()) < 1e-5
