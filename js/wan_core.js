@@ -56,7 +56,8 @@ function drawSchedule(node, ctx) {
   const steps = widgetValue(node, "steps", 30);
   const shift = widgetValue(node, "shift", 5);
   const boundary = widgetValue(node, "moe_boundary", 0);
-  const sigmas = sigmaSchedule(steps, shift);
+  const solver = String(findWidget(node, "solver")?.value ?? "");
+  const sigmas = sigmaSchedule(steps, shift, solver, widgetValue(node, "denoise", 1));
   const x0 = 10, w = node.size[0] - 20, h = PLOT_HEIGHT - 24;
   const y0 = node.size[1] - PLOT_HEIGHT + 8;
   ctx.save();

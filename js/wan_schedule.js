@@ -12,23 +12,39 @@ export function snapSize(value, multiple) {
   return Math.max(m, Math.round(Number(value) / m) * m);
 }
 
-/** Shifted flow sigmas: s*x / (1 + (s-1)*x) on linspace(1, 0, steps+1). Returns steps+1 values. */
-export function sigmaSchedule(steps, shift) {
+/** The unshifted grid's first sigma: UniPC starts at float32(1 - 1/1000), as wan_core (and the official scheduler). */
+export const UNIPC_SIGMA_MAX = Math.fround(1 - 1 / 1000);
+
+/**
+ * Shifted flow sigmas of one run, as wan_core.sampling.build_schedule: s*x / (1 + (s-1)*x) on
+ * linspace(start, 0, total+1)[:total] (start 0.999 for "unipc", else 1), then a final 0; with denoise < 1
+ * the last steps+1 values of a longer (total = int(steps/denoise)) schedule. Returns steps+1 values.
+ */
+export function sigmaSchedule(steps, shift, solver = "", denoise = 1) {
   const n = Math.max(1, steps | 0);
   const s = Number(shift) > 0 ? Number(shift) : 1.0;
-  const out = [];
-  for (let i = 0; i <= n; i++) {
-    const x = 1 - i / n;
-    out.push((s * x) / (1 + (s - 1) * x));
+  const d = Number(denoise);
+  const total = d > 0 && d < 1 ? Math.max(n, Math.trunc(n / d)) : n;
+  const start = solver === "unipc" ? UNIPC_SIGMA_MAX : 1.0;
+  const delta = (0 - start) / total; // numpy.linspace: i * step + start
+  const full = [];
+  for (let i = 0; i < total; i++) {
+    const x = i * delta + start;
+    full.push((s * x) / (1 + (s - 1) * x));
   }
-  return out;
+  full.push(0);
+  return full.slice(full.length - (n + 1));
 }
 
-/** Index of the first step run by the low-noise expert (t = 1000*sigma < boundary*1000), or -1. */
+/**
+ * Index of the first step run by the low-noise expert, or -1: wan_core's step_plan feeds the DiT
+ * timesteps t = trunc(1000*sigma) and keeps the high-noise expert while t >= 1000*boundary.
+ */
 export function expertSwitchStep(sigmas, boundary) {
   if (!(boundary > 0)) return -1;
+  const limit = Number(boundary) * 1000;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    if (sigmas[i] < boundary) return i;
+    if (Math.trunc(sigmas[i] * 1000) < limit) return i;
   }
   return -1;
 }
