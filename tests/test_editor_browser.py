@@ -1,0 +1,208 @@
+"""The real ComfyUI editor (the frontend ComfyUI serves) in headless Chromium, with our pack and tiny models.
+
+Optional: runs when ``COMFYUI_PATH`` / ``COMFYUI_PYTHON`` are set (as for tests/test_comfyui_real.py), a
+Chromium is found (``$CHROMIUM`` or chromium / chromium-browser / google-chrome on PATH) and Node.js can
+``require("playwright-core")`` (``npm install --prefix DIR playwright-core`` outside the repo, then
+``NODE_PATH=DIR/node_modules``). tests/editor_check.cjs drives the page and only collects facts; this file
+judges them:
+
+* every workflows/*.json goes through the app's ``loadGraphData``: every node type is registered, no node
+  has errors, the node count is kept;
+* no console error / warning or page error comes from our js/ files (nor a "WanCore:" message);
+* a user edit of a frame count 82 becomes 81 (4n+1), width 833 -> 832, height 470 -> 464 (480 on the
+  TI2V-5B latent, multiple of 32), through our wrapped widget callback;
+* the sampler draws the shifted sigma curve below its widgets, and on A14B graphs an expert-switch mark
+  whose step equals wan_core's own schedule (``steps_at_or_above``), also for other widget settings;
+* an ``executed`` message with ``ui.text`` sets and draws the loader badge; the tiny T2V workflow, shrunk
+  through its widgets and queued from the page, runs and the loader shows the badge the server reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from conftest import ROOT
+from test_comfyui_real import LINK_NAME, comfyui  # noqa: F401  (the running ComfyUI fixture)
+from workflow_tools import WORKFLOWS, load_json
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+
+SCRIPT = ROOT / "tests" / "editor_check.cjs"
+NODE_TIMEOUT_S = 240
+OUR_JS = f"/extensions/{LINK_NAME}/"
+SNAP_PROBES = {"length": 82, "width": 833, "height": 470}
+SCHEDULE_PROBES = [{"steps": 20, "shift": 3.0, "moe_boundary": 0.5, "solver": "unipc"},
+                   {"steps": 20, "shift": 3.0, "moe_boundary": 0.5, "solver": "dpm++"},
+                   {"steps": 30, "shift": 8.0, "moe_boundary": 0.9, "solver": "euler"},
+                   {"steps": 50, "shift": 5.0, "moe_boundary": 0.875, "solver": "unipc"},
+                   {"steps": 20, "shift": 5.0, "moe_boundary": 0.9, "solver": "unipc", "denoise": 0.6},
+                   {"steps": 12, "shift": 1.0, "moe_boundary": 0.3, "solver": "euler", "denoise": 0.35}]
+RUN = {"name": "wan21_t2v_1.3b", "widgets": {"width": 32, "height": 32, "length": 5, "steps": 2}}
+INSTALL_HELP = ("install Debian's chromium (apt-get install chromium) and playwright-core outside the repo "
+                "(npm install --prefix /some/dir playwright-core; export NODE_PATH=/some/dir/node_modules)")
+
+
+def _skip(reason: str) -> None:
+    print(f"SKIP editor browser test: {reason}")
+    pytest.skip(reason)
+
+
+def _tools() -> tuple[str, str]:
+    """(node, chromium) or skip, saying what is missing and how to get it."""
+    for var in ("COMFYUI_PATH", "COMFYUI_PYTHON"):
+        if not os.environ.get(var):
+            _skip(f"{var} is not set (see tests/test_comfyui_real.py); {INSTALL_HELP}")
+    node = shutil.which("node")
+    if node is None:
+        _skip(f"node (Node.js) is not installed; {INSTALL_HELP}")
+    chromium = os.environ.get("CHROMIUM") or next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if not chromium:
+        _skip(f"no Chromium found (set CHROMIUM or put chromium on PATH); {INSTALL_HELP}")
+    found = subprocess.run([node, "-e", "require.resolve('playwright-core')"], capture_output=True, timeout=60)
+    if found.returncode != 0:
+        _skip(f"node cannot require playwright-core (NODE_PATH={os.environ.get('NODE_PATH')}); {INSTALL_HELP}")
+    return node, chromium
+
+
+@pytest.fixture(scope="module")
+def editor(comfyui, tmp_path_factory):  # noqa: F811
+    node, chromium = _tools()
+    work = tmp_path_factory.mktemp("editor_browser")
+    workflows = {p.stem: load_json(p) for p in sorted(WORKFLOWS.glob("*.json"))}
+    plan = {"base": comfyui["base"], "chromium": chromium, "profile": str(work / "profile"),
+            "workflows": workflows, "screenshot": str(work / "editor.png"),
+            "probes": {"snap": SNAP_PROBES, "badge": "probe-badge", "schedules": SCHEDULE_PROBES},
+            "run": {**RUN, "graph": workflows[RUN["name"]], "timeoutMs": 150_000}}
+    (work / "plan.json").write_text(json.dumps(plan))
+    proc = subprocess.run([node, str(SCRIPT), str(work / "plan.json"), str(work / "result.json")],
+                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    print(f"editor screenshot after the run: {plan['screenshot']}")
+    return json.loads((work / "result.json").read_text())
+
+
+def _ours(message: dict) -> bool:
+    return OUR_JS in message.get("url", "") or OUR_JS in message.get("text", "") or "WanCore" in message.get("text", "")
+
+
+def test_no_errors_from_our_extension(editor):
+    ours = [m for m in editor["console"] if _ours(m)] + [e for e in editor["pageErrors"] if _ours(e)]
+    assert not ours, json.dumps(ours, indent=1)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+def test_workflow_loads_without_missing_nodes(editor, name):
+    report, graph = editor["workflows"][name], load_json(WORKFLOWS / f"{name}.json")
+    assert report["missing"] == [], f"the editor would report missing nodes: {report['missing']}"
+    assert report["nodeCount"] == len(graph["nodes"])
+    assert [n["type"] for n in report["nodes"]] == [n["type"] for n in graph["nodes"]]
+    bad = [(n["id"], n["type"]) for n in report["nodes"] if n["hasErrors"] or not n["type"]]
+    assert not bad, bad
+
+
+def _expected_snap(node_type: str, widget: str, value: int) -> int:
+    if widget == "length":
+        return 4 * round((value - 1) / 4) + 1
+    multiple = 32 if node_type == "WanCoreTI2VLatent" else 16
+    return max(multiple, round(value / multiple) * multiple)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+def test_frames_and_sizes_snap(editor, name):
+    probed = [n for n in editor["workflows"][name]["nodes"] if n["snaps"]]
+    assert probed, "no node of ours with a length / width / height widget"
+    for node in probed:
+        for widget, result in node["snaps"].items():
+            want = _expected_snap(node["type"], widget, result["set"])
+            assert result["got"] == want, (node["type"], widget, result, want)
+            assert result["wrapped"] and result["restored"], (node["type"], widget, result)
+    sizes = {n["type"]: n["snaps"] for n in probed if "height" in n["snaps"]}
+    if "WanCoreTI2VLatent" in sizes:
+        assert sizes["WanCoreTI2VLatent"]["height"]["got"] == 480
+
+
+def _schedule(settings: dict):
+    """wan_core's own schedule for the sampler widgets: (sigmas [steps+1] float64, low-noise start step or -1)."""
+    from wan_core.sampling import SamplerSettings
+    from wan_core.sampling.schedules import build_schedule, steps_at_or_above
+
+    schedule = build_schedule(SamplerSettings(steps=int(settings["steps"]), shift=float(settings["shift"]),
+                                              solver=settings["solver"], denoise=float(settings.get("denoise", 1.0))))
+    boundary = float(settings["moe_boundary"])
+    switch = steps_at_or_above(schedule, boundary * 1000) if boundary > 0 else -1
+    if switch >= int(settings["steps"]):
+        switch = -1  # never reaches the low-noise expert
+    return schedule.sigmas.double().tolist(), switch
+
+
+def _label_step(texts: list[str]) -> int:
+    (label,) = [t for t in texts if t.startswith("sigma (shift")]
+    return int(label.rsplit(" ", 1)[1]) if "low-noise expert from step" in label else -1
+
+
+def _check_plot(draw: dict, settings: dict) -> None:
+    """The drawn curve is wan_core's sigma schedule (read back from the plot box) and the switch mark its step."""
+    sigmas, want = _schedule(settings)
+    (box,) = [f["rect"] for f in draw["fills"] if f["style"] == "#1b1b1b"]
+    x0, y0, w, h = box
+    (curve,) = [s["points"] for s in draw["strokes"] if s["style"] == "#66ccff"]
+    drawn = [1 - (y - y0) / h for _x, y in curve]
+    assert len(drawn) == len(sigmas) and max(abs(a - b) for a, b in zip(drawn, sigmas)) < 1e-5, (drawn, sigmas)
+    assert curve[0][0] == x0 and abs(curve[-1][0] - (x0 + w)) < 1e-9
+    assert y0 >= draw["widgetsBottom"], "the plot overlaps the widgets"
+    assert _label_step([t["text"] for t in draw["texts"]]) == want, (draw["texts"], want, settings)
+    marks = [s["points"] for s in draw["strokes"] if s["style"] == "#ff9900"]
+    assert len(marks) == (1 if want >= 0 else 0), marks
+    if want >= 0:
+        assert all(abs(px - curve[want][0]) < 1e-9 for px, _y in marks[0]), (marks, curve[want])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+def test_sampler_draws_schedule_and_expert_switch(editor, name):
+    samplers = [n for n in editor["workflows"][name]["nodes"] if n["type"] == "WanCoreSampler"]
+    assert samplers
+    for node in samplers:
+        _check_plot(node["draw"], node["widgets"])
+        assert len(node["probed"]) == len(SCHEDULE_PROBES)
+        for probe in node["probed"]:  # other widget settings, as a user would set them
+            _check_plot(probe["draw"], {**node["widgets"], **probe["settings"]})
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+def test_loader_badge_from_executed_message(editor, name):
+    (loader,) = [n for n in editor["workflows"][name]["nodes"] if n["type"] == "WanCoreModelLoader"]
+    badge = loader["badge"]
+    assert badge["stored"] == badge["sent"] and badge["sent"] in badge["drawn"], badge
+
+
+def test_queued_tiny_workflow_shows_the_detected_variant(editor):
+    run = editor["run"]
+    assert run["done"] == "execution_success", run
+    reported = run["history"][run["loaderId"]]["text"][0]
+    assert reported.startswith("wan2") and run["badge"] == reported and reported in run["drawn"], run
+
+
+def test_js_schedule_matches_wan_core_without_browser(tmp_path):
+    """Needs only Node.js (runs in CI when node is there): js/wan_schedule.js's curve and expert switch equal
+    wan_core's build_schedule / step_plan rule over a grid of widget settings, edge cases included."""
+    node = shutil.which("node")
+    if node is None:
+        _skip("node (Node.js) is not installed: cannot run js/wan_schedule.js")
+    grid = [{"steps": st, "shift": sh, "moe_boundary": b, "solver": so, "denoise": d}
+            for st in (4, 20, 40) for sh in (1.0, 3.0, 12.0) for b in (0.0, 0.5, 0.875, 0.9)
+            for so in ("unipc", "dpm++", "euler") for d in (1.0, 0.6)]
+    (tmp_path / "wan_schedule.mjs").write_text((ROOT / "js" / "wan_schedule.js").read_text())
+    calls = ", ".join(f"(() => {{ const s = m.sigmaSchedule({g['steps']}, {g['shift']}, '{g['solver']}', {g['denoise']});"
+                      f" return [s, m.expertSwitchStep(s, {g['moe_boundary']})]; }})()" for g in grid)
+    (tmp_path / "run.mjs").write_text(f"import * as m from './wan_schedule.mjs'; console.log(JSON.stringify([{calls}]));")
+    proc = subprocess.run([node, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for g, (sigmas, switch) in zip(grid, json.loads(proc.stdout), strict=True):
+        want_sigmas, want_switch = _schedule(g)
+        assert max(abs(a - b) for a, b in zip(sigmas, want_sigmas, strict=True)) < 1e-6, g
+        assert switch == want_switch, (g, switch, want_switch)
