@@ -28,18 +28,43 @@ function installSnapping(node, comfyClass) {
   }
 }
 
+const BADGE_HEIGHT = 16;
+const BADGE_GAP = 4;
+
+/** Width of the editor's own badges (node source / id), right-aligned in one row above the title. */
+function editorBadgesWidth(node, ctx) {
+  let width = 0;
+  for (const badge of Array.isArray(node.badges) ? node.badges : []) {
+    try {
+      const b = typeof badge === "function" ? badge() : badge;
+      if (b?.getWidth) width += b.getWidth(ctx) + 2;
+    } catch {
+      // a badge we cannot measure: keep the row above for ours
+      return Infinity;
+    }
+  }
+  return width;
+}
+
+/** Our badge sits left of the editor's badges in their row, or in the row above when it does not fit. */
 function drawBadge(node, ctx) {
   if (!node.wanBadge) return;
+  const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
   ctx.save();
+  const used = editorBadgesWidth(node, ctx);
   ctx.font = "11px sans-serif";
   const text = String(node.wanBadge);
   const width = ctx.measureText(text).width + 12;
-  const x = Math.max(4, node.size[0] - width - 6);
-  const y = -(globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30) - 18;
+  let x = node.size[0] - used - width - BADGE_GAP;
+  let y = -title - 2 - BADGE_HEIGHT;
+  if (used > 0 && x < 0) {
+    x = Math.max(0, node.size[0] - width);
+    y -= 20 + BADGE_GAP; // the editor's badges are 20 px high
+  }
   ctx.fillStyle = "#2a6f4e";
   ctx.beginPath();
-  if (ctx.roundRect) ctx.roundRect(x, y, width, 16, 6);
-  else ctx.rect(x, y, width, 16);
+  if (ctx.roundRect) ctx.roundRect(x, y, width, BADGE_HEIGHT, 6);
+  else ctx.rect(x, y, width, BADGE_HEIGHT);
   ctx.fill();
   ctx.fillStyle = "#fff";
   ctx.fillText(text, x + 6, y + 12);
@@ -52,14 +77,13 @@ function widgetValue(node, name, fallback) {
   return Number.isFinite(v) ? v : fallback;
 }
 
-function drawSchedule(node, ctx) {
+/** The sigma plot in the box (x0, y0, w, h): the curve, the expert switch mark and a label below. */
+function drawSchedule(node, ctx, x0, y0, w, h) {
   const steps = widgetValue(node, "steps", 30);
   const shift = widgetValue(node, "shift", 5);
   const boundary = widgetValue(node, "moe_boundary", 0);
   const solver = String(findWidget(node, "solver")?.value ?? "");
   const sigmas = sigmaSchedule(steps, shift, solver, widgetValue(node, "denoise", 1));
-  const x0 = 10, w = node.size[0] - 20, h = PLOT_HEIGHT - 24;
-  const y0 = node.size[1] - PLOT_HEIGHT + 8;
   ctx.save();
   ctx.fillStyle = "#1b1b1b";
   ctx.fillRect(x0, y0, w, h);
@@ -87,6 +111,28 @@ function drawSchedule(node, ctx) {
   ctx.restore();
 }
 
+/**
+ * The plot as a canvas widget, so the editor lays it out below the sampler's widgets and puts live
+ * previews after it (drawn in the node's free area, a preview covered the plot). Not serialised:
+ * it is the last widget, so widgets_values and the API prompt are unchanged.
+ */
+function addScheduleWidget(node) {
+  const widget = {
+    name: "wan_sigma_plot",
+    type: "wan_sigma_plot",
+    value: null,
+    serialize: false,
+    options: { serialize: false },
+    computeSize: (width) => [width, PLOT_HEIGHT],
+    draw(ctx, drawnNode, width, y) {
+      drawSchedule(drawnNode, ctx, 10, y + 4, width - 20, PLOT_HEIGHT - 24);
+    },
+  };
+  const added = node.addCustomWidget(widget);
+  node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
+  return added;
+}
+
 app.registerExtension({
   name: "WanCore.editor",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -99,7 +145,7 @@ app.registerExtension({
       const r = onNodeCreated?.apply(this, arguments);
       try {
         installSnapping(this, comfyClass);
-        if (isSampler) this.setSize([this.size[0], this.size[1] + PLOT_HEIGHT]);
+        if (isSampler) addScheduleWidget(this);
       } catch (e) {
         console.warn("WanCore: node setup failed", e);
       }
@@ -123,7 +169,6 @@ app.registerExtension({
       if (this.flags?.collapsed) return r;
       try {
         drawBadge(this, ctx);
-        if (isSampler) drawSchedule(this, ctx);
       } catch (e) {
         console.warn("WanCore: drawing failed", e);
       }
