@@ -35,26 +35,32 @@ function pageHelpers() {
     return widget.value;
   };
   const recordDraw = (node) => {
-    // draw the node's foreground into a scratch canvas; record texts and count stroke colours
+    // the editor draws the whole node (title, badges, widgets, previews, our hooks) into a scratch
+    // canvas, node origin at (40, 100); record texts with their boxes, strokes, fills and images
     const canvas = document.createElement("canvas");
-    canvas.width = Math.ceil(node.size[0]) + 40;
-    canvas.height = Math.ceil(node.size[1]) + 80;
+    canvas.width = Math.ceil(node.size[0]) + 80;
+    canvas.height = Math.ceil(node.size[1]) + 160;
     const ctx = canvas.getContext("2d");
-    ctx.translate(20, 60);
-    const texts = [], strokes = [], fills = [];
+    ctx.translate(40, 100);
+    const texts = [], strokes = [], fills = [], images = [];
     let path = [];
     const spy = (name, fn) => { const orig = ctx[name].bind(ctx); ctx[name] = (...a) => { fn(a); return orig(...a); }; };
-    spy("fillText", ([t, x, y]) => texts.push({ text: String(t), x, y }));
+    spy("fillText", ([t, x, y]) => texts.push({ text: String(t), x, y, w: ctx.measureText(String(t)).width,
+      h: parseFloat(ctx.font) || 10 }));
     spy("beginPath", () => { path = []; });
     spy("moveTo", ([x, y]) => path.push([x, y]));
     spy("lineTo", ([x, y]) => path.push([x, y]));
     spy("stroke", () => strokes.push({ style: String(ctx.strokeStyle), points: path.slice() }));
     spy("fillRect", ([x, y, w, h]) => fills.push({ style: String(ctx.fillStyle), rect: [x, y, w, h] }));
-    node.onDrawForeground?.(ctx, app.canvas, app.canvas.canvas);
-    // lowest widget edge in node coordinates (widget.y is set by the last canvas draw / arrange)
-    const bottoms = (node.widgets || []).filter((w) => !w.hidden && w.y != null)
+    spy("drawImage", (a) => images.push(a.length >= 5 ? a.slice(a.length - 4) : [a[1], a[2], a[0].width, a[0].height]));
+    app.canvas.drawNode(node, ctx);
+    const plot = (node.widgets || []).find((w) => w.name === "wan_sigma_plot");
+    // lowest edge of the node's other widgets, in node coordinates (y is set by the node's arrange)
+    const bottoms = (node.widgets || []).filter((w) => w !== plot && !w.hidden && w.y != null && !w.name?.startsWith("$$"))
       .map((w) => w.y + (w.computedHeight || LG.NODE_WIDGET_HEIGHT));
-    return { texts, strokes, fills, size: [...node.size], widgetsBottom: bottoms.length ? Math.max(...bottoms) : null };
+    return { texts, strokes, fills, images, size: [...node.size], plotY: plot?.y ?? null,
+      widgetsBottom: bottoms.length ? Math.max(...bottoms) : null, previewWidgets: (node.widgets || [])
+        .filter((w) => w.name?.startsWith("$$")).map((w) => ({ name: w.name, y: w.y, h: w.computedHeight })) };
   };
   return { app, LG, find, setByUser, recordDraw };
 }
@@ -66,6 +72,9 @@ async function checkWorkflow(page, name, graph, probes) {
       { showMissingNodesDialog: false, showMissingModelsDialog: false });
     app.canvas.draw(true, true);
     const report = { nodes: [], missing: [], nodeCount: app.graph.nodes.length };
+    // what the editor would save and queue, before any probe touches a widget
+    report.widgetsValues = Object.fromEntries(app.graph.serialize().nodes.map((n) => [n.id, n.widgets_values ?? null]));
+    report.prompt = (await app.graphToPrompt()).output;
     report.missing = [...new Set(graph.nodes.map((n) => n.type).filter((t) => !LG.registered_node_types[t]))];
     const native = LG.createNode("EmptyHunyuanLatentVideo");
     const nativeIntCallback = find(native, "length")?.callback;
@@ -97,7 +106,7 @@ async function checkWorkflow(page, name, graph, probes) {
           const text = `${probes.badge} ${node.id}`;
           app.api.dispatchCustomEvent("executed", { node: String(node.id), display_node: String(node.id),
             output: { text: [text] }, prompt_id: "editor-check" });
-          r.badge = { sent: text, stored: node.wanBadge ?? null, drawn: recordDraw(node).texts.map((t) => t.text) };
+          r.badge = { sent: text, stored: node.wanBadge ?? null, draw: recordDraw(node) };
         }
       }
       report.nodes.push(r);
@@ -119,6 +128,7 @@ async function realRun(page, run) {
       }
     }
     const loader = app.graph.nodes.find((n) => n.type === "WanCoreModelLoader");
+    const sampler = app.graph.nodes.find((n) => n.type === "WanCoreSampler");
     const outcome = { done: null };
     const onEnd = (kind) => ({ detail }) => { outcome.done = outcome.done || { kind, detail }; };
     app.api.addEventListener("execution_success", onEnd("execution_success"));
@@ -134,7 +144,8 @@ async function realRun(page, run) {
     const history = promptId ? await (await app.api.fetchApi(`/history/${promptId}`)).json() : {};
     return { done: outcome.done?.kind ?? "timeout", error: outcome.done?.detail?.exception_message ?? null,
       loaderId: loader ? String(loader.id) : null, history: history[promptId]?.outputs ?? null,
-      badge: loader?.wanBadge ?? null, drawn: loader ? recordDraw(loader).texts.map((t) => t.text) : [] };
+      badge: loader?.wanBadge ?? null, loaderDraw: loader ? recordDraw(loader) : null,
+      samplerDraw: sampler ? recordDraw(sampler) : null, samplerImgs: sampler?.imgs?.length ?? 0 };
   }, { run, helpers: pageHelpers.toString() });
 }
 

@@ -27,7 +27,7 @@ import subprocess
 import pytest
 from conftest import ROOT
 from test_comfyui_real import LINK_NAME, comfyui  # noqa: F401  (the running ComfyUI fixture)
-from workflow_tools import WORKFLOWS, load_json
+from workflow_tools import API_DIR, WORKFLOWS, load_json
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -70,8 +70,9 @@ def _tools() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def editor(comfyui, tmp_path_factory):  # noqa: F811
-    node, chromium = _tools()
+def editor(request, tmp_path_factory):
+    node, chromium = _tools()  # before starting ComfyUI: skip fast when the browser side is missing
+    comfyui = request.getfixturevalue("comfyui")  # noqa: F811
     work = tmp_path_factory.mktemp("editor_browser")
     workflows = {p.stem: load_json(p) for p in sorted(WORKFLOWS.glob("*.json"))}
     plan = {"base": comfyui["base"], "chromium": chromium, "profile": str(work / "profile"),
@@ -82,7 +83,9 @@ def editor(comfyui, tmp_path_factory):  # noqa: F811
     proc = subprocess.run([node, str(SCRIPT), str(work / "plan.json"), str(work / "result.json")],
                           capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    print(f"editor screenshot after the run: {plan['screenshot']}")
+    shot = os.environ.get("EDITOR_SCREENSHOT")  # keep the screenshot taken after the queued run
+    if shot:
+        shutil.copy(plan["screenshot"], shot)
     return json.loads((work / "result.json").read_text())
 
 
@@ -103,6 +106,11 @@ def test_workflow_loads_without_missing_nodes(editor, name):
     assert [n["type"] for n in report["nodes"]] == [n["type"] for n in graph["nodes"]]
     bad = [(n["id"], n["type"]) for n in report["nodes"] if n["hasErrors"] or not n["type"]]
     assert not bad, bad
+    saved = {int(k): v or [] for k, v in report["widgetsValues"].items()}
+    assert saved == {n["id"]: n.get("widgets_values") or [] for n in graph["nodes"]}, "the editor would save other values"
+    queued = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in report["prompt"].items()}
+    twin = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in load_json(API_DIR / f"{name}.json").items()}
+    assert queued == twin, "the editor's graphToPrompt differs from workflows/api"
 
 
 def _expected_snap(node_type: str, widget: str, value: int) -> int:
@@ -155,6 +163,7 @@ def _check_plot(draw: dict, settings: dict) -> None:
     assert len(drawn) == len(sigmas) and max(abs(a - b) for a, b in zip(drawn, sigmas)) < 1e-5, (drawn, sigmas)
     assert curve[0][0] == x0 and abs(curve[-1][0] - (x0 + w)) < 1e-9
     assert y0 >= draw["widgetsBottom"], "the plot overlaps the widgets"
+    assert y0 + h <= draw["size"][1], "the plot leaves the node"
     assert _label_step([t["text"] for t in draw["texts"]]) == want, (draw["texts"], want, settings)
     marks = [s["points"] for s in draw["strokes"] if s["style"] == "#ff9900"]
     assert len(marks) == (1 if want >= 0 else 0), marks
@@ -177,14 +186,41 @@ def test_sampler_draws_schedule_and_expert_switch(editor, name):
 def test_loader_badge_from_executed_message(editor, name):
     (loader,) = [n for n in editor["workflows"][name]["nodes"] if n["type"] == "WanCoreModelLoader"]
     badge = loader["badge"]
-    assert badge["stored"] == badge["sent"] and badge["sent"] in badge["drawn"], badge
+    assert badge["stored"] == badge["sent"], badge
+    _check_badge(badge["draw"], badge["sent"])
+
+
+def _text_box(t: dict) -> tuple[float, float, float, float]:
+    return t["x"], t["y"] - t["h"], t["x"] + t["w"], t["y"]  # fillText's y is the baseline
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _check_badge(draw: dict, text: str) -> None:
+    """Drawn once, above the title, over no other text (the editor's own node-source badge included)."""
+    ours = [t for t in draw["texts"] if t["text"] == text]
+    assert len(ours) == 1, [t["text"] for t in draw["texts"]]
+    box = _text_box(ours[0])
+    assert box[3] < 0, "the badge should sit above the title bar"
+    clashes = [t["text"] for t in draw["texts"] if t is not ours[0] and t["text"].strip() and _overlap(box, _text_box(t))]
+    assert not clashes, f"badge {text!r} drawn over {clashes}"
 
 
 def test_queued_tiny_workflow_shows_the_detected_variant(editor):
     run = editor["run"]
     assert run["done"] == "execution_success", run
     reported = run["history"][run["loaderId"]]["text"][0]
-    assert reported.startswith("wan2") and run["badge"] == reported and reported in run["drawn"], run
+    assert reported.startswith("wan2") and run["badge"] == reported, run
+    _check_badge(run["loaderDraw"], reported)
+    sampler = run["samplerDraw"]  # after a run the sampler carries its live preview: not over the plot
+    (box,) = [f["rect"] for f in sampler["fills"] if f["style"] == "#1b1b1b"]
+    plot = (box[0], box[1], box[0] + box[2], box[1] + box[3] + 14)  # + the label line
+    assert run["samplerImgs"] and sampler["images"], "no live preview on the sampler after the run"
+    print(f"badge {reported!r}; sampler plot box {plot}; preview images drawn at {sampler['images']}")
+    covered = [im for im in sampler["images"] if _overlap(plot, (im[0], im[1], im[0] + im[2], im[1] + im[3]))]
+    assert not covered, f"preview image {covered} drawn over the schedule plot {plot}"
 
 
 def test_js_schedule_matches_wan_core_without_browser(tmp_path):
