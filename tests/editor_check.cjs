@@ -168,6 +168,18 @@ async function main() {
     for (const [name, graph] of Object.entries(plan.workflows)) {
       result.workflows[name] = await checkWorkflow(page, name, graph, plan.probes);
     }
+    result.fresh = await page.evaluate(async ({ helpers }) => {
+      // a sampler dropped from the node library: default size, default widgets
+      const { app, LG, recordDraw } = eval(`(${helpers})`)();
+      const node = LG.createNode("WanCoreSampler");
+      app.graph.add(node);
+      app.canvas.draw(true, true);
+      const draw = recordDraw(node);
+      const widgets = Object.fromEntries(["steps", "shift", "moe_boundary", "solver", "denoise"]
+        .map((n) => [n, node.widgets.find((w) => w.name === n)?.value]));
+      app.graph.remove(node);
+      return { draw, widgets };
+    }, { helpers: pageHelpers.toString() });
     if (plan.run) {
       result.run = await realRun(page, plan.run);
       await page.keyboard.press("Escape");  // the first-start template dialog

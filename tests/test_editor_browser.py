@@ -41,6 +41,7 @@ SCHEDULE_PROBES = [{"steps": 20, "shift": 3.0, "moe_boundary": 0.5, "solver": "u
                    {"steps": 50, "shift": 5.0, "moe_boundary": 0.875, "solver": "unipc"},
                    {"steps": 20, "shift": 5.0, "moe_boundary": 0.9, "solver": "unipc", "denoise": 0.6},
                    {"steps": 12, "shift": 1.0, "moe_boundary": 0.3, "solver": "euler", "denoise": 0.35}]
+LONG_BADGE = "wan2.2-t2v-a14b (high + low noise experts), probe"  # does not fit beside the editor's badge
 RUN = {"name": "wan21_t2v_1.3b", "widgets": {"width": 32, "height": 32, "length": 5, "steps": 2}}
 INSTALL_HELP = ("install Debian's chromium (apt-get install chromium) and playwright-core outside the repo "
                 "(npm install --prefix /some/dir playwright-core; export NODE_PATH=/some/dir/node_modules)")
@@ -77,7 +78,7 @@ def editor(request, tmp_path_factory):
     workflows = {p.stem: load_json(p) for p in sorted(WORKFLOWS.glob("*.json"))}
     plan = {"base": comfyui["base"], "chromium": chromium, "profile": str(work / "profile"),
             "workflows": workflows, "screenshot": str(work / "editor.png"),
-            "probes": {"snap": SNAP_PROBES, "badge": "probe-badge", "schedules": SCHEDULE_PROBES},
+            "probes": {"snap": SNAP_PROBES, "badge": LONG_BADGE, "schedules": SCHEDULE_PROBES},
             "run": {**RUN, "graph": workflows[RUN["name"]], "timeoutMs": 150_000}}
     (work / "plan.json").write_text(json.dumps(plan))
     proc = subprocess.run([node, str(SCRIPT), str(work / "plan.json"), str(work / "result.json")],
@@ -180,6 +181,10 @@ def test_sampler_draws_schedule_and_expert_switch(editor, name):
         assert len(node["probed"]) == len(SCHEDULE_PROBES)
         for probe in node["probed"]:  # other widget settings, as a user would set them
             _check_plot(probe["draw"], {**node["widgets"], **probe["settings"]})
+
+
+def test_new_sampler_node_has_room_for_the_plot(editor):
+    _check_plot(editor["fresh"]["draw"], editor["fresh"]["widgets"])
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
