@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 def sinusoid(t: torch.Tensor, freq_dim: int) -> torch.Tensor:
     """``[cos(t w_k), sin(t w_k)]``, w_k = 10000^(-k/half), computed in float64 -> [N, freq_dim] fp32."""
     half = freq_dim // 2
-    omega = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
-    angles = torch.outer(t.to(torch.float64).reshape(-1), omega)
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
+    work = torch.device("cpu") if t.device.type == "mps" else t.device  # MPS has no float64; these are tiny
+    omega = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=work) / half)
+    angles = torch.outer(t.to(work, torch.float64).reshape(-1), omega)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float().to(t.device)
 
 
 def time_embedding_mlp(freq_dim: int, dim: int, device=None) -> nn.Sequential:
