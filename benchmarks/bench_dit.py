@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import rel, time_cuda  # noqa: E402
 
 from wan_core.dit.config import DiTConfig, released_config  # noqa: E402
 from wan_core.dit.convert import official_to_diffusers  # noqa: E402
@@ -104,23 +106,6 @@ def build_diffusers(config: DiTConfig, weights: dict[str, torch.Tensor], device:
     return model.eval().requires_grad_(False)
 
 
-def time_forward(fn, runs: int, warmup: int) -> tuple[float, float, torch.Tensor]:
-    """(median ms, peak GiB, output) of ``fn()`` over ``runs`` timed calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        out = fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30, out
-
-
 def main() -> int:
     args = parse_args()
     if not torch.cuda.is_available():
@@ -145,11 +130,11 @@ def main() -> int:
     context = torch.zeros(1, 512, config.text_dim, device=device, dtype=torch.bfloat16)
     context[:, : args.text_tokens] = torch.randn(1, args.text_tokens, config.text_dim, generator=gen, device=device)
     timestep = torch.tensor([700.0], device=device)
-    ms_ours, mem_ours, out_ours = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
+    ms_ours, mem_ours, out_ours = time_cuda(lambda: ours(x, timestep, context), args.runs, args.warmup)
     print(f"ours:      {ms_ours:9.1f} ms/forward (median of {args.runs}), peak {mem_ours:.2f} GiB")
     if not args.skip_eager:
         os.environ["WAN_CORE_NO_TRITON"] = "1"  # the same model without the fused Triton kernels
-        ms_eager, _, out_eager = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
+        ms_eager, _, out_eager = time_cuda(lambda: ours(x, timestep, context), args.runs, args.warmup)
         del os.environ["WAN_CORE_NO_TRITON"]
         err_f = float((out_ours.double() - out_eager.double()).norm() / out_eager.double().norm())
         print(f"ours, no fused kernels: {ms_eager:9.1f} ms/forward; fused/eager {ms_ours / ms_eager:.3f}, "
@@ -157,20 +142,20 @@ def main() -> int:
     if args.fp8:
         fp8 = wan_core.load_dit(weights, device=device, dtype=torch.float8_e4m3fn, attention=args.attention)
         fp8.set_compute_dtype(torch.bfloat16)
-        ms_8, mem_8, out_8 = time_forward(lambda: fp8(x, timestep, context), args.runs, args.warmup)
+        ms_8, mem_8, out_8 = time_cuda(lambda: fp8(x, timestep, context), args.runs, args.warmup)
         print(f"ours fp8 weights (dequantised per layer): {ms_8:9.1f} ms/forward, x{ms_8 / ms_ours:.3f} of bf16, "
               f"peak {mem_8:.2f} GiB, rel err vs bf16 {rel(out_8, out_ours):.2e}")
         del fp8
         torch.cuda.empty_cache()
     for prefetch in (True, False) if args.block_swap else ():
         ours.set_block_swap(args.block_swap, "cpu", prefetch=prefetch)
-        ms_s, mem_s, out_s = time_forward(lambda: ours(x, timestep, context), args.runs, args.warmup)
+        ms_s, mem_s, out_s = time_cuda(lambda: ours(x, timestep, context), args.runs, args.warmup)
         ours.set_block_swap(0)
         print(f"ours+swap {args.block_swap} ({'prefetch' if prefetch else 'no prefetch'}): {ms_s:9.1f} ms/forward, "
               f"x{ms_s / ms_ours:.3f} of no swap, rel err vs no swap {rel(out_s, out_ours):.2e}")
     if args.compile:
         ours.compile_blocks()
-        ms_c, mem_c, out_c = time_forward(lambda: ours(x, timestep, context), args.runs, max(args.warmup, 2))
+        ms_c, mem_c, out_c = time_cuda(lambda: ours(x, timestep, context), args.runs, max(args.warmup, 2))
         err_c = float((out_c.double() - out_ours.double()).norm() / out_ours.double().norm())
         print(f"ours+compile: {ms_c:9.1f} ms/forward, peak {mem_c:.2f} GiB, rel err vs eager {err_c:.2e}")
     if args.skip_diffusers:
@@ -182,7 +167,7 @@ def main() -> int:
         with torch.no_grad():
             return ref(xb, timestep, context, return_dict=False)[0]
 
-    ms_ref, mem_ref, out_ref = time_forward(run_ref, args.runs, args.warmup)
+    ms_ref, mem_ref, out_ref = time_cuda(run_ref, args.runs, args.warmup)
     print(f"diffusers: {ms_ref:9.1f} ms/forward (median of {args.runs}), peak {mem_ref:.2f} GiB")
     err = float((out_ours.double() - out_ref.double()).norm() / out_ref.double().norm())
     print(f"rel err ours vs diffusers (bf16): {err:.3e}")
@@ -201,10 +186,6 @@ def main() -> int:
         return 1
     print("PARITY OK")
     return 0
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def check_against_fp32(config, weights, device, x, timestep, context, out_ours, out_ref) -> int:

@@ -11,39 +11,21 @@ time per encode/decode, peak memory, ratios ours/diffusers and the relative erro
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import rel, time_cuda  # noqa: E402
 
 CONFIGS = {
     "2.1": dict(base_dim=96, z_dim=16),
     "2.2": dict(base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
                 patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4),
 }
-
-
-def timed(fn, runs: int) -> tuple[float, float, torch.Tensor]:
-    """(median s, peak GiB, output) over ``runs`` calls after one warm-up."""
-    out = fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30, out
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def main() -> int:
@@ -71,16 +53,16 @@ def main() -> int:
     print(f"VAE {args.version} {args.dtype}: video {args.frames}x{height}x{width}; torch {torch.__version__}; "
           f"{torch.cuda.get_device_name(dev)}")
     with torch.no_grad():
-        t_ours, m_ours, z_ours = timed(lambda: ours.encode(video), args.runs)
-        t_ref, m_ref, mu_ref = timed(lambda: ref.encode(video.to(dtype)).latent_dist.mean, args.runs)
+        t_ours, m_ours, z_ours = time_cuda(lambda: ours.encode(video), args.runs)
+        t_ref, m_ref, mu_ref = time_cuda(lambda: ref.encode(video.to(dtype)).latent_dist.mean, args.runs)
         err = rel(z_ours, (mu_ref.float() - mean) / std)
-        print(f"encode: ours {t_ours:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref:.2f} s (peak {m_ref:.1f} GiB), "
+        print(f"encode: ours {t_ours / 1000:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref / 1000:.2f} s (peak {m_ref:.1f} GiB), "
               f"ratio {t_ours / t_ref:.3f}, rel err {err:.2e}")
         z = torch.randn_like(z_ours)
-        t_ours, m_ours, x_ours = timed(lambda: ours.decode(z), args.runs)
-        t_ref, m_ref, x_ref = timed(lambda: ref.decode((z * std + mean).to(dtype)).sample, args.runs)
+        t_ours, m_ours, x_ours = time_cuda(lambda: ours.decode(z), args.runs)
+        t_ref, m_ref, x_ref = time_cuda(lambda: ref.decode((z * std + mean).to(dtype)).sample, args.runs)
         err = rel(x_ours, x_ref.float().clamp(-1, 1))
-        print(f"decode: ours {t_ours:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref:.2f} s (peak {m_ref:.1f} GiB), "
+        print(f"decode: ours {t_ours / 1000:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref / 1000:.2f} s (peak {m_ref:.1f} GiB), "
               f"ratio {t_ours / t_ref:.3f}, rel err {err:.2e}")
     return 0
 
