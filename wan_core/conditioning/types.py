@@ -47,16 +47,28 @@ class FrameLock:
         mask = self.mask.to(device=x.device, dtype=x.dtype)
         return (1 - mask) * self.latent.to(device=x.device, dtype=x.dtype) + mask * x
 
+    def token_mask(
+        self, grid: tuple[int, int, int] | None = None, patch_size: tuple[int, int, int] = (1, 2, 2)
+    ) -> torch.Tensor:
+        """Mask value per DiT token ``[T/pt * h/ph * w/pw]`` fp32: 0 on locked frames, 1 elsewhere.
+
+        As the official TI2V code: the mask over the latent grid ``(T, h, w)`` (default: the
+        lock latent's), sampled at the first element of every patch, flattened in (t, h, w) order.
+        """
+        frames, h, w = grid if grid is not None else tuple(self.latent.shape[2:])
+        mask = self.mask.to(torch.float32)
+        while mask.ndim < 5:
+            mask = mask[None]
+        full = torch.broadcast_to(mask, (*mask.shape[:2], frames, h, w))[0, 0]
+        return full[:: patch_size[0], :: patch_size[1], :: patch_size[2]].reshape(-1).contiguous()
+
     def token_timesteps(self, t: torch.Tensor, patch_size: tuple[int, int, int] = (1, 2, 2)) -> torch.Tensor:
         """Per-token timesteps ``[B, T/pt * h/ph * w/pw]`` = t times the mask at each patch (spec 8.3).
 
         ``t``: ``[B]`` (or a scalar); tokens of locked frames get 0, all others t.
         """
-        _, _, frames, h, w = self.latent.shape
         t = torch.as_tensor(t).reshape(-1)
-        grid = self.mask[0, 0].to(device=t.device, dtype=torch.float32).expand(frames, h, w)
-        per_token = grid[:: patch_size[0], :: patch_size[1], :: patch_size[2]].reshape(1, -1)
-        return t.float()[:, None] * per_token
+        return t.float()[:, None] * self.token_mask(patch_size=patch_size).to(t.device)[None]
 
 
 @dataclass(frozen=True)

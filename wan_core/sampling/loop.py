@@ -18,7 +18,6 @@ from ..errors import ConditioningError, InputError
 from ..progress import NO_HOOKS, RunHooks
 from .experts import OFFICIAL_BOUNDARIES, DiTLike, Experts, Residency, model_device
 from .guidance import Guidance, StepInputs, TextEmbeddings, as_context_list, conditioning_extras
-from .locks import apply_lock, lock_token_mask
 from .noise import seeded_noise
 from .preview import PREVIEW_CHANNELS, latent_preview
 from .schedules import Schedule, build_schedule
@@ -86,6 +85,11 @@ def _patch_size(model) -> tuple[int, int, int]:
     return tuple(getattr(getattr(model, "config", None), "patch_size", (1, 2, 2)))  # type: ignore[return-value]
 
 
+def _locked(cond: Conditioning, x: torch.Tensor) -> torch.Tensor:
+    """Re-impose the TI2V frame lock (locked frames become exactly the lock latent), if any."""
+    return x if cond.frame_lock is None else cond.frame_lock.apply(x)
+
+
 def step_timesteps(schedule: Schedule, k: int, batch: int, token_mask: torch.Tensor | None,
                    device: torch.device) -> torch.Tensor:
     """t for step k: [B] (int64 official / fp32 float), or per-token [B, S] fp32 = mask·t under a frame lock."""
@@ -141,9 +145,9 @@ class _Run:
         neg = None if negative is None else [c.to(self.device) for c in as_context_list(negative, batch, "negative")]
         token_mask = None
         if cond.frame_lock is not None:
-            token_mask = lock_token_mask(cond.frame_lock, cond.latent_shape, _patch_size(self.plan[0][0]))
+            token_mask = cond.frame_lock.token_mask(tuple(cond.latent_shape[1:]), _patch_size(self.plan[0][0]))
         guidance = Guidance(settings.batch_cfg)
-        self.x = apply_lock(cond.frame_lock, initial_latent(cond, settings, self.schedule, self.device))
+        self.x = _locked(cond, initial_latent(cond, settings, self.schedule, self.device))
         current = None
         for k, (dit, cfg) in enumerate(self.plan):
             self.hooks.check()
@@ -156,7 +160,7 @@ class _Run:
             extras = conditioning_extras(cond, k / n, batch, self.device)
             v = guidance.velocity(dit, self.x, StepInputs(t, pos, neg, extras), cfg)
             preview = self._preview(v) if self.hooks.want_preview else None
-            self.x = apply_lock(cond.frame_lock, self.solver.step(self.x, v))
+            self.x = _locked(cond, self.solver.step(self.x, v))
             del v, extras
             self.hooks.step(k + 1, n, preview)
         return self._finish()
