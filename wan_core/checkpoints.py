@@ -22,6 +22,7 @@ from typing import Union
 
 import torch
 
+from .devices import FP8_DTYPES
 from .errors import CheckpointError, preview_keys
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
@@ -395,10 +395,6 @@ def scaled_fp8_dtype(src: TensorSource) -> torch.dtype | None:
             dtype = src.dtype(key)
             return dtype if dtype in FP8_DTYPES else torch.float8_e4m3fn
     return None
-
-
-def is_fp8(dtype: torch.dtype) -> bool:
-    return dtype in FP8_DTYPES
 
 
 # ---------------------------------------------------------------------------------------

@@ -62,8 +62,12 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device | str | 
     return torch.float32
 
 
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
 def is_fp8(dtype: torch.dtype) -> bool:
-    return dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+    """True for the fp8 storage dtypes (e4m3fn, e5m2)."""
+    return dtype in FP8_DTYPES
 
 
 def empty_cache(device: torch.device | str | None = None) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Callable, Container, Iterable, Mapping
 import torch
 from torch import nn
 
-from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, TensorSource, is_fp8
+from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, TensorSource
+from .devices import is_fp8
 from .ops import WanLinear
 
 FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import is_fp8
+from ..devices import is_fp8
 from ..errors import LoraError
 from ..fp8 import quantize_tensor
 from ..ops import WanLinear

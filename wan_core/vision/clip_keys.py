@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..checkpoints import TensorInfo, TensorSource, guess_kind, is_fp8
+from ..checkpoints import TensorInfo, TensorSource, guess_kind
+from ..devices import is_fp8
 from ..errors import UnsupportedModelError
 from ..fp8 import read_dequantized
 

@@ -6,8 +6,8 @@ import logging
 
 import torch
 
-from ..checkpoints import CheckpointInput, TensorSource, is_fp8, materialize, open_checkpoint
-from ..devices import resolve_device, resolve_dtype
+from ..checkpoints import CheckpointInput, TensorSource, materialize, open_checkpoint
+from ..devices import is_fp8, resolve_device, resolve_dtype
 from ..fp8 import dequantizing_view, split_scales
 from .clip import ClipVisionConfig, ClipVisionTower
 from .clip_keys import to_official
