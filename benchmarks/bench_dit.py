@@ -53,10 +53,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-eager", action="store_true", help="do not also time ours without the fused kernels")
     p.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
     p.add_argument("--block-swap", type=int, default=0, help="also time ours with N blocks swapped from CPU")
-    p.add_argument("--max-rel-err", type=float, default=5e-2,
-                   help="ours vs diffusers (both bf16) when no fp32 reference is run")
-    p.add_argument("--fp32-reference", choices=("auto", "yes", "no"), default="auto",
-                   help="also run diffusers in fp32 and compare both bf16 outputs with it (auto: not for 14b)")
+    p.add_argument(
+        "--max-rel-err", type=float, default=5e-2, help="ours vs diffusers (both bf16) when no fp32 reference is run"
+    )
+    p.add_argument(
+        "--fp32-reference",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="also run diffusers in fp32 and compare both bf16 outputs with it (auto: not for 14b)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -90,15 +95,27 @@ def build_diffusers(config: DiTConfig, weights: dict[str, torch.Tensor], device:
     from diffusers import WanTransformer3DModel
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
-    kwargs = dict(patch_size=config.patch_size, num_attention_heads=config.num_heads,
-                  attention_head_dim=config.head_dim, in_channels=config.in_dim, out_channels=config.out_dim,
-                  text_dim=config.text_dim, freq_dim=config.freq_dim, ffn_dim=config.ffn_dim,
-                  num_layers=config.num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=config.eps)
+    kwargs = dict(
+        patch_size=config.patch_size,
+        num_attention_heads=config.num_heads,
+        attention_head_dim=config.head_dim,
+        in_channels=config.in_dim,
+        out_channels=config.out_dim,
+        text_dim=config.text_dim,
+        freq_dim=config.freq_dim,
+        ffn_dim=config.ffn_dim,
+        num_layers=config.num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=config.eps,
+    )
     with torch.device("meta"):
         model = WanTransformer3DModel(**kwargs)
     dsd = official_to_diffusers(weights)
     for name, t in dsd.items():  # diffusers' dtype layout after from_pretrained(torch_dtype=bf16)
-        keep32 = name.startswith("condition_embedder.time_embedder.") or "scale_shift_table" in name or ".norm2." in name
+        keep32 = (
+            name.startswith("condition_embedder.time_embedder.") or "scale_shift_table" in name or ".norm2." in name
+        )
         dsd[name] = t.float() if keep32 or fp32 else t.to(torch.bfloat16)
     model.load_state_dict(dsd, strict=True, assign=True)
     rope = WanRotaryPosEmbed(config.head_dim, config.patch_size, 1024)
@@ -116,9 +133,11 @@ def main() -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     c, t, h, w = latent_shape(config, args.frames, width, height)
     tokens = t * (h // 2) * (w // 2)
-    print(f"preset {config.variant}: dim {config.dim}, {config.num_layers} layers; video {args.frames}x{height}x{width}"
-          f" -> latent [1, {c}, {t}, {h}, {w}] = {tokens} tokens; torch {torch.__version__}; "
-          f"{torch.cuda.get_device_name(device)}")
+    print(
+        f"preset {config.variant}: dim {config.dim}, {config.num_layers} layers; video {args.frames}x{height}x{width}"
+        f" -> latent [1, {c}, {t}, {h}, {w}] = {tokens} tokens; torch {torch.__version__}; "
+        f"{torch.cuda.get_device_name(device)}"
+    )
     t0 = time.time()
     weights = random_weights(config, device, args.seed)
     import wan_core
@@ -137,22 +156,28 @@ def main() -> int:
         ms_eager, _, out_eager = time_cuda(lambda: ours(x, timestep, context), args.runs, args.warmup)
         del os.environ["WAN_CORE_NO_TRITON"]
         err_f = float((out_ours.double() - out_eager.double()).norm() / out_eager.double().norm())
-        print(f"ours, no fused kernels: {ms_eager:9.1f} ms/forward; fused/eager {ms_ours / ms_eager:.3f}, "
-              f"rel err fused vs eager {err_f:.2e}")
+        print(
+            f"ours, no fused kernels: {ms_eager:9.1f} ms/forward; fused/eager {ms_ours / ms_eager:.3f}, "
+            f"rel err fused vs eager {err_f:.2e}"
+        )
     if args.fp8:
         fp8 = wan_core.load_dit(weights, device=device, dtype=torch.float8_e4m3fn, attention=args.attention)
         fp8.set_compute_dtype(torch.bfloat16)
         ms_8, mem_8, out_8 = time_cuda(lambda: fp8(x, timestep, context), args.runs, args.warmup)
-        print(f"ours fp8 weights (dequantised per layer): {ms_8:9.1f} ms/forward, x{ms_8 / ms_ours:.3f} of bf16, "
-              f"peak {mem_8:.2f} GiB, rel err vs bf16 {rel(out_8, out_ours):.2e}")
+        print(
+            f"ours fp8 weights (dequantised per layer): {ms_8:9.1f} ms/forward, x{ms_8 / ms_ours:.3f} of bf16, "
+            f"peak {mem_8:.2f} GiB, rel err vs bf16 {rel(out_8, out_ours):.2e}"
+        )
         del fp8
         torch.cuda.empty_cache()
     for prefetch in (True, False) if args.block_swap else ():
         ours.set_block_swap(args.block_swap, "cpu", prefetch=prefetch)
         ms_s, mem_s, out_s = time_cuda(lambda: ours(x, timestep, context), args.runs, args.warmup)
         ours.set_block_swap(0)
-        print(f"ours+swap {args.block_swap} ({'prefetch' if prefetch else 'no prefetch'}): {ms_s:9.1f} ms/forward, "
-              f"x{ms_s / ms_ours:.3f} of no swap, rel err vs no swap {rel(out_s, out_ours):.2e}")
+        print(
+            f"ours+swap {args.block_swap} ({'prefetch' if prefetch else 'no prefetch'}): {ms_s:9.1f} ms/forward, "
+            f"x{ms_s / ms_ours:.3f} of no swap, rel err vs no swap {rel(out_s, out_ours):.2e}"
+        )
     if args.compile:
         ours.compile_blocks()
         ms_c, mem_c, out_c = time_cuda(lambda: ours(x, timestep, context), args.runs, max(args.warmup, 2))
@@ -171,9 +196,11 @@ def main() -> int:
     print(f"diffusers: {ms_ref:9.1f} ms/forward (median of {args.runs}), peak {mem_ref:.2f} GiB")
     err = float((out_ours.double() - out_ref.double()).norm() / out_ref.double().norm())
     print(f"rel err ours vs diffusers (bf16): {err:.3e}")
-    print(f"RESULT preset={args.preset} tokens={tokens} ours_ms={ms_ours:.1f} diffusers_ms={ms_ref:.1f} "
-          f"ratio_ours_over_diffusers={ms_ours / ms_ref:.3f} peak_gib_ours={mem_ours:.2f} "
-          f"peak_gib_diffusers={mem_ref:.2f} rel_err={err:.2e}")
+    print(
+        f"RESULT preset={args.preset} tokens={tokens} ours_ms={ms_ours:.1f} diffusers_ms={ms_ref:.1f} "
+        f"ratio_ours_over_diffusers={ms_ours / ms_ref:.3f} peak_gib_ours={mem_ours:.2f} "
+        f"peak_gib_diffusers={mem_ref:.2f} rel_err={err:.2e}"
+    )
     if not math.isfinite(err):
         print("PARITY FAIL: non-finite output")
         return 1

@@ -23,8 +23,17 @@ from timing import rel, time_cuda  # noqa: E402
 
 CONFIGS = {
     "2.1": dict(base_dim=96, z_dim=16),
-    "2.2": dict(base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
-                patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4),
+    "2.2": dict(
+        base_dim=160,
+        decoder_base_dim=256,
+        z_dim=48,
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+    ),
 }
 
 
@@ -50,20 +59,26 @@ def main() -> int:
     ours = wan_core.load_vae(ref.state_dict(), device=dev, dtype=dtype)
     video = torch.rand(1, 3, args.frames, height, width, device=dev) * 2 - 1
     mean, std = ours.latent_mean.to(dev).view(1, -1, 1, 1, 1), ours.latent_std.to(dev).view(1, -1, 1, 1, 1)
-    print(f"VAE {args.version} {args.dtype}: video {args.frames}x{height}x{width}; torch {torch.__version__}; "
-          f"{torch.cuda.get_device_name(dev)}")
+    print(
+        f"VAE {args.version} {args.dtype}: video {args.frames}x{height}x{width}; torch {torch.__version__}; "
+        f"{torch.cuda.get_device_name(dev)}"
+    )
     with torch.no_grad():
         t_ours, m_ours, z_ours = time_cuda(lambda: ours.encode(video), args.runs)
         t_ref, m_ref, mu_ref = time_cuda(lambda: ref.encode(video.to(dtype)).latent_dist.mean, args.runs)
         err = rel(z_ours, (mu_ref.float() - mean) / std)
-        print(f"encode: ours {t_ours / 1000:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref / 1000:.2f} s (peak {m_ref:.1f} GiB), "
-              f"ratio {t_ours / t_ref:.3f}, rel err {err:.2e}")
+        print(
+            f"encode: ours {t_ours / 1000:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref / 1000:.2f} s (peak {m_ref:.1f} GiB), "
+            f"ratio {t_ours / t_ref:.3f}, rel err {err:.2e}"
+        )
         z = torch.randn_like(z_ours)
         t_ours, m_ours, x_ours = time_cuda(lambda: ours.decode(z), args.runs)
         t_ref, m_ref, x_ref = time_cuda(lambda: ref.decode((z * std + mean).to(dtype)).sample, args.runs)
         err = rel(x_ours, x_ref.float().clamp(-1, 1))
-        print(f"decode: ours {t_ours / 1000:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref / 1000:.2f} s (peak {m_ref:.1f} GiB), "
-              f"ratio {t_ours / t_ref:.3f}, rel err {err:.2e}")
+        print(
+            f"decode: ours {t_ours / 1000:.2f} s (peak {m_ours:.1f} GiB), diffusers {t_ref / 1000:.2f} s (peak {m_ref:.1f} GiB), "
+            f"ratio {t_ours / t_ref:.3f}, rel err {err:.2e}"
+        )
     return 0
 
 

@@ -89,8 +89,10 @@ def model_path(folder: str, name: str) -> str:
                 break
         searched = ", ".join(str(d) for d in dirs) or "(none: set WAN_CORE_MODELS_DIR)"
     if not path:
-        raise InputError(f"Model file {name!r} not found in the {folder!r} folder(s): {searched}. "
-                         f"Download it into models/{folder}/ and refresh the node.")
+        raise InputError(
+            f"Model file {name!r} not found in the {folder!r} folder(s): {searched}. "
+            f"Download it into models/{folder}/ and refresh the node."
+        )
     return path
 
 
@@ -127,7 +129,8 @@ def save_path(prefix: str, width: int, height: int) -> tuple[Path, str, int, str
     """(folder, file stem, counter, subfolder) for a new output file, as ComfyUI's savers do."""
     if IN_COMFYUI:
         folder, stem, counter, subfolder, _ = _folder_paths.get_save_image_path(
-            prefix, _folder_paths.get_output_directory(), width, height)
+            prefix, _folder_paths.get_output_directory(), width, height
+        )
         return Path(folder), stem, counter, subfolder
     sub, _, stem = prefix.replace("\\", "/").rpartition("/")
     folder = output_dir() / sub

@@ -32,14 +32,26 @@ def model_combo(folder: str, tooltip: str, optional: bool = False) -> tuple:
 
 
 def frames_widget(default: int = 81) -> tuple:
-    return widget("INT", "Number of video frames; must be 4n+1 (1, 5, 9, ..., 81). The editor snaps it.",
-                  default=default, min=1, max=1025, step=4)
+    return widget(
+        "INT",
+        "Number of video frames; must be 4n+1 (1, 5, 9, ..., 81). The editor snaps it.",
+        default=default,
+        min=1,
+        max=1025,
+        step=4,
+    )
 
 
 def size_widget(name: str, default: int, multiple: int = 16) -> tuple:
-    return widget("INT", f"Video {name} in pixels; a multiple of {multiple} "
-                  "(32 for TI2V-5B). The editor snaps it to the model's multiple.",
-                  default=default, min=multiple, max=4096, step=multiple)
+    return widget(
+        "INT",
+        f"Video {name} in pixels; a multiple of {multiple} "
+        "(32 for TI2V-5B). The editor snaps it to the model's multiple.",
+        default=default,
+        min=multiple,
+        max=4096,
+        step=multiple,
+    )
 
 
 def with_ui_text(text: str, *result: Any) -> dict:

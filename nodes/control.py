@@ -35,11 +35,17 @@ class WanCannyEdges(_ControlNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "frames": _frames(),
-            "low_threshold": widget("INT", "Canny lower hysteresis threshold (0..255).", default=100, min=0, max=255),
-            "high_threshold": widget("INT", "Canny upper hysteresis threshold (0..255).", default=200, min=0, max=255),
-        }}
+        return {
+            "required": {
+                "frames": _frames(),
+                "low_threshold": widget(
+                    "INT", "Canny lower hysteresis threshold (0..255).", default=100, min=0, max=255
+                ),
+                "high_threshold": widget(
+                    "INT", "Canny upper hysteresis threshold (0..255).", default=200, min=0, max=255
+                ),
+            }
+        }
 
     def run(self, frames, low_threshold, high_threshold):
         return control.canny(frames, low_threshold, high_threshold)
@@ -50,8 +56,7 @@ class WanSoftEdges(_ControlNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"frames": _frames(),
-                             "method": combo(["sobel", "laplacian"], "Gradient operator.")}}
+        return {"required": {"frames": _frames(), "method": combo(["sobel", "laplacian"], "Gradient operator.")}}
 
     def run(self, frames, method):
         return control.soft_edge(frames, method=method)
@@ -84,33 +89,45 @@ class WanFitFrames(_ControlNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"frames": _frames(), "width": size_widget("width", 832),
-                             "height": size_widget("height", 480),
-                             "mode": combo(["crop", "letterbox", "stretch"], "How to match the aspect ratio.")}}
+        return {
+            "required": {
+                "frames": _frames(),
+                "width": size_widget("width", 832),
+                "height": size_widget("height", 480),
+                "mode": combo(["crop", "letterbox", "stretch"], "How to match the aspect ratio."),
+            }
+        }
 
     def run(self, frames, width, height, mode):
         return control.fit_frames(frames, width, height, mode=mode)
 
 
 class WanResampleFrames(_ControlNode):
-    DESCRIPTION = ("Resamples a control video in time: to a target fps and/or a frame count, rounded to 4n+1 "
-                   "so it matches the generation's length.")
+    DESCRIPTION = (
+        "Resamples a control video in time: to a target fps and/or a frame count, rounded to 4n+1 "
+        "so it matches the generation's length."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "frames": _frames(),
-            "source_fps": widget("FLOAT", "Frame rate of the input video.", default=16.0, min=1.0, max=240.0),
-            "target_fps": widget("FLOAT", "Frame rate wanted; 0 keeps the source rate.", default=16.0, min=0.0,
-                                 max=240.0),
-            "length": frames_widget(81),
-            "use_length": widget("BOOLEAN", "On: resample to exactly `length` frames; off: by fps only.",
-                                 default=True),
-        }}
+        return {
+            "required": {
+                "frames": _frames(),
+                "source_fps": widget("FLOAT", "Frame rate of the input video.", default=16.0, min=1.0, max=240.0),
+                "target_fps": widget(
+                    "FLOAT", "Frame rate wanted; 0 keeps the source rate.", default=16.0, min=0.0, max=240.0
+                ),
+                "length": frames_widget(81),
+                "use_length": widget(
+                    "BOOLEAN", "On: resample to exactly `length` frames; off: by fps only.", default=True
+                ),
+            }
+        }
 
     def run(self, frames, source_fps, target_fps, length, use_length):
-        return control.resample_video(frames, source_fps, dst_fps=target_fps or None,
-                                      frames=length if use_length else None)
+        return control.resample_video(
+            frames, source_fps, dst_fps=target_fps or None, frames=length if use_length else None
+        )
 
 
 NODE_CLASSES = {

@@ -50,8 +50,10 @@ def latent_from_comfy(latent: dict) -> torch.Tensor:
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if samples is None or samples.ndim != 5:
         shape = None if samples is None else tuple(samples.shape)
-        raise InputError(f"Expected a video LATENT with samples [B, C, T, h, w]; got {shape}. "
-                         "Use a Wan (video) latent, not an image latent.")
+        raise InputError(
+            f"Expected a video LATENT with samples [B, C, T, h, w]; got {shape}. "
+            "Use a Wan (video) latent, not an image latent."
+        )
     mean, std = _stats(samples.shape[1])
     samples = samples.float()
     return (samples - _broadcast(mean, samples)) / _broadcast(std, samples)

@@ -19,7 +19,9 @@ _BY_CHANNELS = {z_dim: stats for (_version, z_dim), stats in LATENT_STATS.items(
 def latent_stats(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) float32 [channels] of the Wan VAE with that many latent channels."""
     if channels not in _BY_CHANNELS:
-        raise InputError(f"A Wan latent has 16 (Wan2.1 VAE) or 48 (Wan2.2 VAE) channels; got {channels}. "
-                         "Connect a latent made by a Wan VAE or Wan latent node.")
+        raise InputError(
+            f"A Wan latent has 16 (Wan2.1 VAE) or 48 (Wan2.2 VAE) channels; got {channels}. "
+            "Connect a latent made by a Wan VAE or Wan latent node."
+        )
     mean, std = _BY_CHANNELS[channels]
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)

@@ -44,8 +44,10 @@ class _ConditioningNode:
 
 
 class WanEmptyVideoLatent:
-    DESCRIPTION = ("Text-to-video: an empty latent of the right shape for the connected VAE (16 channels /8 for "
-                   "Wan2.1, 48 channels /16 for Wan2.2). Also outputs a ComfyUI LATENT (zeros) for native nodes.")
+    DESCRIPTION = (
+        "Text-to-video: an empty latent of the right shape for the connected VAE (16 channels /8 for "
+        "Wan2.1, 48 channels /16 for Wan2.2). Also outputs a ComfyUI LATENT (zeros) for native nodes."
+    )
     CATEGORY = _CAT
     FUNCTION = "build"
     RETURN_TYPES = (WAN_CONDITIONING, "LATENT")
@@ -62,15 +64,19 @@ class WanEmptyVideoLatent:
 
 
 class WanImageToVideo(_ConditioningNode):
-    DESCRIPTION = ("Image-to-video (Wan2.1 I2V with CLIP features, Wan2.2 I2V-A14B without): the start image "
-                   "becomes the first frame; mask and condition latent as in the official code.")
+    DESCRIPTION = (
+        "Image-to-video (Wan2.1 I2V with CLIP features, Wan2.2 I2V-A14B without): the start image "
+        "becomes the first frame; mask and condition latent as in the official code."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {**_size_inputs(), "start_image": socket("IMAGE", "The first frame (first image of a batch)."),
-                         "resize": combo(RESIZE, "official = bicubic resize to the size; crop = keep aspect, "
-                                         "center-crop.")},
+            "required": {
+                **_size_inputs(),
+                "start_image": socket("IMAGE", "The first frame (first image of a batch)."),
+                "resize": combo(RESIZE, "official = bicubic resize to the size; crop = keep aspect, center-crop."),
+            },
             "optional": {"clip_embeds": _clip_input()},
         }
 
@@ -84,26 +90,37 @@ class WanFirstLastFrameToVideo(_ConditioningNode):
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {**_size_inputs(1280, 720), "start_image": socket("IMAGE", "The first frame."),
-                         "end_image": socket("IMAGE", "The last frame."),
-                         "resize": combo(RESIZE, "official = bicubic resize; crop = keep aspect, center-crop.")},
-            "optional": {"clip_embeds": socket(WAN_CLIP_EMBEDS, "CLIP-H features of both images (Wan CLIP "
-                                               "Vision Encode with end_image connected).")},
+            "required": {
+                **_size_inputs(1280, 720),
+                "start_image": socket("IMAGE", "The first frame."),
+                "end_image": socket("IMAGE", "The last frame."),
+                "resize": combo(RESIZE, "official = bicubic resize; crop = keep aspect, center-crop."),
+            },
+            "optional": {
+                "clip_embeds": socket(
+                    WAN_CLIP_EMBEDS, "CLIP-H features of both images (Wan CLIP Vision Encode with end_image connected)."
+                )
+            },
         }
 
     def make(self, vae, width, height, length, start_image, end_image, resize, clip_embeds=None):
-        return wc.flf2v_conditioning(vae, start_image[:1], end_image[:1], length, width, height,
-                                     clip_fea=clip_embeds, resize=resize)
+        return wc.flf2v_conditioning(
+            vae, start_image[:1], end_image[:1], length, width, height, clip_fea=clip_embeds, resize=resize
+        )
 
 
 class WanTI2VLatent(_ConditioningNode):
-    DESCRIPTION = ("Wan2.2 TI2V-5B: text-to-video, or image-to-video when a start image is connected (the first "
-                   "latent frame is locked to the encoded image). Needs the Wan2.2 VAE; sizes multiple of 32.")
+    DESCRIPTION = (
+        "Wan2.2 TI2V-5B: text-to-video, or image-to-video when a start image is connected (the first "
+        "latent frame is locked to the encoded image). Needs the Wan2.2 VAE; sizes multiple of 32."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {**_size_inputs(1280, 704, 121, multiple=32)},
-                "optional": {"start_image": socket("IMAGE", "Optional first frame (image-to-video).")}}
+        return {
+            "required": {**_size_inputs(1280, 704, 121, multiple=32)},
+            "optional": {"start_image": socket("IMAGE", "Optional first frame (image-to-video).")},
+        }
 
     def make(self, vae, width, height, length, start_image=None):
         image = None if start_image is None else start_image[:1]
@@ -111,9 +128,11 @@ class WanTI2VLatent(_ConditioningNode):
 
 
 class WanVaceToVideo(_ConditioningNode):
-    DESCRIPTION = ("VACE control: a control video (e.g. canny/depth/pose frames), an optional mask (1 = "
-                   "generate) and reference images, with a strength active over a range of the steps. Chain "
-                   "several by connecting a previous VACE conditioning.")
+    DESCRIPTION = (
+        "VACE control: a control video (e.g. canny/depth/pose frames), an optional mask (1 = "
+        "generate) and reference images, with a strength active over a range of the steps. Chain "
+        "several by connecting a previous VACE conditioning."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -121,10 +140,22 @@ class WanVaceToVideo(_ConditioningNode):
             "required": {
                 **_size_inputs(),
                 "strength": widget("FLOAT", "Scale of the VACE hints.", default=1.0, min=0.0, max=10.0, step=0.01),
-                "start_percent": widget("FLOAT", "Hints are active from this fraction of the steps.",
-                                        default=0.0, min=0.0, max=1.0, step=0.01),
-                "end_percent": widget("FLOAT", "Hints are active until this fraction of the steps.",
-                                      default=1.0, min=0.0, max=1.0, step=0.01),
+                "start_percent": widget(
+                    "FLOAT",
+                    "Hints are active from this fraction of the steps.",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                ),
+                "end_percent": widget(
+                    "FLOAT",
+                    "Hints are active until this fraction of the steps.",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                ),
             },
             "optional": {
                 "control_video": socket("IMAGE", "Control frames (length frames; fit/resample them first)."),
@@ -134,11 +165,32 @@ class WanVaceToVideo(_ConditioningNode):
             },
         }
 
-    def make(self, vae, width, height, length, strength, start_percent, end_percent, control_video=None,
-             control_masks=None, reference_image=None, previous=None):
-        cond = wc.vace_conditioning(vae, length, width, height, control_video=control_video,
-                                    control_mask=control_masks, reference_images=reference_image,
-                                    strength=strength, start=start_percent, end=end_percent)
+    def make(
+        self,
+        vae,
+        width,
+        height,
+        length,
+        strength,
+        start_percent,
+        end_percent,
+        control_video=None,
+        control_masks=None,
+        reference_image=None,
+        previous=None,
+    ):
+        cond = wc.vace_conditioning(
+            vae,
+            length,
+            width,
+            height,
+            control_video=control_video,
+            control_mask=control_masks,
+            reference_images=reference_image,
+            strength=strength,
+            start=start_percent,
+            end=end_percent,
+        )
         return cond if previous is None else wc.combine_vace(previous, cond)
 
 
@@ -149,16 +201,30 @@ class WanFunControlToVideo(_ConditioningNode):
     def INPUT_TYPES(cls):
         return {
             "required": {**_size_inputs(), "control_video": socket("IMAGE", "Control frames (length frames).")},
-            "optional": {"start_image": socket("IMAGE", "Optional first frame."), "clip_embeds": _clip_input(),
-                         "model": socket(WAN_MODEL, "Optional: the Fun-Control model, to lay out its extra channels "
-                                         "(Wan2.2 Fun-Control adds a mask); without it the Wan2.1 layout is used.")},
+            "optional": {
+                "start_image": socket("IMAGE", "Optional first frame."),
+                "clip_embeds": _clip_input(),
+                "model": socket(
+                    WAN_MODEL,
+                    "Optional: the Fun-Control model, to lay out its extra channels "
+                    "(Wan2.2 Fun-Control adds a mask); without it the Wan2.1 layout is used.",
+                ),
+            },
         }
 
     def make(self, vae, width, height, length, control_video, start_image=None, clip_embeds=None, model=None):
         image = None if start_image is None else start_image[:1]
         extra = 2 * vae.config.z_dim if model is None else model.config.extra_channels
-        return wc.fun_control_conditioning(vae, control_video, length, width, height, start_image=image,
-                                           clip_fea=clip_embeds, model_extra_channels=extra)
+        return wc.fun_control_conditioning(
+            vae,
+            control_video,
+            length,
+            width,
+            height,
+            start_image=image,
+            clip_fea=clip_embeds,
+            model_extra_channels=extra,
+        )
 
 
 class WanFunInpaintToVideo(_ConditioningNode):
@@ -168,15 +234,19 @@ class WanFunInpaintToVideo(_ConditioningNode):
     def INPUT_TYPES(cls):
         return {
             "required": {**_size_inputs()},
-            "optional": {"start_image": socket("IMAGE", "Optional first frame."),
-                         "end_image": socket("IMAGE", "Optional last frame."), "clip_embeds": _clip_input()},
+            "optional": {
+                "start_image": socket("IMAGE", "Optional first frame."),
+                "end_image": socket("IMAGE", "Optional last frame."),
+                "clip_embeds": _clip_input(),
+            },
         }
 
     def make(self, vae, width, height, length, start_image=None, end_image=None, clip_embeds=None):
         first = None if start_image is None else start_image[:1]
         last = None if end_image is None else end_image[:1]
-        return wc.fun_inp_conditioning(vae, start_image=first, end_image=last, frames=length, width=width,
-                                       height=height, clip_fea=clip_embeds)
+        return wc.fun_inp_conditioning(
+            vae, start_image=first, end_image=last, frames=length, width=width, height=height, clip_fea=clip_embeds
+        )
 
 
 NODE_CLASSES = {

@@ -24,24 +24,33 @@ def _dtype(name: str) -> str | None:
 
 
 def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int, device=None):
-    return wan_core.load_dit(bridge.model_path("diffusion_models", name), device=device or bridge.compute_device(),
-                             dtype=_dtype(weight_dtype), attention=attention, block_swap=block_swap,
-                             offload_device=bridge.offload_device())
+    return wan_core.load_dit(
+        bridge.model_path("diffusion_models", name),
+        device=device or bridge.compute_device(),
+        dtype=_dtype(weight_dtype),
+        attention=attention,
+        block_swap=block_swap,
+        offload_device=bridge.offload_device(),
+    )
 
 
 def _check_experts(high, low) -> None:
     """Both A14B experts must be the same kind of model (same task and channels)."""
     a, b = high.config, low.config
     if (a.task, a.in_dim, a.out_dim, a.dim) != (b.task, b.in_dim, b.out_dim, b.dim):
-        raise InputError(f"The two experts do not match: model is {a.variant} (dim {a.dim}, in {a.in_dim}) but "
-                         f"low_noise_model is {b.variant} (dim {b.dim}, in {b.in_dim}). Pick the high- and "
-                         "low-noise files of the same Wan2.2 A14B model, or set low_noise_model_name to 'none'.")
+        raise InputError(
+            f"The two experts do not match: model is {a.variant} (dim {a.dim}, in {a.in_dim}) but "
+            f"low_noise_model is {b.variant} (dim {b.dim}, in {b.in_dim}). Pick the high- and "
+            "low-noise files of the same Wan2.2 A14B model, or set low_noise_model_name to 'none'."
+        )
 
 
 class WanModelLoader:
-    DESCRIPTION = ("Loads a Wan DiT from models/diffusion_models (any layout: official, ComfyUI, diffusers, "
-                   "fp8-scaled). For Wan2.2 A14B pick the high-noise expert as model and the low-noise expert "
-                   "as low_noise_model: one sampler then switches between them.")
+    DESCRIPTION = (
+        "Loads a Wan DiT from models/diffusion_models (any layout: official, ComfyUI, diffusers, "
+        "fp8-scaled). For Wan2.2 A14B pick the high-noise expert as model and the low-noise expert "
+        "as low_noise_model: one sampler then switches between them."
+    )
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = (WAN_MODEL,)
@@ -50,17 +59,28 @@ class WanModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model_name": model_combo("diffusion_models", "DiT file; the variant is detected from its weights."),
-            "low_noise_model_name": model_combo(
-                "diffusion_models", "Wan2.2 A14B only: the low-noise expert file; 'none' otherwise.", optional=True),
-            "weight_dtype": combo(WEIGHT_DTYPES, "auto keeps the stored weights (bf16/fp16/fp8) and computes in "
-                                  "bf16 on GPUs, fp32 on CPU; fp8 stores weights in fp8 (half the memory, "
-                                  "dequantised per layer)."),
-            "attention": combo(ATTENTION, "Attention kernel; auto picks the fastest installed one."),
-            "block_swap": widget("INT", "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM).",
-                                 default=0, min=0, max=40),
-        }}
+        return {
+            "required": {
+                "model_name": model_combo("diffusion_models", "DiT file; the variant is detected from its weights."),
+                "low_noise_model_name": model_combo(
+                    "diffusion_models", "Wan2.2 A14B only: the low-noise expert file; 'none' otherwise.", optional=True
+                ),
+                "weight_dtype": combo(
+                    WEIGHT_DTYPES,
+                    "auto keeps the stored weights (bf16/fp16/fp8) and computes in "
+                    "bf16 on GPUs, fp32 on CPU; fp8 stores weights in fp8 (half the memory, "
+                    "dequantised per layer).",
+                ),
+                "attention": combo(ATTENTION, "Attention kernel; auto picks the fastest installed one."),
+                "block_swap": widget(
+                    "INT",
+                    "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM).",
+                    default=0,
+                    min=0,
+                    max=40,
+                ),
+            }
+        }
 
     def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
         bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
@@ -83,21 +103,26 @@ class WanVAELoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "vae_name": model_combo("vae", "VAE file: wan_2.1_vae for Wan2.1 and Wan2.2 A14B, wan2.2_vae for TI2V-5B."),
-            "dtype": combo(DTYPES, "Working dtype of the VAE; auto = bf16 on GPUs, fp32 on CPU."),
-        }}
+        return {
+            "required": {
+                "vae_name": model_combo(
+                    "vae", "VAE file: wan_2.1_vae for Wan2.1 and Wan2.2 A14B, wan2.2_vae for TI2V-5B."
+                ),
+                "dtype": combo(DTYPES, "Working dtype of the VAE; auto = bf16 on GPUs, fp32 on CPU."),
+            }
+        }
 
     def load(self, vae_name, dtype):
-        vae = wan_core.load_vae(bridge.model_path("vae", vae_name), device=bridge.compute_device(),
-                                dtype=_dtype(dtype))
+        vae = wan_core.load_vae(bridge.model_path("vae", vae_name), device=bridge.compute_device(), dtype=_dtype(dtype))
         cfg = vae.config
         return with_ui_text(f"wan{cfg.version} VAE (z{cfg.z_dim}, /{cfg.spatial_stride})", vae)
 
 
 class WanTextEncoderLoader:
-    DESCRIPTION = ("Loads the umT5-XXL text encoder from models/text_encoders (tokenizer embedded in ComfyUI's "
-                   "files). Prompt embeddings are cached, so an unchanged prompt never runs the encoder again.")
+    DESCRIPTION = (
+        "Loads the umT5-XXL text encoder from models/text_encoders (tokenizer embedded in ComfyUI's "
+        "files). Prompt embeddings are cached, so an unchanged prompt never runs the encoder again."
+    )
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = (WAN_TEXT_ENCODER,)
@@ -105,18 +130,27 @@ class WanTextEncoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "text_encoder_name": model_combo("text_encoders", "umT5-XXL encoder file (bf16 or fp8-scaled)."),
-            "device": combo(["auto", "cpu"], "Where the encoder runs; cpu keeps the GPU free for the DiT."),
-            "dtype": combo(DTYPES, "Compute dtype; auto = bf16 on GPUs, fp32 on CPU."),
-            "keep_loaded": widget("BOOLEAN", "Keep the weights in memory after encoding (off = release them; "
-                                  "cached prompts still work).", default=True),
-        }}
+        return {
+            "required": {
+                "text_encoder_name": model_combo("text_encoders", "umT5-XXL encoder file (bf16 or fp8-scaled)."),
+                "device": combo(["auto", "cpu"], "Where the encoder runs; cpu keeps the GPU free for the DiT."),
+                "dtype": combo(DTYPES, "Compute dtype; auto = bf16 on GPUs, fp32 on CPU."),
+                "keep_loaded": widget(
+                    "BOOLEAN",
+                    "Keep the weights in memory after encoding (off = release them; cached prompts still work).",
+                    default=True,
+                ),
+            }
+        }
 
     def load(self, text_encoder_name, device, dtype, keep_loaded):
         target = bridge.compute_device() if device == "auto" else "cpu"
-        te = wan_core.load_text_encoder(bridge.model_path("text_encoders", text_encoder_name), device=target,
-                                        dtype=_dtype(dtype), keep_loaded=keep_loaded)
+        te = wan_core.load_text_encoder(
+            bridge.model_path("text_encoders", text_encoder_name),
+            device=target,
+            dtype=_dtype(dtype),
+            keep_loaded=keep_loaded,
+        )
         cfg = te.config
         return with_ui_text(f"umT5 (d{cfg.d_model}, {cfg.layers} layers)", te)
 
@@ -130,13 +164,14 @@ class WanCLIPVisionLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "clip_name": model_combo("clip_vision", "CLIP-H vision file, e.g. clip_vision_h.safetensors."),
-        }}
+        return {
+            "required": {
+                "clip_name": model_combo("clip_vision", "CLIP-H vision file, e.g. clip_vision_h.safetensors."),
+            }
+        }
 
     def load(self, clip_name):
-        clip = wan_core.load_clip_vision(bridge.model_path("clip_vision", clip_name),
-                                         device=bridge.compute_device())
+        clip = wan_core.load_clip_vision(bridge.model_path("clip_vision", clip_name), device=bridge.compute_device())
         cfg = clip.config
         return with_ui_text(f"CLIP vision (w{cfg.width}, {cfg.tokens} tokens)", clip)
 

@@ -36,9 +36,11 @@ def parse_blocks(text: str) -> tuple[int, ...] | str | None:
 
 
 class WanLoraStack:
-    DESCRIPTION = ("Adds a LoRA to a stack (chain several). strength_low_noise is used on the Wan2.2 A14B "
-                   "low-noise expert (-1 = same as strength). runtime = low-rank adapters added on the fly "
-                   "(works with fp8 weights); merge = added into the weights for the run, then removed.")
+    DESCRIPTION = (
+        "Adds a LoRA to a stack (chain several). strength_low_noise is used on the Wan2.2 A14B "
+        "low-noise expert (-1 = same as strength). runtime = low-rank adapters added on the fly "
+        "(works with fp8 weights); merge = added into the weights for the run, then removed."
+    )
     CATEGORY = _CAT
     FUNCTION = "stack"
     RETURN_TYPES = (WAN_LORA_STACK,)
@@ -49,21 +51,44 @@ class WanLoraStack:
         return {
             "required": {
                 "lora_name": model_combo("loras", "LoRA file from models/loras (any common Wan LoRA format)."),
-                "strength": widget("FLOAT", "LoRA strength (on the only / the high-noise expert).", default=1.0,
-                                   min=-10.0, max=10.0, step=0.01),
-                "strength_low_noise": widget("FLOAT", "Strength on the A14B low-noise expert; -1 = same as "
-                                             "strength.", default=-1.0, min=-10.0, max=10.0, step=0.01),
-                "mode": combo(MODES, "runtime = adapters on the fly; merge = merged into the weights for the run (a CPU copy of the "
-                             "changed weights restores them exactly afterwards)."),
-                "blocks": widget("STRING", "Optional filter: block indices like '0-9,12', or a regex on parameter names; empty = all.", default=""),
+                "strength": widget(
+                    "FLOAT",
+                    "LoRA strength (on the only / the high-noise expert).",
+                    default=1.0,
+                    min=-10.0,
+                    max=10.0,
+                    step=0.01,
+                ),
+                "strength_low_noise": widget(
+                    "FLOAT",
+                    "Strength on the A14B low-noise expert; -1 = same as strength.",
+                    default=-1.0,
+                    min=-10.0,
+                    max=10.0,
+                    step=0.01,
+                ),
+                "mode": combo(
+                    MODES,
+                    "runtime = adapters on the fly; merge = merged into the weights for the run (a CPU copy of the "
+                    "changed weights restores them exactly afterwards).",
+                ),
+                "blocks": widget(
+                    "STRING",
+                    "Optional filter: block indices like '0-9,12', or a regex on parameter names; empty = all.",
+                    default="",
+                ),
             },
             "optional": {"lora_stack": socket(WAN_LORA_STACK, "A previous stack to extend.")},
         }
 
     def stack(self, lora_name, strength, strength_low_noise, mode, blocks, lora_stack=None):
-        spec = LoraSpec(path=bridge.model_path("loras", lora_name), strength=strength,
-                        strength_low=None if strength_low_noise == -1.0 else strength_low_noise,
-                        mode=mode, blocks=parse_blocks(blocks))
+        spec = LoraSpec(
+            path=bridge.model_path("loras", lora_name),
+            strength=strength,
+            strength_low=None if strength_low_noise == -1.0 else strength_low_noise,
+            mode=mode,
+            blocks=parse_blocks(blocks),
+        )
         return (tuple(lora_stack or ()) + (spec,),)
 
 
@@ -76,8 +101,12 @@ class WanApplyLoraStack:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": socket(WAN_MODEL, "The Wan model."),
-                             "lora_stack": socket(WAN_LORA_STACK, "LoRAs to attach.")}}
+        return {
+            "required": {
+                "model": socket(WAN_MODEL, "The Wan model."),
+                "lora_stack": socket(WAN_LORA_STACK, "LoRAs to attach."),
+            }
+        }
 
     def apply(self, model, lora_stack):
         handle = model.with_loras(tuple(lora_stack))

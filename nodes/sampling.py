@@ -47,15 +47,22 @@ def attached_loras(model: WanModelHandle) -> Iterator[None]:
 def _sampling_target(model: WanModelHandle, cfg: float, cfg_low: float, boundary: float):
     if not model.is_moe:
         return model.high
-    return Experts(high=model.high, low=model.low, boundary=boundary * 1000.0 if boundary > 0 else None,
-                   cfg_high=cfg, cfg_low=cfg if cfg_low < 0 else cfg_low)
+    return Experts(
+        high=model.high,
+        low=model.low,
+        boundary=boundary * 1000.0 if boundary > 0 else None,
+        cfg_high=cfg,
+        cfg_low=cfg if cfg_low < 0 else cfg_low,
+    )
 
 
 class WanSampler:
-    DESCRIPTION = ("Samples a Wan video latent (flow matching; UniPC / DPM++ / Euler). With two experts "
-                   "(Wan2.2 A14B) one run switches from the high-noise to the low-noise expert at the boundary. "
-                   "Shows progress and live previews; honours the interrupt button. Outputs a ComfyUI LATENT "
-                   "(raw VAE mean), so native VAE Decode works on it too.")
+    DESCRIPTION = (
+        "Samples a Wan video latent (flow matching; UniPC / DPM++ / Euler). With two experts "
+        "(Wan2.2 A14B) one run switches from the high-noise to the low-noise expert at the boundary. "
+        "Shows progress and live previews; honours the interrupt button. Outputs a ComfyUI LATENT "
+        "(raw VAE mean), so native VAE Decode works on it too."
+    )
     CATEGORY = f"{CATEGORY}/sampling"
     FUNCTION = "run"
     RETURN_TYPES = ("LATENT",)
@@ -68,23 +75,60 @@ class WanSampler:
                 "model": socket(WAN_MODEL, "The Wan model (or A14B expert pair)."),
                 "text_embeds": socket(WAN_TEXT_EMBEDS, "Positive and negative prompt embeddings."),
                 "conditioning": socket(WAN_CONDITIONING, "From an empty-latent / image-to-video / VACE / Fun node."),
-                "seed": widget("INT", "Noise seed (CPU generator: same video on any device).", default=0, min=0,
-                               max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                "steps": widget("INT", "Sampling steps (official: 50 for T2V, 40 for I2V / A14B).", default=30,
-                                min=1, max=200),
-                "cfg": widget("FLOAT", "Guidance scale (the high-noise expert's for A14B); 1 = no negative pass.",
-                              default=5.0, min=0.0, max=30.0, step=0.1),
-                "cfg_low_noise": widget("FLOAT", "A14B: guidance of the low-noise expert; -1 = same as cfg.",
-                                        default=-1.0, min=-1.0, max=30.0, step=0.1),
-                "shift": widget("FLOAT", "Sigma shift s: sigma' = s*sigma / (1 + (s-1)*sigma). Official: 5 (T2V), "
-                                "3 (I2V 480p), 12 (A14B T2V), 16 (FLF2V, VACE).", default=5.0, min=0.0, max=100.0,
-                                step=0.1),
+                "seed": widget(
+                    "INT",
+                    "Noise seed (CPU generator: same video on any device).",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                ),
+                "steps": widget(
+                    "INT", "Sampling steps (official: 50 for T2V, 40 for I2V / A14B).", default=30, min=1, max=200
+                ),
+                "cfg": widget(
+                    "FLOAT",
+                    "Guidance scale (the high-noise expert's for A14B); 1 = no negative pass.",
+                    default=5.0,
+                    min=0.0,
+                    max=30.0,
+                    step=0.1,
+                ),
+                "cfg_low_noise": widget(
+                    "FLOAT",
+                    "A14B: guidance of the low-noise expert; -1 = same as cfg.",
+                    default=-1.0,
+                    min=-1.0,
+                    max=30.0,
+                    step=0.1,
+                ),
+                "shift": widget(
+                    "FLOAT",
+                    "Sigma shift s: sigma' = s*sigma / (1 + (s-1)*sigma). Official: 5 (T2V), "
+                    "3 (I2V 480p), 12 (A14B T2V), 16 (FLF2V, VACE).",
+                    default=5.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                ),
                 "solver": combo(SOLVERS, "unipc = official default; dpm++ = official alternative; euler = simple."),
-                "denoise": widget("FLOAT", "Fraction of the schedule to run; < 1 needs an init latent (V2V).",
-                                  default=1.0, min=0.0, max=1.0, step=0.01),
-                "moe_boundary": widget("FLOAT", "A14B: switch to the low-noise expert when t/1000 falls below this; "
-                                       "0 = official (0.875 T2V, 0.9 I2V).", default=0.0, min=0.0, max=1.0,
-                                       step=0.005),
+                "denoise": widget(
+                    "FLOAT",
+                    "Fraction of the schedule to run; < 1 needs an init latent (V2V).",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                ),
+                "moe_boundary": widget(
+                    "FLOAT",
+                    "A14B: switch to the low-noise expert when t/1000 falls below this; "
+                    "0 = official (0.875 T2V, 0.9 I2V).",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.005,
+                ),
                 "batch_size": widget("INT", "Videos per run (seeds seed, seed+1, ...).", default=1, min=1, max=64),
             },
             "optional": {
@@ -92,19 +136,41 @@ class WanSampler:
             },
         }
 
-    def run(self, model, text_embeds, conditioning, seed, steps, cfg, cfg_low_noise, shift, solver, denoise,
-            moe_boundary, batch_size, latent=None):
+    def run(
+        self,
+        model,
+        text_embeds,
+        conditioning,
+        seed,
+        steps,
+        cfg,
+        cfg_low_noise,
+        shift,
+        solver,
+        denoise,
+        moe_boundary,
+        batch_size,
+        latent=None,
+    ):
         validate_conditioning(conditioning, model.config)
         if latent is not None and denoise < 1.0:
             conditioning = conditioning.with_(init_latent=latent_from_comfy(latent)[:1])
-        settings = SamplerSettings(steps=steps, shift=shift, cfg=cfg, solver=solver, seed=seed,
-                                   batch_size=batch_size, denoise=denoise)
+        settings = SamplerSettings(
+            steps=steps, shift=shift, cfg=cfg, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
+        )
         target = _sampling_target(model, cfg, cfg_low_noise, moe_boundary)
         hooks, close = bridge.make_hooks(steps)
         try:
             with bridge.comfy_errors(), attached_loras(model), torch.inference_mode():
-                z = sample(target, text_embeds.positive, text_embeds.negative, conditioning, settings,
-                           hooks=hooks, device=bridge.compute_device())
+                z = sample(
+                    target,
+                    text_embeds.positive,
+                    text_embeds.negative,
+                    conditioning,
+                    settings,
+                    hooks=hooks,
+                    device=bridge.compute_device(),
+                )
         finally:
             close()
         return (latent_to_comfy(z),)

@@ -28,8 +28,10 @@ def _negative_for(model, negative: str) -> str:
 
 
 class WanTextEncode:
-    DESCRIPTION = ("Encodes the positive and negative prompts with umT5. An empty negative prompt uses the "
-                   "official one of the connected model's task. Results are cached per prompt.")
+    DESCRIPTION = (
+        "Encodes the positive and negative prompts with umT5. An empty negative prompt uses the "
+        "official one of the connected model's task. Results are cached per prompt."
+    )
     CATEGORY = f"{CATEGORY}/conditioning"
     FUNCTION = "encode"
     RETURN_TYPES = (WAN_TEXT_EMBEDS,)
@@ -41,12 +43,19 @@ class WanTextEncode:
             "required": {
                 "text_encoder": socket(WAN_TEXT_ENCODER, "The umT5 text encoder."),
                 "positive": widget("STRING", "What the video should show.", multiline=True, default=""),
-                "negative": widget("STRING", "What to avoid; leave empty for the official negative prompt "
-                                   "of the model's task.", multiline=True, default=""),
+                "negative": widget(
+                    "STRING",
+                    "What to avoid; leave empty for the official negative prompt of the model's task.",
+                    multiline=True,
+                    default="",
+                ),
             },
             "optional": {
-                "model": socket(WAN_MODEL, "Optional: picks the task's official negative prompt (I2V/FLF2V "
-                                "prefixes); without it the plain Wan negative prompt is used."),
+                "model": socket(
+                    WAN_MODEL,
+                    "Optional: picks the task's official negative prompt (I2V/FLF2V "
+                    "prefixes); without it the plain Wan negative prompt is used.",
+                ),
             },
         }
 
@@ -58,8 +67,10 @@ class WanTextEncode:
 
 
 class WanCLIPVisionEncode:
-    DESCRIPTION = ("Encodes a start image (and optionally an end image, for FLF2V) with CLIP-H for Wan2.1 "
-                   "I2V / FLF2V / Fun models. Wan2.2 models take no CLIP features.")
+    DESCRIPTION = (
+        "Encodes a start image (and optionally an end image, for FLF2V) with CLIP-H for Wan2.1 "
+        "I2V / FLF2V / Fun models. Wan2.2 models take no CLIP features."
+    )
     CATEGORY = f"{CATEGORY}/conditioning"
     FUNCTION = "encode"
     RETURN_TYPES = (WAN_CLIP_EMBEDS,)

@@ -21,16 +21,19 @@ def _tiling(tiled: bool, tile_size: int, tile_overlap: int):
 
 def _tiling_inputs() -> dict:
     return {
-        "tiled": widget("BOOLEAN", "Process in overlapping spatial tiles (less memory, tiny seams possible).",
-                        default=False),
+        "tiled": widget(
+            "BOOLEAN", "Process in overlapping spatial tiles (less memory, tiny seams possible).", default=False
+        ),
         "tile_size": widget("INT", "Tile size in pixels.", default=256, min=64, max=4096, step=16),
         "tile_overlap": widget("INT", "Tile overlap in pixels (blended).", default=64, min=0, max=1024, step=8),
     }
 
 
 class WanVAEDecode:
-    DESCRIPTION = ("Decodes a Wan LATENT (ours or a native KSampler's: raw VAE mean) into IMAGE frames "
-                   "[F, H, W, 3]. Batches of videos are concatenated frame-wise.")
+    DESCRIPTION = (
+        "Decodes a Wan LATENT (ours or a native KSampler's: raw VAE mean) into IMAGE frames "
+        "[F, H, W, 3]. Batches of videos are concatenated frame-wise."
+    )
     CATEGORY = _CAT
     FUNCTION = "decode"
     RETURN_TYPES = ("IMAGE",)
@@ -38,8 +41,13 @@ class WanVAEDecode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae": socket(WAN_VAE, "The Wan VAE the latent was made with."),
-                             "latent": socket("LATENT", "Video latent [B, C, T, h, w]."), **_tiling_inputs()}}
+        return {
+            "required": {
+                "vae": socket(WAN_VAE, "The Wan VAE the latent was made with."),
+                "latent": socket("LATENT", "Video latent [B, C, T, h, w]."),
+                **_tiling_inputs(),
+            }
+        }
 
     def decode(self, vae, latent, tiled, tile_size, tile_overlap):
         z = latent_from_comfy(latent)
@@ -61,8 +69,13 @@ class WanVAEEncode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae": socket(WAN_VAE, "The Wan VAE."),
-                             "frames": socket("IMAGE", "Frames [F, H, W, 3], F = 4n+1."), **_tiling_inputs()}}
+        return {
+            "required": {
+                "vae": socket(WAN_VAE, "The Wan VAE."),
+                "frames": socket("IMAGE", "Frames [F, H, W, 3], F = 4n+1."),
+                **_tiling_inputs(),
+            }
+        }
 
     def encode(self, vae, frames, tiled, tile_size, tile_overlap):
         hooks, close = bridge.make_hooks(frames.shape[0], want_preview=False)
@@ -75,8 +88,10 @@ class WanVAEEncode:
 
 
 class WanSaveVideo:
-    DESCRIPTION = ("Saves frames as an H.264 mp4 (or animated WebP) in ComfyUI's output folder, with the prompt "
-                   "and workflow in the file's metadata, and previews it on the node.")
+    DESCRIPTION = (
+        "Saves frames as an H.264 mp4 (or animated WebP) in ComfyUI's output folder, with the prompt "
+        "and workflow in the file's metadata, and previews it on the node."
+    )
     CATEGORY = _CAT
     FUNCTION = "save"
     OUTPUT_NODE = True
@@ -88,13 +103,12 @@ class WanSaveVideo:
         return {
             "required": {
                 "frames": socket("IMAGE", "Video frames [F, H, W, 3]."),
-                "fps": widget("FLOAT", "Frames per second (Wan2.1: 16; TI2V-5B: 24).", default=16.0, min=1.0,
-                              max=120.0, step=1.0),
-                "filename_prefix": widget("STRING", "File name prefix; may contain a subfolder.",
-                                          default="wan/video"),
+                "fps": widget(
+                    "FLOAT", "Frames per second (Wan2.1: 16; TI2V-5B: 24).", default=16.0, min=1.0, max=120.0, step=1.0
+                ),
+                "filename_prefix": widget("STRING", "File name prefix; may contain a subfolder.", default="wan/video"),
                 "format": combo(["mp4", "webp"], "mp4 = H.264 yuv420p; webp = animated WebP."),
-                "crf": widget("INT", "H.264 quality (lower = better; 0 = lossless luma).", default=17, min=0,
-                              max=51),
+                "crf": widget("INT", "H.264 quality (lower = better; 0 = lossless luma).", default=17, min=0, max=51),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -108,10 +122,16 @@ class WanSaveVideo:
             metadata = {"prompt": prompt} if prompt is not None else {}
             metadata.update(extra_pnginfo or {})
         with bridge.comfy_errors():
-            video_io.write_video(frames, folder / name, fps=fps, metadata=metadata or None, crf=crf,
-                                 keyed_metadata=True)  # the editor loads the workflow from a dropped file
-        result = {"filename": name, "subfolder": subfolder, "type": "output", "format": f"video/{format}",
-                  "frame_rate": fps}
+            video_io.write_video(
+                frames, folder / name, fps=fps, metadata=metadata or None, crf=crf, keyed_metadata=True
+            )  # the editor loads the workflow from a dropped file
+        result = {
+            "filename": name,
+            "subfolder": subfolder,
+            "type": "output",
+            "format": f"video/{format}",
+            "frame_rate": fps,
+        }
         return {"ui": {"images": [result], "animated": (True,)}, "result": ()}
 
 
@@ -125,12 +145,19 @@ class WanLoadVideo:
     @classmethod
     def INPUT_TYPES(cls):
         files = bridge.input_files(bridge.VIDEO_EXTENSIONS)
-        return {"required": {
-            # video_upload: the editor adds an upload button (mp4/webm) and a video preview, as on ComfyUI's LoadVideo
-            "video": (files, {"video_upload": True,
-                              "tooltip": "Video file in ComfyUI's input folder (or upload one with the button)."}),
-            "max_frames": widget("INT", "Read at most this many frames; 0 = all.", default=0, min=0, max=10000),
-        }}
+        return {
+            "required": {
+                # video_upload: the editor adds an upload button (mp4/webm) and a video preview, as on ComfyUI's LoadVideo
+                "video": (
+                    files,
+                    {
+                        "video_upload": True,
+                        "tooltip": "Video file in ComfyUI's input folder (or upload one with the button).",
+                    },
+                ),
+                "max_frames": widget("INT", "Read at most this many frames; 0 = all.", default=0, min=0, max=10000),
+            }
+        }
 
     def load(self, video, max_frames):
         with bridge.comfy_errors():

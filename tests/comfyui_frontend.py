@@ -60,8 +60,10 @@ def frontend_widgets(node_info: dict) -> list[tuple[str, list | None]]:
 
 def has_upload_button(node_info: dict) -> bool:
     """uploadImage.ts isMediaUploadComboInput, over the required inputs."""
-    return any(_kind(spec) == "COMBO" and any(_opts(spec).get(k) is True for k in UPLOAD_OPTIONS)
-               for spec in node_info["input"].get("required", {}).values())
+    return any(
+        _kind(spec) == "COMBO" and any(_opts(spec).get(k) is True for k in UPLOAD_OPTIONS)
+        for spec in node_info["input"].get("required", {}).values()
+    )
 
 
 def _value_problem(name: str, spec: list | None, value) -> str | None:
@@ -71,7 +73,9 @@ def _value_problem(name: str, spec: list | None, value) -> str | None:
     if kind == "COMBO":
         return None if value in _choices(spec) else f"{name}={value!r} is not offered ({_choices(spec)[:6]})"
     if kind in ("INT", "FLOAT"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind == "FLOAT" or value == int(value))
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (kind == "FLOAT" or value == int(value))
+        )
         if not ok or not opts.get("min", -float("inf")) <= value <= opts.get("max", float("inf")):
             return f"{name}={value!r} is not a {kind} in [{opts.get('min')}, {opts.get('max')}]"
     if kind == "BOOLEAN" and not isinstance(value, bool):
@@ -86,7 +90,9 @@ def node_problems(node: dict, node_info: dict) -> list[str]:
     widgets, values = frontend_widgets(node_info), node.get("widgets_values", [])
     if len(values) != len(widgets):
         return [f"{where}: {len(values)} widget values, the editor has {len(widgets)}: {[w for w, _ in widgets]}"]
-    return [f"{where}: {msg}" for (name, spec), value in zip(widgets, values) if (msg := _value_problem(name, spec, value))]
+    return [
+        f"{where}: {msg}" for (name, spec), value in zip(widgets, values) if (msg := _value_problem(name, spec, value))
+    ]
 
 
 def link_problems(workflow: dict, info: dict) -> list[str]:
@@ -96,15 +102,20 @@ def link_problems(workflow: dict, info: dict) -> list[str]:
         out_type = info[nodes[src]["type"]]["output"][slot]
         dst_node = nodes[dst]
         name = dst_node["inputs"][dst_slot]["name"]
-        specs = {**info[dst_node["type"]]["input"].get("required", {}), **info[dst_node["type"]]["input"].get("optional", {})}
+        specs = {
+            **info[dst_node["type"]]["input"].get("required", {}),
+            **info[dst_node["type"]]["input"].get("optional", {}),
+        }
         in_type = _kind(specs[name]) if name in specs else None
         if not ltype == out_type == in_type:
             problems.append(f"link {link_id}: {ltype!r} from an output {out_type!r} into {name!r} typed {in_type!r}")
     return problems
 
 
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([\da-z-]+(?:\.[\da-z-]+)*))?"
-                     r"(?:\+([\da-z-]+(?:\.[\da-z-]+)*))?$")
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([\da-z-]+(?:\.[\da-z-]+)*))?"
+    r"(?:\+([\da-z-]+(?:\.[\da-z-]+)*))?$"
+)
 _GIT_HASH = re.compile(r"^[0-9a-f]{4,40}$", re.I)
 _REPO_LIKE_ID = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]*[a-zA-Z0-9])?$")
 
@@ -128,8 +139,10 @@ def properties_problems(properties: dict, where: str) -> list[str]:
     cnr_id, ver = properties.get("cnr_id"), properties.get("ver")
     if cnr_id is not None and not (isinstance(cnr_id, str) and len(cnr_id) <= 100 and _REPO_LIKE_ID.match(cnr_id)):
         problems.append(f"{where}: cnr_id {cnr_id!r}")
-    if ver is not None and not (isinstance(ver, str) and (
-            ver == "unknown" or _SEMVER.match(ver.removeprefix("v")) or _GIT_HASH.match(ver.removeprefix("v")))):
+    if ver is not None and not (
+        isinstance(ver, str)
+        and (ver == "unknown" or _SEMVER.match(ver.removeprefix("v")) or _GIT_HASH.match(ver.removeprefix("v")))
+    ):
         problems.append(f"{where}: ver {ver!r} is no semantic version or git hash")
     if "models" in properties:
         problems += model_file_problems(properties["models"], where)
@@ -155,18 +168,34 @@ def schema_problems(workflow: dict) -> list[str]:
         if not (len(link) == 6 and all(isinstance(v, int) for v in link[:5]) and isinstance(link[5], str)):
             problems.append(f"link {link!r} is not [id, src, slot, dst, slot, type]")
     for node in workflow["nodes"]:
-        fields = {"id": int, "type": str, "flags": dict, "order": num, "mode": num, "properties": dict,
-                  "widgets_values": list}
-        problems += [f"node {node.get('id')}: {k!r} not {t}" for k, t in fields.items() if not isinstance(node.get(k), t)]
+        fields = {
+            "id": int,
+            "type": str,
+            "flags": dict,
+            "order": num,
+            "mode": num,
+            "properties": dict,
+            "widgets_values": list,
+        }
+        problems += [
+            f"node {node.get('id')}: {k!r} not {t}" for k, t in fields.items() if not isinstance(node.get(k), t)
+        ]
         problems += [f"node {node['id']}: {k!r} not [x, y]" for k in ("pos", "size") if not _is_vec2(node.get(k))]
         if isinstance(node.get("properties"), dict):
             problems += properties_problems(node["properties"], f"node {node.get('id')}")
         for slot in node.get("inputs", []):
-            if not (isinstance(slot["name"], str) and isinstance(slot["type"], str)
-                    and (slot.get("link") is None or isinstance(slot["link"], int))):
+            if not (
+                isinstance(slot["name"], str)
+                and isinstance(slot["type"], str)
+                and (slot.get("link") is None or isinstance(slot["link"], int))
+            ):
                 problems.append(f"node {node['id']}: input {slot!r}")
         for slot in node.get("outputs", []):
-            if not (isinstance(slot["name"], str) and isinstance(slot["type"], str) and isinstance(slot.get("links", []), list)):
+            if not (
+                isinstance(slot["name"], str)
+                and isinstance(slot["type"], str)
+                and isinstance(slot.get("links", []), list)
+            ):
                 problems.append(f"node {node['id']}: output {slot!r}")
     return problems
 
@@ -196,11 +225,11 @@ def _find_box(data: bytes, start: int, end: int, box: str) -> tuple[int, int] | 
     """isobmff.ts findIsobmffBoxByType: scan for a [size][type] header, skipping whole boxes of other types."""
     pos = start
     while pos < end - 8:
-        size = int.from_bytes(data[pos:pos + 4], "big")
+        size = int.from_bytes(data[pos : pos + 4], "big")
         if size < 8:
             pos += 1
             continue
-        if data[pos + 4:pos + 8] == _BOX[box]:
+        if data[pos + 4 : pos + 8] == _BOX[box]:
             return pos + 8, pos + size
         if pos + size > end:
             return None
@@ -210,14 +239,14 @@ def _find_box(data: bytes, start: int, end: int, box: str) -> tuple[int, int] | 
 
 def _keys(data: bytes, start: int, end: int) -> dict[int, str]:
     pos, keys = start + 4, {}
-    count = int.from_bytes(data[pos:pos + 4], "big")
+    count = int.from_bytes(data[pos : pos + 4], "big")
     pos += 4
     for index in range(1, count + 1):
-        size = int.from_bytes(data[pos:pos + 4], "big")
+        size = int.from_bytes(data[pos : pos + 4], "big")
         name_end = pos + size
         if size < 8 or name_end > end:
             break
-        keys[index] = data[pos + 8:name_end].decode()
+        keys[index] = data[pos + 8 : name_end].decode()
         pos = name_end
     return keys
 
@@ -226,7 +255,7 @@ def _ilst_value(data: bytes, start: int, end: int) -> dict | None:
     box = _find_box(data, start, end, "data")
     if box is None:
         return None
-    text = data[box[0] + 8:box[1]]
+    text = data[box[0] + 8 : box[1]]
     brace = text.find(b"{")
     try:
         return json.loads(text[brace:]) if brace >= 0 else None
@@ -251,10 +280,10 @@ def mp4_editor_metadata(data: bytes) -> dict:
         return {}
     keys, out, pos = _keys(data, *keys_box), {}, ilst[0]
     while pos < ilst[1] - 8:
-        size = int.from_bytes(data[pos:pos + 4], "big")
+        size = int.from_bytes(data[pos : pos + 4], "big")
         if size <= 8 or pos + size > ilst[1]:
             break
-        name = keys.get(int.from_bytes(data[pos + 4:pos + 8], "big"), "")
+        name = keys.get(int.from_bytes(data[pos + 4 : pos + 8], "big"), "")
         if name.lower() in ("prompt", "workflow") and (value := _ilst_value(data, pos + 8, pos + size)) is not None:
             out[name.lower()] = value
         pos += size

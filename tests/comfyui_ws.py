@@ -21,8 +21,10 @@ class ComfyWebSocket:
     def __init__(self, host: str, port: int, client_id: str, timeout: float = 60.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        request = (
+            f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         self.sock.sendall(request.encode())
         head = b""
         while b"\r\n\r\n" not in head:
@@ -37,8 +39,11 @@ class ComfyWebSocket:
     def send_json(self, message: dict) -> None:
         """One masked text frame (clients must mask)."""
         payload, mask = json.dumps(message).encode(), os.urandom(4)
-        header = bytes([0x81]) + (bytes([0x80 | len(payload)]) if len(payload) < 126
-                                  else bytes([0x80 | 126]) + struct.pack(">H", len(payload)))
+        header = bytes([0x81]) + (
+            bytes([0x80 | len(payload)])
+            if len(payload) < 126
+            else bytes([0x80 | 126]) + struct.pack(">H", len(payload))
+        )
         self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
     def _read(self, n: int) -> bytes:
@@ -81,7 +86,7 @@ def preview_image(frame: bytes):
     event = struct.unpack(">I", frame[:4])[0]
     if event == PREVIEW_IMAGE_WITH_METADATA:
         size = struct.unpack(">I", frame[4:8])[0]
-        return json.loads(frame[8:8 + size]), Image.open(BytesIO(frame[8 + size:]))
+        return json.loads(frame[8 : 8 + size]), Image.open(BytesIO(frame[8 + size :]))
     if event == PREVIEW_IMAGE:
         return {}, Image.open(BytesIO(frame[8:]))
     return None

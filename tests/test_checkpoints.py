@@ -81,8 +81,11 @@ def test_materialize_reports_missing_and_unexpected():
         m = torch.nn.Linear(3, 4)
     with pytest.raises(CheckpointError, match="missing 1 tensors.*bias.*unexpected 1"):
         materialize(m, {"weight": torch.zeros(4, 3), "extra": torch.zeros(1)})
-    materialize(m, {"weight": torch.ones(4, 3), "bias": torch.zeros(4, dtype=torch.bfloat16)},
-                dtype_rule=lambda name, dt: torch.float32)
+    materialize(
+        m,
+        {"weight": torch.ones(4, 3), "bias": torch.zeros(4, dtype=torch.bfloat16)},
+        dtype_rule=lambda name, dt: torch.float32,
+    )
     assert m.weight.device.type == "cpu" and m.bias.dtype == torch.float32
 
 

@@ -15,24 +15,36 @@ from wan_core.video_io import read_metadata
 
 T2V = "wan2.1_t2v_1.3B_bf16.safetensors"
 VACE = "wan2.1_vace_1.3B_fp16.safetensors"
-VAE, TE, LORA = "wan_2.1_vae.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", \
-    "wan2.1_t2v_1.3B_example_lora.safetensors"
+VAE, TE, LORA = (
+    "wan_2.1_vae.safetensors",
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    "wan2.1_t2v_1.3B_example_lora.safetensors",
+)
 
 
 def _probe(path):
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
-        return frames, stream.codec_context.name, stream.codec_context.pix_fmt, \
-            (stream.codec_context.width, stream.codec_context.height)
+        return (
+            frames,
+            stream.codec_context.name,
+            stream.codec_context.pix_fmt,
+            (stream.codec_context.width, stream.codec_context.height),
+        )
 
 
 def test_selftest_command_writes_a_playable_mp4(tmp_path):
     """The issue's done-criterion, run exactly as a user would (fresh process, default options + --out)."""
     out = tmp_path / "selftest.mp4"
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "wan_core", "selftest", "--out", str(out), "--frames", "9"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wan_core", "selftest", "--out", str(out), "--frames", "9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     elapsed = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
@@ -48,23 +60,71 @@ def test_selftest_command_writes_a_playable_mp4(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     # one folder per session, shared with test_pipeline.py (same seed -> same files; existing ones are kept)
-    return write_tiny_models(tmp_path_factory.getbasetemp() / "wan_core_tiny", names=(T2V, VACE, VAE, TE, LORA),
-                             overwrite=False)
+    return write_tiny_models(
+        tmp_path_factory.getbasetemp() / "wan_core_tiny", names=(T2V, VACE, VAE, TE, LORA), overwrite=False
+    )
 
 
 def test_generate_command_with_lora_and_metadata(tiny, tmp_path, capsys):
     out = tmp_path / "gen.mp4"
-    code = main(["-q", "generate", "--model", str(tiny[T2V]), "--vae", str(tiny[VAE]), "--text-encoder",
-                 str(tiny[TE]), "--prompt", "a lighthouse", "--negative-prompt", "blurry", "--frames", "5",
-                 "--size", "80x48", "--steps", "2", "--cfg", "4.5", "--shift", "3", "--solver", "euler",
-                 "--seed", "42", "--fps", "12", "--lora", f"{tiny[LORA]}:0.7", "--device", "cpu",
-                 "--dtype", "fp32", "--out", str(out)])
+    code = main(
+        [
+            "-q",
+            "generate",
+            "--model",
+            str(tiny[T2V]),
+            "--vae",
+            str(tiny[VAE]),
+            "--text-encoder",
+            str(tiny[TE]),
+            "--prompt",
+            "a lighthouse",
+            "--negative-prompt",
+            "blurry",
+            "--frames",
+            "5",
+            "--size",
+            "80x48",
+            "--steps",
+            "2",
+            "--cfg",
+            "4.5",
+            "--shift",
+            "3",
+            "--solver",
+            "euler",
+            "--seed",
+            "42",
+            "--fps",
+            "12",
+            "--lora",
+            f"{tiny[LORA]}:0.7",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert _probe(out) == (5, "h264", "yuv420p", (80, 48))
     meta = read_metadata(out)
-    expected = {"prompt": "a lighthouse", "negative_prompt": "blurry", "frames": 5, "width": 80, "height": 48,
-                "steps": 2, "cfg": 4.5, "shift": 3.0, "solver": "euler", "seed": 42, "fps": 12.0, "model": T2V}
+    expected = {
+        "prompt": "a lighthouse",
+        "negative_prompt": "blurry",
+        "frames": 5,
+        "width": 80,
+        "height": 48,
+        "steps": 2,
+        "cfg": 4.5,
+        "shift": 3.0,
+        "solver": "euler",
+        "seed": 42,
+        "fps": 12.0,
+        "model": T2V,
+    }
     assert {k: meta[k] for k in expected} == expected
     assert meta["loras"] == [{"file": LORA, "strength": 0.7, "strength_low": None}]
 
@@ -81,18 +141,61 @@ def test_generate_vace_reads_control_video_mask_and_reference_files(tiny, tmp_pa
     mask_path = write_video(mask, tmp_path / "mask.mp4", fps=16)
     Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "ref.png")
     out = tmp_path / "vace.webp"
-    code = main(["-q", "generate", "--model", str(tiny[VACE]), "--vae", str(tiny[VAE]), "--text-encoder",
-                 str(tiny[TE]), "--prompt", "a dancer", "--frames", "5", "--size", "48x32", "--steps", "2",
-                 "--control-video", str(control), "--control-mask", str(mask_path), "--reference-image",
-                 str(tmp_path / "ref.png"), "--vace-strength", "0.8", "--device", "cpu", "--out", str(out)])
+    code = main(
+        [
+            "-q",
+            "generate",
+            "--model",
+            str(tiny[VACE]),
+            "--vae",
+            str(tiny[VAE]),
+            "--text-encoder",
+            str(tiny[TE]),
+            "--prompt",
+            "a dancer",
+            "--frames",
+            "5",
+            "--size",
+            "48x32",
+            "--steps",
+            "2",
+            "--control-video",
+            str(control),
+            "--control-mask",
+            str(mask_path),
+            "--reference-image",
+            str(tmp_path / "ref.png"),
+            "--vace-strength",
+            "0.8",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     meta = read_metadata(out)
     assert meta["mode"] == "vace" and meta["vace_strength"] == 0.8 and meta["model"] == VACE
 
 
 def test_generate_errors_exit_with_code_1(tiny, tmp_path, caplog):
-    base = ["generate", "--model", str(tiny[T2V]), "--vae", str(tiny[VAE]), "--text-encoder", str(tiny[TE]),
-            "--prompt", "x", "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "x.mp4")]
+    base = [
+        "generate",
+        "--model",
+        str(tiny[T2V]),
+        "--vae",
+        str(tiny[VAE]),
+        "--text-encoder",
+        str(tiny[TE]),
+        "--prompt",
+        "x",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "x.mp4"),
+    ]
     assert main([*base, "--size", "64x64", "--frames", "6"]) == 1
     assert "4n+1" in caplog.text
     assert main([*base[:2], str(tiny[VAE]), *base[3:], "--size", "64x64", "--frames", "5"]) == 1

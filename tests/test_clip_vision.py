@@ -26,9 +26,14 @@ STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 @pytest.fixture(scope="module")
 def reference():
     cfg = transformers.CLIPVisionConfig(
-        hidden_size=TINY.clip_width, intermediate_size=TINY.clip_mlp, num_hidden_layers=TINY.clip_layers,
-        num_attention_heads=TINY.clip_heads, image_size=TINY.clip_image_size, patch_size=TINY.clip_patch,
-        hidden_act="gelu", layer_norm_eps=1e-5,
+        hidden_size=TINY.clip_width,
+        intermediate_size=TINY.clip_mlp,
+        num_hidden_layers=TINY.clip_layers,
+        num_attention_heads=TINY.clip_heads,
+        image_size=TINY.clip_image_size,
+        patch_size=TINY.clip_patch,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
     )
     torch.manual_seed(2)
     model = transformers.CLIPVisionModel(cfg).eval()
@@ -59,8 +64,10 @@ def hf_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "visual.cls_embedding": sd["embeddings.class_embedding"].view(1, 1, -1),
         "visual.pos_embedding": sd["embeddings.position_embedding.weight"][None],
         "visual.patch_embedding.weight": sd["embeddings.patch_embedding.weight"],
-        "visual.pre_norm.weight": sd["pre_layrnorm.weight"], "visual.pre_norm.bias": sd["pre_layrnorm.bias"],
-        "visual.post_norm.weight": sd["post_layernorm.weight"], "visual.post_norm.bias": sd["post_layernorm.bias"],
+        "visual.pre_norm.weight": sd["pre_layrnorm.weight"],
+        "visual.pre_norm.bias": sd["pre_layrnorm.bias"],
+        "visual.post_norm.weight": sd["post_layernorm.weight"],
+        "visual.post_norm.bias": sd["post_layernorm.bias"],
         "visual.head": torch.randn(TINY.clip_width, 32),
         "textual.token_embedding.weight": torch.randn(10, 8),  # the official file is a full CLIP
         "log_scale": torch.tensor(4.6),
@@ -83,8 +90,10 @@ def hf_to_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "visual.class_embedding": sd["embeddings.class_embedding"],
         "visual.positional_embedding": sd["embeddings.position_embedding.weight"],
         "visual.conv1.weight": sd["embeddings.patch_embedding.weight"],
-        "visual.ln_pre.weight": sd["pre_layrnorm.weight"], "visual.ln_pre.bias": sd["pre_layrnorm.bias"],
-        "visual.ln_post.weight": sd["post_layernorm.weight"], "visual.ln_post.bias": sd["post_layernorm.bias"],
+        "visual.ln_pre.weight": sd["pre_layrnorm.weight"],
+        "visual.ln_pre.bias": sd["pre_layrnorm.bias"],
+        "visual.ln_post.weight": sd["post_layernorm.weight"],
+        "visual.ln_post.bias": sd["post_layernorm.bias"],
         "visual.proj": torch.randn(TINY.clip_width, 32),
     }
     for i in range(TINY.clip_layers):
@@ -126,8 +135,9 @@ def make_layout(sd, layout, tmp_path):
     raise AssertionError(layout)
 
 
-@pytest.mark.parametrize("layout", ["comfyui_file", "hf_bare", "full_clip_model", "official_pth", "official_prefixed",
-                                    "openclip"])
+@pytest.mark.parametrize(
+    "layout", ["comfyui_file", "hf_bare", "full_clip_model", "official_pth", "official_prefixed", "openclip"]
+)
 def test_parity_with_transformers(layout, reference, tmp_path):
     model, sd = reference
     clip = wan_core.load_clip_vision(make_layout(sd, layout, tmp_path), device="cpu")
@@ -147,10 +157,20 @@ def test_tiny_builders_match_transformers(tmp_path):
 
     write_tiny_clip(tmp_path / "clip_vision_h.safetensors", seed=3)
     write_tiny_clip(tmp_path / "clip_official.pth", seed=3, layout="official")
-    hf_sd = {k.removeprefix("vision_model."): v for k, v in load_file(str(tmp_path / "clip_vision_h.safetensors"))
-             .items() if k.startswith("vision_model.")}
-    cfg = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                                        num_attention_heads=4, image_size=56, patch_size=14, hidden_act="gelu")
+    hf_sd = {
+        k.removeprefix("vision_model."): v
+        for k, v in load_file(str(tmp_path / "clip_vision_h.safetensors")).items()
+        if k.startswith("vision_model.")
+    }
+    cfg = transformers.CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=56,
+        patch_size=14,
+        hidden_act="gelu",
+    )
     model = transformers.CLIPVisionModel(cfg).eval()
     missing, unexpected = model.load_state_dict(hf_sd, strict=False)
     assert not unexpected and all("position_ids" in k for k in missing)
@@ -203,10 +223,13 @@ def test_real_clip_h_sizes_from_shapes():
     def meta(*shape):
         return torch.empty(*shape, device="meta", dtype=torch.float16)
 
-    sd = {"vision_model.embeddings.class_embedding": meta(1280),
-          "vision_model.embeddings.patch_embedding.weight": meta(1280, 3, 14, 14),
-          "vision_model.embeddings.position_embedding.weight": meta(257, 1280),
-          "vision_model.pre_layrnorm.weight": meta(1280), "vision_model.pre_layrnorm.bias": meta(1280)}
+    sd = {
+        "vision_model.embeddings.class_embedding": meta(1280),
+        "vision_model.embeddings.patch_embedding.weight": meta(1280, 3, 14, 14),
+        "vision_model.embeddings.position_embedding.weight": meta(257, 1280),
+        "vision_model.pre_layrnorm.weight": meta(1280),
+        "vision_model.pre_layrnorm.bias": meta(1280),
+    }
     for i in range(32):
         b = f"vision_model.encoder.layers.{i}."
         for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -216,7 +239,14 @@ def test_real_clip_h_sizes_from_shapes():
     src = to_official(open_checkpoint(sd))
     cfg = ClipVisionConfig.from_source(src)
     assert (cfg.width, cfg.layers, cfg.heads, cfg.patch, cfg.image_size, cfg.tokens, cfg.mlp) == (
-        1280, 32, 16, 14, 224, 257, 5120)
+        1280,
+        32,
+        16,
+        14,
+        224,
+        257,
+        5120,
+    )
     assert src.shape("transformer.31.attn.to_qkv.weight") == (3840, 1280)
 
 

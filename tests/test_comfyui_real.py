@@ -52,8 +52,10 @@ SMALL = {"width": 32, "height": 32, "length": 5, "steps": 2}
 START_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600
 LINK_NAME = "comfyui-wan-core-under-test"
-SKIP_HELP = ("set COMFYUI_PATH to a ComfyUI checkout (0.3.64+) and COMFYUI_PYTHON to a Python that has ComfyUI's "
-             "requirements and this pack's requirements.txt (default: the Python running pytest)")
+SKIP_HELP = (
+    "set COMFYUI_PATH to a ComfyUI checkout (0.3.64+) and COMFYUI_PYTHON to a Python that has ComfyUI's "
+    "requirements and this pack's requirements.txt (default: the Python running pytest)"
+)
 REAL_VAE = "wan21_vae_released_width.safetensors"
 
 
@@ -107,8 +109,9 @@ def _get(url: str, timeout: float = 30):
 
 
 def _post(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             body = response.read()
@@ -127,8 +130,10 @@ def _wait_until_up(base: str, process: subprocess.Popen, log_path: Path) -> None
     deadline = time.time() + START_TIMEOUT_S
     while time.time() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"ComfyUI exited with {process.returncode} (is COMFYUI_PYTHON right? {SKIP_HELP}):\n"
-                                 f"{log_path.read_text()[-4000:]}")
+            raise AssertionError(
+                f"ComfyUI exited with {process.returncode} (is COMFYUI_PYTHON right? {SKIP_HELP}):\n"
+                f"{log_path.read_text()[-4000:]}"
+            )
         try:
             _get(f"{base}/system_stats", timeout=5)
             return
@@ -156,12 +161,30 @@ def comfyui(tmp_path_factory):
     log_path = work / "comfyui.log"
     (work / "user").mkdir()
     # only this pack among the custom nodes; user data, temp files and the database outside the checkout
-    cmd = [_comfyui_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--extra-model-paths-config", str(work / "extra_model_paths.yaml"),
-           "--input-directory", str(inputs), "--output-directory", str(outputs),
-           "--user-directory", str(work / "user"), "--temp-directory", str(work / "temp"),
-           "--database-url", "sqlite:///:memory:",
-           "--disable-all-custom-nodes", "--whitelist-custom-nodes", LINK_NAME]
+    cmd = [
+        _comfyui_python(),
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--extra-model-paths-config",
+        str(work / "extra_model_paths.yaml"),
+        "--input-directory",
+        str(inputs),
+        "--output-directory",
+        str(outputs),
+        "--user-directory",
+        str(work / "user"),
+        "--temp-directory",
+        str(work / "temp"),
+        "--database-url",
+        "sqlite:///:memory:",
+        "--disable-all-custom-nodes",
+        "--whitelist-custom-nodes",
+        LINK_NAME,
+    ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -231,10 +254,15 @@ def test_ui_workflow_loads_in_the_editor(comfyui, name):
     info, workflow = comfyui["info"], load_json(WORKFLOWS / f"{name}.json")
     unknown = sorted({n["type"] for n in workflow["nodes"]} - set(info) - set(VIRTUAL_NODES))
     assert not unknown, f"the editor would show these as missing: {unknown}"
-    problems = [p for n in workflow["nodes"] if n["type"] not in VIRTUAL_NODES for p in node_problems(n, info[n["type"]])]
+    problems = [
+        p for n in workflow["nodes"] if n["type"] not in VIRTUAL_NODES for p in node_problems(n, info[n["type"]])
+    ]
     problems += link_problems(workflow, info) + schema_problems(workflow)
     assert not problems, "\n".join(problems)
-    twin = {nid: {"inputs": n["inputs"], "class_type": n["class_type"]} for nid, n in load_json(API_DIR / f"{name}.json").items()}
+    twin = {
+        nid: {"inputs": n["inputs"], "class_type": n["class_type"]}
+        for nid, n in load_json(API_DIR / f"{name}.json").items()
+    }
     assert frontend_api(workflow, info) == twin
 
 
@@ -306,7 +334,10 @@ def test_workflow_runs_in_comfyui(comfyui, name):
     api = override_api(load_json(API_DIR / f"{name}.json"), SMALL)
     samplers = [nid for nid, n in api.items() if n["class_type"] == "WanCoreSampler"]
     for nid in samplers:  # a native node on our LATENT
-        api[f"{nid}900"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0], "filename_prefix": f"lat/{name}"}}
+        api[f"{nid}900"] = {
+            "class_type": "SaveLatent",
+            "inputs": {"samples": [nid, 0], "filename_prefix": f"lat/{name}"},
+        }
     workflow = load_json(WORKFLOWS / f"{name}.json")
     entry = _run(comfyui, api, workflow)
     videos = [p for nid in entry["outputs"] for p in _saved(comfyui, entry, nid, "images")]
@@ -333,8 +364,11 @@ def test_native_latent_matches_ours_and_decodes(comfyui):
     """EmptyHunyuanLatentVideo (what ComfyUI's Wan2.1 graphs start from) vs our empty latent, same settings."""
     from wan_core.video_io import read_video
 
-    vae_name = next(n["inputs"]["vae_name"] for n in load_json(API_DIR / "wan21_t2v_1.3b.json").values()
-                    if n["class_type"] == "WanCoreVAELoader")
+    vae_name = next(
+        n["inputs"]["vae_name"]
+        for n in load_json(API_DIR / "wan21_t2v_1.3b.json").values()
+        if n["class_type"] == "WanCoreVAELoader"
+    )
     size = {k: SMALL[k] for k in ("width", "height", "length")}
     api = {
         "1": {"class_type": "WanCoreVAELoader", "inputs": {"vae_name": vae_name, "dtype": "auto"}},
@@ -342,13 +376,25 @@ def test_native_latent_matches_ours_and_decodes(comfyui):
         "3": {"class_type": "SaveLatent", "inputs": {"samples": ["2", 1], "filename_prefix": "interop/ours"}},
         "4": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {**size, "batch_size": 1}},
         "5": {"class_type": "SaveLatent", "inputs": {"samples": ["4", 0], "filename_prefix": "interop/native"}},
-        "6": {"class_type": "WanCoreVAEDecode", "inputs": {"vae": ["1", 0], "latent": ["4", 0], "tiled": False,
-                                                           "tile_size": 256, "tile_overlap": 64}},
-        "7": {"class_type": "WanCoreSaveVideo", "inputs": {"frames": ["6", 0], "fps": 16.0, "crf": 19,
-                                                           "filename_prefix": "interop/decoded", "format": "mp4"}},
+        "6": {
+            "class_type": "WanCoreVAEDecode",
+            "inputs": {"vae": ["1", 0], "latent": ["4", 0], "tiled": False, "tile_size": 256, "tile_overlap": 64},
+        },
+        "7": {
+            "class_type": "WanCoreSaveVideo",
+            "inputs": {
+                "frames": ["6", 0],
+                "fps": 16.0,
+                "crf": 19,
+                "filename_prefix": "interop/decoded",
+                "format": "mp4",
+            },
+        },
         "8": {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": 16.0}},
-        "9": {"class_type": "SaveVideo", "inputs": {"video": ["8", 0], "filename_prefix": "interop/native",
-                                                    "format": "mp4", "codec": "h264"}},
+        "9": {
+            "class_type": "SaveVideo",
+            "inputs": {"video": ["8", 0], "filename_prefix": "interop/native", "format": "mp4", "codec": "h264"},
+        },
     }
     workflow = {"nodes": [], "links": [], "marker": "interop"}
     entry = _run(comfyui, api, workflow)
@@ -373,8 +419,9 @@ def _interrupt_while_sampling(comfyui: dict, api: dict) -> dict:
     prompt_id = _post(f"{comfyui['base']}/prompt", {"prompt": api, "client_id": uuid.uuid4().hex})["prompt_id"]
     deadline = time.time() + RUN_TIMEOUT_S
     while not any(item[1] == prompt_id for item in _get(f"{comfyui['base']}/queue")["queue_running"]):
-        assert time.time() < deadline and prompt_id not in _get(f"{comfyui['base']}/history/{prompt_id}"), \
+        assert time.time() < deadline and prompt_id not in _get(f"{comfyui['base']}/history/{prompt_id}"), (
             "the long run finished before it could be interrupted: make it longer"
+        )
         time.sleep(0.1)
     time.sleep(1.0)  # loaders and text encoder are cached: now inside the sampler
     _post(f"{comfyui['base']}/interrupt", {"prompt_id": prompt_id})
@@ -412,8 +459,10 @@ def test_native_vae_and_ours_share_the_latent_convention(comfyui):
         "1": {"class_type": "WanCoreVAELoader", "inputs": {"vae_name": REAL_VAE, "dtype": "fp32"}},
         "2": {"class_type": "VAELoader", "inputs": {"vae_name": REAL_VAE}},
         "3": {"class_type": "WanCoreLoadVideo", "inputs": {"video": "control.mp4", "max_frames": 0}},
-        "4": {"class_type": "WanCoreResampleFrames", "inputs": {"frames": ["3", 0], "source_fps": ["3", 1],
-                                                                "target_fps": 16.0, "length": 5, "use_length": True}},
+        "4": {
+            "class_type": "WanCoreResampleFrames",
+            "inputs": {"frames": ["3", 0], "source_fps": ["3", 1], "target_fps": 16.0, "length": 5, "use_length": True},
+        },
         "5": {"class_type": "WanCoreFitFrames", "inputs": {"frames": ["4", 0], **fit}},
         "6": {"class_type": "WanCoreVAEEncode", "inputs": {"vae": ["1", 0], "frames": ["5", 0], **tiles}},
         "7": {"class_type": "VAEEncode", "inputs": {"vae": ["2", 0], "pixels": ["5", 0]}},
@@ -427,7 +476,11 @@ def test_native_vae_and_ours_share_the_latent_convention(comfyui):
     entry = _run(comfyui, api)
     ours, native = (_latent_tensor(_saved(comfyui, entry, nid, "latents")[0]).float() for nid in ("8", "9"))
     assert list(ours.shape) == _native_video_latent_shape(16), ours.shape
-    assert ours.shape == native.shape and rel_err(ours, native) < 1e-4, (ours.shape, native.shape, rel_err(ours, native))
+    assert ours.shape == native.shape and rel_err(ours, native) < 1e-4, (
+        ours.shape,
+        native.shape,
+        rel_err(ours, native),
+    )
     native_of_ours, ours_of_native = (_png_frames(_saved(comfyui, entry, nid, "images")) for nid in ("12", "13"))
     assert native_of_ours.shape == ours_of_native.shape == (SMALL["length"], 32, 32, 3), native_of_ours.shape
     inside = ((native_of_ours > 0) & (native_of_ours < 255)).mean()

@@ -101,8 +101,7 @@ def test_i2v_crop_mode_keeps_aspect():
 def test_flf2v_mask_last_latent_frame():
     vae = FakeVAE()
     first, last = torch.rand(1, 48, 64, 3), torch.rand(1, 96, 128, 3)
-    cond = flf2v_conditioning(vae, first, last, frames=21, width=64, height=48,
-                              clip_fea=torch.randn(2, 257, 1280))
+    cond = flf2v_conditioning(vae, first, last, frames=21, width=64, height=48, clip_fea=torch.randn(2, 257, 1280))
     mask = cond.y[0, :4, :, 0, 0]
     assert torch.equal(mask, spec_i2v_mask([0, 20], 21))
     assert mask[:, -1].tolist() == [0.0, 0.0, 0.0, 1.0]

@@ -98,8 +98,10 @@ def test_flf2v_and_fun_inp():
     cond = flf2v_conditioning(vae("2.1"), first, last, 5, 32, 16, clip_fea=pair)
     assert cond.clip_fea.shape == (1, 2 * CLIP_TOKENS, TINY.clip_width)
     run("wan2.1-flf2v", cond)
-    run("wan2.1-fun-inp", fun_inp_conditioning(vae("2.1"), end_image=image(), frames=5, width=32, height=16,
-                                               clip_fea=clip()))
+    run(
+        "wan2.1-fun-inp",
+        fun_inp_conditioning(vae("2.1"), end_image=image(), frames=5, width=32, height=16, clip_fea=clip()),
+    )
 
 
 def test_ti2v_first_latent_frame_is_the_encoded_image():
@@ -115,8 +117,16 @@ def test_vace_with_references_and_two_inputs_trims():
     mask = torch.zeros(5, 16, 32)
     mask[:, 4:12, 8:24] = 1.0
     a = vace_conditioning(vae("2.1"), 5, 32, 16, control_video=edges, strength=0.8, end=0.5)
-    b = vace_conditioning(vae("2.1"), 5, 32, 16, control_video=fit_frames(frames, 32, 16), control_mask=mask,
-                          reference_images=image(seed=9, n=2), strength=1.0)
+    b = vace_conditioning(
+        vae("2.1"),
+        5,
+        32,
+        16,
+        control_video=fit_frames(frames, 32, 16),
+        control_mask=mask,
+        reference_images=image(seed=9, n=2),
+        strength=1.0,
+    )
     both = combine_vace(a, b)
     assert both.latent_shape == (16, 2 + 2, 2, 4) and both.trim_latent_frames == 2
     latent = run("wan2.1-vace", both)
@@ -126,8 +136,16 @@ def test_vace_with_references_and_two_inputs_trims():
 def test_fun_control():
     control = resample_video(image(16, 32, n=12), src_fps=24, dst_fps=16)  # 12 frames @24 -> 5 @16
     assert control.shape[0] == 5
-    cond = fun_control_conditioning(vae("2.1"), control, 5, 32, 16, start_image=image(), clip_fea=clip(),
-                                    model_extra_channels=dit("wan2.1-fun-control").config.extra_channels)
+    cond = fun_control_conditioning(
+        vae("2.1"),
+        control,
+        5,
+        32,
+        16,
+        start_image=image(),
+        clip_fea=clip(),
+        model_extra_channels=dit("wan2.1-fun-control").config.extra_channels,
+    )
     run("wan2.1-fun-control", cond)
 
 

@@ -39,12 +39,12 @@ def dit_config(task: str, family: str = "wan2.1", **overrides) -> SimpleNamespac
     table = {
         "t2v": dict(in_dim=16, latent_channels=16, extra_channels=0, clip_dim=None, vace_layers=()),
         "i2v": dict(in_dim=36, latent_channels=16, extra_channels=20, clip_dim=1280, vace_layers=()),
-        "flf2v": dict(in_dim=36, latent_channels=16, extra_channels=20, clip_dim=1280, clip_tokens=514,
-                      vace_layers=()),
+        "flf2v": dict(in_dim=36, latent_channels=16, extra_channels=20, clip_dim=1280, clip_tokens=514, vace_layers=()),
         "vace": dict(in_dim=16, latent_channels=16, extra_channels=0, clip_dim=None, vace_layers=(0, 2)),
         "fun-control": dict(in_dim=48, latent_channels=16, extra_channels=32, clip_dim=1280, vace_layers=()),
-        "ti2v": dict(in_dim=48, latent_channels=48, extra_channels=0, clip_dim=None, vace_layers=(),
-                     per_token_timesteps=True),
+        "ti2v": dict(
+            in_dim=48, latent_channels=48, extra_channels=0, clip_dim=None, vace_layers=(), per_token_timesteps=True
+        ),
     }
     fields = dict(family=family, task=task, out_dim=None, clip_tokens=None, per_token_timesteps=False)
     fields.update(table[task])

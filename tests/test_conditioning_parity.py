@@ -38,9 +38,14 @@ class NormalisedVAE:
 def vaes():
     torch.manual_seed(0)
     vae = AutoencoderKLWan(base_dim=16, z_dim=16).eval()
-    pipe = SimpleNamespace(vae=vae, vae_scale_factor_temporal=4, vae_scale_factor_spatial=8,
-                           config=SimpleNamespace(expand_timesteps=False), _execution_device=torch.device("cpu"),
-                           transformer=SimpleNamespace(config=SimpleNamespace(patch_size=(1, 2, 2))))
+    pipe = SimpleNamespace(
+        vae=vae,
+        vae_scale_factor_temporal=4,
+        vae_scale_factor_spatial=8,
+        config=SimpleNamespace(expand_timesteps=False),
+        _execution_device=torch.device("cpu"),
+        transformer=SimpleNamespace(config=SimpleNamespace(patch_size=(1, 2, 2))),
+    )
     return NormalisedVAE(vae), pipe
 
 
@@ -51,8 +56,19 @@ def _signed(images: torch.Tensor) -> torch.Tensor:
 def _diffusers_i2v_y(pipe, first, last=None) -> torch.Tensor:
     with torch.no_grad():
         _, y = WanImageToVideoPipeline.prepare_latents(
-            pipe, _signed(first), 1, 16, H, W, FRAMES, torch.float32, torch.device("cpu"), None,
-            latents=torch.zeros(1, 16, 2, H // 8, W // 8), last_image=None if last is None else _signed(last))
+            pipe,
+            _signed(first),
+            1,
+            16,
+            H,
+            W,
+            FRAMES,
+            torch.float32,
+            torch.device("cpu"),
+            None,
+            latents=torch.zeros(1, 16, 2, H // 8, W // 8),
+            last_image=None if last is None else _signed(last),
+        )
     return y
 
 
@@ -81,8 +97,7 @@ def test_vace_matches_diffusers(vaes):
     mask = torch.zeros(FRAMES, H, W)
     mask[:, 3:11, 5:21] = 1.0  # regenerate a box, not aligned to the 8x8 blocks
     ref_image = torch.rand(1, H, W, 3)
-    ours = vace_conditioning(ours_vae, FRAMES, W, H, control_video=video, control_mask=mask,
-                             reference_images=ref_image)
+    ours = vace_conditioning(ours_vae, FRAMES, W, H, control_video=video, control_mask=mask, reference_images=ref_image)
     video_d = _signed(video).permute(1, 0, 2, 3)[None]  # [1, 3, F, H, W]
     mask_d = mask[None, None]  # [1, 1, F, H, W]
     refs = [[_signed(ref_image)[0]]]

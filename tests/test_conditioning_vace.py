@@ -32,8 +32,9 @@ def test_vace_defaults_and_shapes():
 def test_vace_inactive_reactive_and_mask_layout():
     video = torch.rand(9, 16, 32, 3)
     mask = (torch.rand(9, 16, 32) > 0.5).float() * 0.8 + 0.1  # 0.1 / 0.9: binarised at 0.5
-    cond = vace_conditioning(FakeVAE(), 9, 32, 16, control_video=video, control_mask=mask, strength=0.7,
-                             start=0.1, end=0.6)
+    cond = vace_conditioning(
+        FakeVAE(), 9, 32, 16, control_video=video, control_mask=mask, strength=0.7, start=0.1, end=0.6
+    )
     (hint,) = cond.vace
     assert (hint.strength, hint.start, hint.end) == (0.7, 0.1, 0.6)
     binary = (mask > 0.5).float()
@@ -68,8 +69,9 @@ def test_vace_reference_of_other_size_is_centered_on_white():
 
 
 def test_vace_shorter_control_video_is_padded_with_generate_mask():
-    cond = vace_conditioning(FakeVAE(), 9, 32, 16, control_video=torch.rand(3, 16, 32, 3),
-                             control_mask=torch.zeros(3, 16, 32))
+    cond = vace_conditioning(
+        FakeVAE(), 9, 32, 16, control_video=torch.rand(3, 16, 32, 3), control_mask=torch.zeros(3, 16, 32)
+    )
     mask_frames = cond.vace[0].context[0, 32:, :, 0, 0]  # [64, T]
     assert mask_frames[:, 0].sum() == 0 and bool((mask_frames[:, 2] == 1).all())
 

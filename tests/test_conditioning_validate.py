@@ -31,18 +31,21 @@ def test_matching_pairs_pass():
     validate_conditioning(t2v_conditioning(16, 5, 32, 32, 8), dit_config("t2v"), vae_config(16))
     validate_conditioning(i2v_conditioning(vae, IMAGE, 5, 32, 32, clip_fea=CLIP), dit_config("i2v"), vae_config(16))
     validate_conditioning(i2v_conditioning(vae, IMAGE, 5, 32, 32), dit_config("i2v", "wan2.2", clip_dim=None))
-    validate_conditioning(flf2v_conditioning(vae, IMAGE, IMAGE, 5, 32, 32, clip_fea=torch.randn(2, 257, 1280)),
-                          dit_config("flf2v"))
+    validate_conditioning(
+        flf2v_conditioning(vae, IMAGE, IMAGE, 5, 32, 32, clip_fea=torch.randn(2, 257, 1280)), dit_config("flf2v")
+    )
     validate_conditioning(vace_conditioning(vae, 5, 32, 32, reference_images=IMAGE), dit_config("vace"))
-    validate_conditioning(fun_control_conditioning(vae, torch.rand(5, 32, 32, 3), 5, 32, 32),
-                          dit_config("fun-control"))
+    validate_conditioning(fun_control_conditioning(vae, torch.rand(5, 32, 32, 3), 5, 32, 32), dit_config("fun-control"))
     ti2v = ti2v_conditioning(FakeVAE(48, 16, "2.2"), IMAGE, 5, 64, 32)
     validate_conditioning(ti2v, dit_config("ti2v", "wan2.2"), vae_config(48))
 
 
 def test_vae_channel_mismatch_names_the_vae_file():
-    with pytest.raises(ConditioningError, match=r"VAE has 48 latent channels \(Wan2.2\) but the model .* expects 16 "
-                                                r"\(Wan2.1 VAE\): load wan_2.1_vae.safetensors"):
+    with pytest.raises(
+        ConditioningError,
+        match=r"VAE has 48 latent channels \(Wan2.2\) but the model .* expects 16 "
+        r"\(Wan2.1 VAE\): load wan_2.1_vae.safetensors",
+    ):
         validate_conditioning(t2v_conditioning(16, 5, 32, 32, 8), dit_config("t2v"), vae_config(48))
     with pytest.raises(ConditioningError, match="load wan2.2_vae.safetensors"):
         validate_conditioning(t2v_conditioning(48, 5, 64, 64, 16), dit_config("ti2v", "wan2.2"), vae_config(16))

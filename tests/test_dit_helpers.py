@@ -24,18 +24,27 @@ def diffusers_reference(config: DiTConfig, official_sd: dict[str, torch.Tensor])
     from diffusers import WanTransformer3DModel, WanVACETransformer3DModel
 
     kwargs = dict(
-        patch_size=config.patch_size, num_attention_heads=config.num_heads, attention_head_dim=config.head_dim,
-        in_channels=config.in_dim, out_channels=config.out_dim, text_dim=config.text_dim, freq_dim=config.freq_dim,
-        ffn_dim=config.ffn_dim, num_layers=config.num_layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=config.eps,
+        patch_size=config.patch_size,
+        num_attention_heads=config.num_heads,
+        attention_head_dim=config.head_dim,
+        in_channels=config.in_dim,
+        out_channels=config.out_dim,
+        text_dim=config.text_dim,
+        freq_dim=config.freq_dim,
+        ffn_dim=config.ffn_dim,
+        num_layers=config.num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=config.eps,
     )
     if config.clip_dim is not None:
         kwargs.update(image_dim=config.clip_dim, added_kv_proj_dim=config.dim)
         if config.task == "flf2v":
             kwargs.update(pos_embed_seq_len=config.clip_tokens)
     if config.has_vace:
-        model = WanVACETransformer3DModel(**kwargs, vace_layers=list(config.vace_layers),
-                                          vace_in_channels=config.vace_in_dim)
+        model = WanVACETransformer3DModel(
+            **kwargs, vace_layers=list(config.vace_layers), vace_in_channels=config.vace_in_dim
+        )
     else:
         model = WanTransformer3DModel(**kwargs)
     model.load_state_dict(official_to_diffusers(official_sd), strict=True)
@@ -52,8 +61,9 @@ def layout_state_dict(official_sd: dict[str, torch.Tensor], layout: str) -> dict
         return official_to_diffusers(official_sd)
     if layout == "fp8_scaled":
         prefixed = {COMFY_PREFIX + k: v for k, v in official_sd.items()}
-        return quantize_state_dict(prefixed, lambda name, t: ".blocks." in name or "embedding" in name,
-                                   marker_prefix=COMFY_PREFIX)
+        return quantize_state_dict(
+            prefixed, lambda name, t: ".blocks." in name or "embedding" in name, marker_prefix=COMFY_PREFIX
+        )
     raise ValueError(layout)
 
 
@@ -62,7 +72,7 @@ def reference_weights(official_sd: dict[str, torch.Tensor], layout: str) -> dict
     if layout != "fp8_scaled":
         return official_sd
     deq = dequantize_state_dict(layout_state_dict(official_sd, layout))
-    return {k[len(COMFY_PREFIX):]: v for k, v in deq.items()}
+    return {k[len(COMFY_PREFIX) :]: v for k, v in deq.items()}
 
 
 @lru_cache(maxsize=None)

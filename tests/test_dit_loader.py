@@ -50,10 +50,22 @@ def test_released_shapes_are_detected(variant):
 
 def test_detected_fields_of_tiny_variants():
     cfg = config_from_shapes({k: tuple(v.shape) for k, v in cached_tiny("wan2.1-flf2v").items()})
-    assert (cfg.task, cfg.family, cfg.clip_dim, cfg.clip_tokens, cfg.in_dim, cfg.out_dim) == ("flf2v", "wan2.1", 64, 34,
-                                                                                              36, 16)
-    assert (cfg.dim, cfg.num_heads, cfg.num_layers, cfg.ffn_dim, cfg.text_dim, cfg.freq_dim) == (256, 2, 2, 512, 64,
-                                                                                                 256)
+    assert (cfg.task, cfg.family, cfg.clip_dim, cfg.clip_tokens, cfg.in_dim, cfg.out_dim) == (
+        "flf2v",
+        "wan2.1",
+        64,
+        34,
+        36,
+        16,
+    )
+    assert (cfg.dim, cfg.num_heads, cfg.num_layers, cfg.ffn_dim, cfg.text_dim, cfg.freq_dim) == (
+        256,
+        2,
+        2,
+        512,
+        64,
+        256,
+    )
     assert cfg.extra_channels == 20 and cfg.latent_channels == 16
     cfg = config_from_shapes({k: tuple(v.shape) for k, v in cached_tiny("wan2.1-vace").items()})
     assert cfg.vace_layers == (0, 1) and cfg.vace_in_dim == 96 and cfg.variant == "wan2.1-vace"
@@ -104,7 +116,9 @@ def test_fp8_weights_stay_fp8(tmp_path):
     path, _ = write_layout(tmp_path, "wan2.1-t2v", "fp8_scaled")
     model = wan_core.load_dit(path, device="cpu")
     q = model.blocks[0].self_attn.q
-    assert q.weight.dtype == torch.float8_e4m3fn and q.scale_weight is not None and q.scale_weight.dtype == torch.float32
+    assert (
+        q.weight.dtype == torch.float8_e4m3fn and q.scale_weight is not None and q.scale_weight.dtype == torch.float32
+    )
     assert model.blocks[0].modulation.dtype == torch.float32
     sd = cached_tiny("wan2.1-t2v")
     plain = {k: (v.to(torch.float8_e5m2) if k.startswith("blocks.") and v.ndim == 2 else v) for k, v in sd.items()}
@@ -200,7 +214,10 @@ def test_ref_conv_reference_latent():
 
 
 def test_diffusers_name_map_for_loras():
-    assert diffusers_to_official_name("blocks.3.attn2.add_k_proj.lora_A.weight") == "blocks.3.cross_attn.k_img.lora_A.weight"
+    assert (
+        diffusers_to_official_name("blocks.3.attn2.add_k_proj.lora_A.weight")
+        == "blocks.3.cross_attn.k_img.lora_A.weight"
+    )
     assert diffusers_to_official_name("blocks.0.norm2.weight") == "blocks.0.norm3.weight"
     assert diffusers_to_official_name("proj_out.weight") == "head.head.weight"
     assert diffusers_to_official_name("vace_blocks.0.proj_in.bias") == "vace_blocks.0.before_proj.bias"

@@ -37,8 +37,20 @@ CHILD = textwrap.dedent(
 
 
 def test_bf16_load_peak_rss_below_1_3x_file(tmp_path):
-    config = DiTConfig(variant="wan2.1-t2v", family="wan2.1", task="t2v", size_label=None, dim=1024,
-                       ffn_dim=4096, num_heads=8, num_layers=6, in_dim=16, out_dim=16, text_dim=256, freq_dim=256)
+    config = DiTConfig(
+        variant="wan2.1-t2v",
+        family="wan2.1",
+        task="t2v",
+        size_label=None,
+        dim=1024,
+        ffn_dim=4096,
+        num_heads=8,
+        num_layers=6,
+        in_dim=16,
+        out_dim=16,
+        text_dim=256,
+        freq_dim=256,
+    )
     shapes = WanDiT(config, device="meta").state_dict()
     gen = torch.Generator().manual_seed(0)
     sd = {k: (torch.randn(v.shape, generator=gen) * 0.02).to(torch.bfloat16) for k, v in shapes.items()}
@@ -47,8 +59,14 @@ def test_bf16_load_peak_rss_below_1_3x_file(tmp_path):
     del sd
     size = path.stat().st_size
     assert size > 150e6, size
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, timeout=300,
-                          cwd=str(tmp_path), env=_env())
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(tmp_path),
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     growth = result["peak"] - result["base"]

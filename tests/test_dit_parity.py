@@ -26,8 +26,17 @@ from wan_core.dit.tiny import tiny_dit_config
 
 TOL = 1e-4
 LAYOUT_VARIANTS = ("wan2.1-t2v", "wan2.1-i2v", "wan2.1-flf2v", "wan2.1-vace", "wan2.2-ti2v")
-ALL_VARIANTS = ("wan2.1-t2v", "wan2.1-i2v", "wan2.1-flf2v", "wan2.1-vace", "wan2.1-fun-control", "wan2.1-fun-inp",
-                "wan2.2-t2v", "wan2.2-i2v", "wan2.2-ti2v")
+ALL_VARIANTS = (
+    "wan2.1-t2v",
+    "wan2.1-i2v",
+    "wan2.1-flf2v",
+    "wan2.1-vace",
+    "wan2.1-fun-control",
+    "wan2.1-fun-inp",
+    "wan2.2-t2v",
+    "wan2.2-i2v",
+    "wan2.2-ti2v",
+)
 EXPECTED_VARIANT = {"wan2.1-fun-inp": "wan2.1-i2v", "wan2.2-t2v": "wan2.1-t2v"}
 
 
@@ -98,8 +107,10 @@ def test_vace_scale_and_two_contexts(tmp_path):
     run_reference(ref, config, {**inputs, "vace_context": second})
     for h in grab:
         h.remove()
-    adds = [ref.blocks[layer].register_forward_hook(lambda m, a, out, j=j: out + 1.5 * hints[j])
-            for j, layer in enumerate(config.vace_layers)]
+    adds = [
+        ref.blocks[layer].register_forward_hook(lambda m, a, out, j=j: out + 1.5 * hints[j])
+        for j, layer in enumerate(config.vace_layers)
+    ]
     want = run_reference(ref, config, inputs, vace_scale=0.6)
     for h in adds:
         h.remove()
@@ -127,8 +138,8 @@ def test_batch_matches_single_samples_and_broadcasts(tmp_path):
     inputs["y"] = inputs["y"][:1]
     both = ours(model, inputs)
     for i in range(2):
-        single = {**inputs, "x": inputs["x"][i:i + 1], "t": inputs["t"][i:i + 1], "context": [inputs["context"][i]]}
-        assert rel_err(both[i:i + 1], ours(model, single)) <= 1e-5
+        single = {**inputs, "x": inputs["x"][i : i + 1], "t": inputs["t"][i : i + 1], "context": [inputs["context"][i]]}
+        assert rel_err(both[i : i + 1], ours(model, single)) <= 1e-5
 
 
 def test_output_depends_on_every_input(tmp_path):

@@ -35,16 +35,20 @@ SCRIPT = ROOT / "tests" / "editor_check.cjs"
 NODE_TIMEOUT_S = 240
 OUR_JS = f"/extensions/{LINK_NAME}/"
 SNAP_PROBES = {"length": 82, "width": 833, "height": 470}
-SCHEDULE_PROBES = [{"steps": 20, "shift": 3.0, "moe_boundary": 0.5, "solver": "unipc"},
-                   {"steps": 20, "shift": 3.0, "moe_boundary": 0.5, "solver": "dpm++"},
-                   {"steps": 30, "shift": 8.0, "moe_boundary": 0.9, "solver": "euler"},
-                   {"steps": 50, "shift": 5.0, "moe_boundary": 0.875, "solver": "unipc"},
-                   {"steps": 20, "shift": 5.0, "moe_boundary": 0.9, "solver": "unipc", "denoise": 0.6},
-                   {"steps": 12, "shift": 1.0, "moe_boundary": 0.3, "solver": "euler", "denoise": 0.35}]
+SCHEDULE_PROBES = [
+    {"steps": 20, "shift": 3.0, "moe_boundary": 0.5, "solver": "unipc"},
+    {"steps": 20, "shift": 3.0, "moe_boundary": 0.5, "solver": "dpm++"},
+    {"steps": 30, "shift": 8.0, "moe_boundary": 0.9, "solver": "euler"},
+    {"steps": 50, "shift": 5.0, "moe_boundary": 0.875, "solver": "unipc"},
+    {"steps": 20, "shift": 5.0, "moe_boundary": 0.9, "solver": "unipc", "denoise": 0.6},
+    {"steps": 12, "shift": 1.0, "moe_boundary": 0.3, "solver": "euler", "denoise": 0.35},
+]
 LONG_BADGE = "wan2.2-t2v-a14b (high + low noise experts), probe"  # does not fit beside the editor's badge
 RUN = {"name": "wan21_t2v_1.3b", "widgets": {"width": 32, "height": 32, "length": 5, "steps": 2}}
-INSTALL_HELP = ("install Debian's chromium (apt-get install chromium) and playwright-core outside the repo "
-                "(npm install --prefix /some/dir playwright-core; export NODE_PATH=/some/dir/node_modules)")
+INSTALL_HELP = (
+    "install Debian's chromium (apt-get install chromium) and playwright-core outside the repo "
+    "(npm install --prefix /some/dir playwright-core; export NODE_PATH=/some/dir/node_modules)"
+)
 
 
 def _skip(reason: str) -> None:
@@ -61,7 +65,8 @@ def _tools() -> tuple[str, str]:
     if node is None:
         _skip(f"node (Node.js) is not installed; {INSTALL_HELP}")
     chromium = os.environ.get("CHROMIUM") or next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+    )
     if not chromium:
         _skip(f"no Chromium found (set CHROMIUM or put chromium on PATH); {INSTALL_HELP}")
     found = subprocess.run([node, "-e", "require.resolve('playwright-core')"], capture_output=True, timeout=60)
@@ -76,13 +81,22 @@ def editor(request, tmp_path_factory):
     comfyui = request.getfixturevalue("comfyui")  # noqa: F811
     work = tmp_path_factory.mktemp("editor_browser")
     workflows = {p.stem: load_json(p) for p in sorted(WORKFLOWS.glob("*.json"))}
-    plan = {"base": comfyui["base"], "chromium": chromium, "profile": str(work / "profile"),
-            "workflows": workflows, "screenshot": str(work / "editor.png"),
-            "probes": {"snap": SNAP_PROBES, "badge": LONG_BADGE, "schedules": SCHEDULE_PROBES},
-            "run": {**RUN, "graph": workflows[RUN["name"]], "timeoutMs": 150_000}}
+    plan = {
+        "base": comfyui["base"],
+        "chromium": chromium,
+        "profile": str(work / "profile"),
+        "workflows": workflows,
+        "screenshot": str(work / "editor.png"),
+        "probes": {"snap": SNAP_PROBES, "badge": LONG_BADGE, "schedules": SCHEDULE_PROBES},
+        "run": {**RUN, "graph": workflows[RUN["name"]], "timeoutMs": 150_000},
+    }
     (work / "plan.json").write_text(json.dumps(plan))
-    proc = subprocess.run([node, str(SCRIPT), str(work / "plan.json"), str(work / "result.json")],
-                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    proc = subprocess.run(
+        [node, str(SCRIPT), str(work / "plan.json"), str(work / "result.json")],
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_S,
+    )
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     shot = os.environ.get("EDITOR_SCREENSHOT")  # keep the screenshot taken after the queued run
     if shot:
@@ -108,9 +122,14 @@ def test_workflow_loads_without_missing_nodes(editor, name):
     bad = [(n["id"], n["type"]) for n in report["nodes"] if n["hasErrors"] or not n["type"]]
     assert not bad, bad
     saved = {int(k): v or [] for k, v in report["widgetsValues"].items()}
-    assert saved == {n["id"]: n.get("widgets_values") or [] for n in graph["nodes"]}, "the editor would save other values"
+    assert saved == {n["id"]: n.get("widgets_values") or [] for n in graph["nodes"]}, (
+        "the editor would save other values"
+    )
     queued = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in report["prompt"].items()}
-    twin = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in load_json(API_DIR / f"{name}.json").items()}
+    twin = {
+        nid: {"class_type": n["class_type"], "inputs": n["inputs"]}
+        for nid, n in load_json(API_DIR / f"{name}.json").items()
+    }
     assert queued == twin, "the editor's graphToPrompt differs from workflows/api"
 
 
@@ -140,8 +159,14 @@ def _schedule(settings: dict):
     from wan_core.sampling import SamplerSettings
     from wan_core.sampling.schedules import build_schedule, steps_at_or_above
 
-    schedule = build_schedule(SamplerSettings(steps=int(settings["steps"]), shift=float(settings["shift"]),
-                                              solver=settings["solver"], denoise=float(settings.get("denoise", 1.0))))
+    schedule = build_schedule(
+        SamplerSettings(
+            steps=int(settings["steps"]),
+            shift=float(settings["shift"]),
+            solver=settings["solver"],
+            denoise=float(settings.get("denoise", 1.0)),
+        )
+    )
     boundary = float(settings["moe_boundary"])
     switch = steps_at_or_above(schedule, boundary * 1000) if boundary > 0 else -1
     if switch >= int(settings["steps"]):
@@ -209,7 +234,9 @@ def _check_badge(draw: dict, text: str) -> None:
     assert len(ours) == 1, [t["text"] for t in draw["texts"]]
     box = _text_box(ours[0])
     assert box[3] < 0, "the badge should sit above the title bar"
-    clashes = [t["text"] for t in draw["texts"] if t is not ours[0] and t["text"].strip() and _overlap(box, _text_box(t))]
+    clashes = [
+        t["text"] for t in draw["texts"] if t is not ours[0] and t["text"].strip() and _overlap(box, _text_box(t))
+    ]
     assert not clashes, f"badge {text!r} drawn over {clashes}"
 
 
@@ -234,13 +261,23 @@ def test_js_schedule_matches_wan_core_without_browser(tmp_path):
     node = shutil.which("node")
     if node is None:
         _skip("node (Node.js) is not installed: cannot run js/wan_schedule.js")
-    grid = [{"steps": st, "shift": sh, "moe_boundary": b, "solver": so, "denoise": d}
-            for st in (4, 20, 40) for sh in (1.0, 3.0, 12.0) for b in (0.0, 0.5, 0.875, 0.9)
-            for so in ("unipc", "dpm++", "euler") for d in (1.0, 0.6)]
+    grid = [
+        {"steps": st, "shift": sh, "moe_boundary": b, "solver": so, "denoise": d}
+        for st in (4, 20, 40)
+        for sh in (1.0, 3.0, 12.0)
+        for b in (0.0, 0.5, 0.875, 0.9)
+        for so in ("unipc", "dpm++", "euler")
+        for d in (1.0, 0.6)
+    ]
     (tmp_path / "wan_schedule.mjs").write_text((ROOT / "js" / "wan_schedule.js").read_text())
-    calls = ", ".join(f"(() => {{ const s = m.sigmaSchedule({g['steps']}, {g['shift']}, '{g['solver']}', {g['denoise']});"
-                      f" return [s, m.expertSwitchStep(s, {g['moe_boundary']})]; }})()" for g in grid)
-    (tmp_path / "run.mjs").write_text(f"import * as m from './wan_schedule.mjs'; console.log(JSON.stringify([{calls}]));")
+    calls = ", ".join(
+        f"(() => {{ const s = m.sigmaSchedule({g['steps']}, {g['shift']}, '{g['solver']}', {g['denoise']});"
+        f" return [s, m.expertSwitchStep(s, {g['moe_boundary']})]; }})()"
+        for g in grid
+    )
+    (tmp_path / "run.mjs").write_text(
+        f"import * as m from './wan_schedule.mjs'; console.log(JSON.stringify([{calls}]));"
+    )
     proc = subprocess.run([node, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     for g, (sigmas, switch) in zip(grid, json.loads(proc.stdout), strict=True):

@@ -6,7 +6,10 @@ import torch
 import wan_core
 from wan_core.dit.tiny import tiny_dit_state_dict
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA streams, cuDNN layouts); run on a GPU machine to cover it")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU (CUDA streams, cuDNN layouts); run on a GPU machine to cover it",
+)
 
 
 @needs_cuda

@@ -85,12 +85,30 @@ class StandIn(nn.Module):
         return self.head.head(h * (1 + self.head.modulation[:, 0]))
 
 
-LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
-           "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
-DIFFUSERS = {"self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
-             "self_attn.o": "attn1.to_out.0", "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k",
-             "cross_attn.v": "attn2.to_v", "cross_attn.o": "attn2.to_out.0", "ffn.0": "ffn.net.0.proj",
-             "ffn.2": "ffn.net.2"}
+LINEARS = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.k",
+    "cross_attn.v",
+    "cross_attn.o",
+    "ffn.0",
+    "ffn.2",
+)
+DIFFUSERS = {
+    "self_attn.q": "attn1.to_q",
+    "self_attn.k": "attn1.to_k",
+    "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0",
+    "cross_attn.q": "attn2.to_q",
+    "cross_attn.k": "attn2.to_k",
+    "cross_attn.v": "attn2.to_v",
+    "cross_attn.o": "attn2.to_out.0",
+    "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +131,10 @@ def factors(model):
     for n in range(L):
         for lin in LINEARS:
             w = model.get_parameter(f"blocks.{n}.{lin}.weight")
-            out[(n, lin)] = (torch.randn(RANK, w.shape[1], generator=g) * 0.2, torch.randn(w.shape[0], RANK, generator=g) * 0.2)
+            out[(n, lin)] = (
+                torch.randn(RANK, w.shape[1], generator=g) * 0.2,
+                torch.randn(w.shape[0], RANK, generator=g) * 0.2,
+            )
     return out
 
 
@@ -144,8 +165,16 @@ def write(factors, fmt):
     return sd
 
 
-HAND_FORMATS = ("official_ab", "comfyui_alpha", "kohya", "videox_fun", "diffusers", "peft_rslora", "pipe_dit",
-                "lycoris")
+HAND_FORMATS = (
+    "official_ab",
+    "comfyui_alpha",
+    "kohya",
+    "videox_fun",
+    "diffusers",
+    "peft_rslora",
+    "pipe_dit",
+    "lycoris",
+)
 
 
 def expected_merged(model, factors, strength=1.0):
@@ -177,8 +206,10 @@ def test_eight_formats_give_identical_merged_weights(model, factors, tmp_path):
             assert rel_err(results[fmt][name], w) < 1e-6, (fmt, name)
     for fmt in HAND_FORMATS[1:]:
         for name in want:
-            assert torch.equal(results[fmt][name], results["official_ab"][name]) or \
-                rel_err(results[fmt][name], results["official_ab"][name]) < 1e-7, (fmt, name)
+            assert (
+                torch.equal(results[fmt][name], results["official_ab"][name])
+                or rel_err(results[fmt][name], results["official_ab"][name]) < 1e-7
+            ), (fmt, name)
 
 
 def test_rslora_scale_differs_from_plain_lora(factors, tmp_path):
@@ -289,13 +320,15 @@ def test_diff_diff_b_diff_m_and_head_diff(model):
         "diffusion_model.head.head.diff_b": torch.randn(8, generator=g),
         "diffusion_model.blocks.1.norm3.diff_b": torch.randn(D, generator=g),
     }
-    targets = {"blocks.0.self_attn.q.bias": sd["diffusion_model.blocks.0.self_attn.q.diff_b"],
-               "blocks.1.cross_attn.norm_k.weight": sd["diffusion_model.blocks.1.cross_attn.norm_k.diff"],
-               "blocks.0.modulation": sd["diffusion_model.blocks.0.diff_m"],
-               "blocks.1.modulation": sd["diffusion_model.blocks.1.modulation.diff"],
-               "head.head.weight": sd["diffusion_model.head.head.diff"],
-               "head.head.bias": sd["diffusion_model.head.head.diff_b"],
-               "blocks.1.norm3.bias": sd["diffusion_model.blocks.1.norm3.diff_b"]}
+    targets = {
+        "blocks.0.self_attn.q.bias": sd["diffusion_model.blocks.0.self_attn.q.diff_b"],
+        "blocks.1.cross_attn.norm_k.weight": sd["diffusion_model.blocks.1.cross_attn.norm_k.diff"],
+        "blocks.0.modulation": sd["diffusion_model.blocks.0.diff_m"],
+        "blocks.1.modulation": sd["diffusion_model.blocks.1.modulation.diff"],
+        "head.head.weight": sd["diffusion_model.head.head.diff"],
+        "head.head.bias": sd["diffusion_model.head.head.diff_b"],
+        "blocks.1.norm3.bias": sd["diffusion_model.blocks.1.norm3.diff_b"],
+    }
     x, ctx = _inputs()
     for mode in ("merge", "runtime"):
         m = copy.deepcopy(model)
@@ -324,8 +357,10 @@ def test_i2v_keys_are_skipped_with_a_count(model, factors):
 
 
 def test_zero_matched_keys_raise(model):
-    sd = {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.randn(4, 8),
-          "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.randn(8, 4)}
+    sd = {
+        "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.randn(4, 8),
+        "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.randn(8, 4),
+    }
     with pytest.raises(LoraError, match="none of its 1 targets"):
         apply_lora(copy.deepcopy(model), sd)
     with pytest.raises(LoraError, match="no LoRA weights"):
@@ -408,8 +443,10 @@ def test_name_map_agrees_with_the_dit_converter(variant):
 
 
 def test_unsupported_adapter_types_and_sidecar_config(model, factors, tmp_path):
-    oft = {"lycoris_blocks_0_self_attn_q.oft_blocks": torch.randn(4, 8, 8),
-           "lycoris_blocks_0_self_attn_q.hada_t1": torch.randn(4, 4, 1, 1)}
+    oft = {
+        "lycoris_blocks_0_self_attn_q.oft_blocks": torch.randn(4, 8, 8),
+        "lycoris_blocks_0_self_attn_q.hada_t1": torch.randn(4, 4, 1, 1),
+    }
     with pytest.raises(LoraError, match="not supported"):
         load_lora(oft)
     folder = tmp_path / "peft_adapter"
@@ -434,8 +471,10 @@ def test_kohya_names_with_diffusion_model_and_cache(model, factors, tmp_path):
 
 def test_two_loras_stack_and_remove_independently(model, factors):
     g = torch.Generator().manual_seed(9)
-    other = {k: (torch.randn(v[0].shape, generator=g) * 0.2, torch.randn(v[1].shape, generator=g) * 0.2)
-             for k, v in factors.items()}
+    other = {
+        k: (torch.randn(v[0].shape, generator=g) * 0.2, torch.randn(v[1].shape, generator=g) * 0.2)
+        for k, v in factors.items()
+    }
     x, ctx = _inputs()
     for mode in ("merge", "runtime"):
         m = copy.deepcopy(model)
@@ -466,7 +505,9 @@ def test_runtime_adapter_moves_its_factors_to_the_input_device():
 
 def test_keep_original_is_exact_in_bf16_and_fp8_and_safe_out_of_order(model, factors):
     g = torch.Generator().manual_seed(2)
-    other = {k: (torch.randn(v[0].shape, generator=g), torch.randn(v[1].shape, generator=g)) for k, v in factors.items()}
+    other = {
+        k: (torch.randn(v[0].shape, generator=g), torch.randn(v[1].shape, generator=g)) for k, v in factors.items()
+    }
     for m in (copy.deepcopy(model).to(torch.bfloat16), _fp8_model(model)):
         before = {k: v.clone() for k, v in m.state_dict().items()}
         fresh = copy.deepcopy(m)
@@ -490,20 +531,37 @@ def test_keep_original_is_exact_in_bf16_and_fp8_and_safe_out_of_order(model, fac
 def test_lycoris_loha_and_lokr(model):
     g = torch.Generator().manual_seed(4)
     r = 2
-    w1a, w1b, w2a, w2b = (torch.randn(D, r, generator=g), torch.randn(r, D, generator=g),
-                          torch.randn(D, r, generator=g), torch.randn(r, D, generator=g))
-    k1, k2a, k2b = torch.randn(4, 4, generator=g), torch.randn(FF // 4, r, generator=g), torch.randn(r, D // 4, generator=g)
+    w1a, w1b, w2a, w2b = (
+        torch.randn(D, r, generator=g),
+        torch.randn(r, D, generator=g),
+        torch.randn(D, r, generator=g),
+        torch.randn(r, D, generator=g),
+    )
+    k1, k2a, k2b = (
+        torch.randn(4, 4, generator=g),
+        torch.randn(FF // 4, r, generator=g),
+        torch.randn(r, D // 4, generator=g),
+    )
     f1, f2 = torch.randn(2, 4, generator=g), torch.randn(D // 2, D // 4, generator=g)
-    sd = {"lycoris_blocks_0_self_attn_q.hada_w1_a": w1a, "lycoris_blocks_0_self_attn_q.hada_w1_b": w1b,
-          "lycoris_blocks_0_self_attn_q.hada_w2_a": w2a, "lycoris_blocks_0_self_attn_q.hada_w2_b": w2b,
-          "lycoris_blocks_0_self_attn_q.alpha": torch.tensor(1.0),
-          "lycoris_blocks_1_ffn_0.lokr_w1": k1, "lycoris_blocks_1_ffn_0.lokr_w2_a": k2a,
-          "lycoris_blocks_1_ffn_0.lokr_w2_b": k2b, "lycoris_blocks_1_ffn_0.alpha": torch.tensor(3.0),
-          "diffusion_model.blocks.0.self_attn.o.lokr_w1": f1, "diffusion_model.blocks.0.self_attn.o.lokr_w2": f2,
-          "diffusion_model.blocks.0.self_attn.o.alpha": torch.tensor(7.0)}  # both factors whole: alpha unused
-    want = {"blocks.0.self_attn.q.weight": (w1a @ w1b) * (w2a @ w2b) * (1.0 / r),
-            "blocks.1.ffn.0.weight": torch.kron(k1, k2a @ k2b) * (3.0 / r),
-            "blocks.0.self_attn.o.weight": torch.kron(f1, f2)}
+    sd = {
+        "lycoris_blocks_0_self_attn_q.hada_w1_a": w1a,
+        "lycoris_blocks_0_self_attn_q.hada_w1_b": w1b,
+        "lycoris_blocks_0_self_attn_q.hada_w2_a": w2a,
+        "lycoris_blocks_0_self_attn_q.hada_w2_b": w2b,
+        "lycoris_blocks_0_self_attn_q.alpha": torch.tensor(1.0),
+        "lycoris_blocks_1_ffn_0.lokr_w1": k1,
+        "lycoris_blocks_1_ffn_0.lokr_w2_a": k2a,
+        "lycoris_blocks_1_ffn_0.lokr_w2_b": k2b,
+        "lycoris_blocks_1_ffn_0.alpha": torch.tensor(3.0),
+        "diffusion_model.blocks.0.self_attn.o.lokr_w1": f1,
+        "diffusion_model.blocks.0.self_attn.o.lokr_w2": f2,
+        "diffusion_model.blocks.0.self_attn.o.alpha": torch.tensor(7.0),
+    }  # both factors whole: alpha unused
+    want = {
+        "blocks.0.self_attn.q.weight": (w1a @ w1b) * (w2a @ w2b) * (1.0 / r),
+        "blocks.1.ffn.0.weight": torch.kron(k1, k2a @ k2b) * (3.0 / r),
+        "blocks.0.self_attn.o.weight": torch.kron(f1, f2),
+    }
     for mode in ("merge", "runtime"):
         m = copy.deepcopy(model)
         rep = apply_lora(m, sd, strength=0.5, mode=mode)

@@ -31,8 +31,18 @@ from wan_core.ops import WanLinear
 
 TOL = 1e-4
 RANK = 4
-LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
-           "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
+LINEARS = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.k",
+    "cross_attn.v",
+    "cross_attn.o",
+    "ffn.0",
+    "ffn.2",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -73,10 +83,19 @@ def run_diffusers(official_sd, peft_sd, inputs):
     """A diffusers WanTransformer3DModel holding ``official_sd`` with a converted PEFT LoRA merged by name."""
     cfg = tiny_dit_config("wan2.1-t2v")
     model = WanTransformer3DModel(
-        patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
-        in_channels=cfg.in_dim, out_channels=cfg.out_dim, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
-        ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        eps=1e-6)
+        patch_size=cfg.patch_size,
+        num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim,
+        in_channels=cfg.in_dim,
+        out_channels=cfg.out_dim,
+        text_dim=cfg.text_dim,
+        freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim,
+        num_layers=cfg.num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+    )
     model.load_state_dict(official_to_diffusers(official_sd), strict=True)
     params = dict(model.named_parameters())
     peft = {k.removeprefix("transformer."): v for k, v in peft_sd.items()}
@@ -92,8 +111,11 @@ def run_diffusers(official_sd, peft_sd, inputs):
 
 def block_linear_shapes(official_sd):
     """``{blocks.N.<linear>: weight shape}`` for the block linears in LINEARS."""
-    return {k[: -len(".weight")]: tuple(v.shape) for k, v in official_sd.items()
-            if k.startswith("blocks.") and k.endswith(".weight") and k[:-7].split(".", 2)[2] in LINEARS}
+    return {
+        k[: -len(".weight")]: tuple(v.shape)
+        for k, v in official_sd.items()
+        if k.startswith("blocks.") and k.endswith(".weight") and k[:-7].split(".", 2)[2] in LINEARS
+    }
 
 
 def lightx2v_style_lora(official_sd, seed=5):
@@ -190,8 +212,9 @@ def test_fp8_dit_merge_requantises(base_sd, inputs):
     apply_lora(model, lora, mode="merge")
     q = model.get_submodule("blocks.1.ffn.0")
     assert q.weight.dtype == torch.float8_e4m3fn
-    want = run_diffusers(dequantize_state_dict(fp8_sd), _convert_non_diffusers_wan_lora_to_diffusers(cloned(lora)),
-                         inputs)
+    want = run_diffusers(
+        dequantize_state_dict(fp8_sd), _convert_non_diffusers_wan_lora_to_diffusers(cloned(lora)), inputs
+    )
     err = rel_err(run_ours(model, inputs), want)
     assert err < 0.05, f"rel err {err:.2e} (fp8 re-quantisation only)"
 
@@ -201,7 +224,9 @@ def test_wan21_i2v_lora_on_wan22_i2v_expert_skips_image_layers():
     i2v21 = tiny_dit_state_dict("wan2.1-i2v", seed=0)
     lora = tiny_lora_state_dict(i2v21, rank=RANK, seed=1, fmt="comfyui")
     for n in range(2):
-        lora[f"diffusion_model.blocks.{n}.cross_attn.norm_k_img.diff"] = torch.randn(i2v21["blocks.0.norm3.weight"].shape)
+        lora[f"diffusion_model.blocks.{n}.cross_attn.norm_k_img.diff"] = torch.randn(
+            i2v21["blocks.0.norm3.weight"].shape
+        )
     lora["diffusion_model.img_emb.proj.1.diff_b"] = torch.randn(i2v21["img_emb.proj.1.bias"].shape)
     model = load_dit(tiny_dit_state_dict("wan2.2-i2v", seed=0), device="cpu")
     rep = apply_lora(model, lora)
@@ -225,7 +250,12 @@ def test_vace_blocks_and_block_filter_on_the_real_dit():
     sd = tiny_dit_state_dict("wan2.1-vace", seed=0)
     model = load_dit(sd, device="cpu")
     lora = {}
-    for name in ("blocks.0.self_attn.q", "blocks.1.self_attn.q", "vace_blocks.0.after_proj", "vace_blocks.0.before_proj"):
+    for name in (
+        "blocks.0.self_attn.q",
+        "blocks.1.self_attn.q",
+        "vace_blocks.0.after_proj",
+        "vace_blocks.0.before_proj",
+    ):
         w = sd[name + ".weight"]
         lora[f"transformer.{official_to_diffusers_path(name)}.lora_A.weight"] = torch.randn(RANK, w.shape[1])
         lora[f"transformer.{official_to_diffusers_path(name)}.lora_B.weight"] = torch.randn(w.shape[0], RANK)
@@ -233,7 +263,9 @@ def test_vace_blocks_and_block_filter_on_the_real_dit():
     rep = apply_lora(model, lora, blocks=[1])
     assert rep.matched == 3 and rep.filtered == 1 and not rep.unmatched
     assert torch.equal(model.get_parameter("blocks.0.self_attn.q.weight"), sd["blocks.0.self_attn.q.weight"])
-    assert not torch.equal(model.get_parameter("vace_blocks.0.before_proj.weight"), sd["vace_blocks.0.before_proj.weight"])
+    assert not torch.equal(
+        model.get_parameter("vace_blocks.0.before_proj.weight"), sd["vace_blocks.0.before_proj.weight"]
+    )
 
 
 def test_parity_with_diffusers_for_a_peft_format_lora(dit, base_sd, inputs):

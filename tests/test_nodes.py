@@ -55,9 +55,14 @@ def test_node_info_is_json_serialisable_like_object_info():
     import json
 
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
-        info = {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES),
-                "category": cls.CATEGORY, "description": cls.DESCRIPTION,
-                "output_node": getattr(cls, "OUTPUT_NODE", False)}
+        info = {
+            "input": cls.INPUT_TYPES(),
+            "output": list(cls.RETURN_TYPES),
+            "output_name": list(cls.RETURN_NAMES),
+            "category": cls.CATEGORY,
+            "description": cls.DESCRIPTION,
+            "output_node": getattr(cls, "OUTPUT_NODE", False),
+        }
         assert json.loads(json.dumps(info))["category"] == cls.CATEGORY, node_id
 
 
@@ -127,7 +132,8 @@ def test_latent_stats_are_wan_cores_single_copy_and_the_published_values():
     mean, std = latent_stats(48)
     assert mean.dtype == torch.float32 and mean.shape == std.shape == (48,)
     assert (mean[0].item(), mean[19].item(), std[39].item(), std[47].item()) == pytest.approx(
-        (-0.2289, 0.5109, 1.6887, 0.7744), abs=1e-6)
+        (-0.2289, 0.5109, 1.6887, 0.7744), abs=1e-6
+    )
     with pytest.raises(InputError, match="16 .* or 48"):
         latent_stats(32)
 
@@ -277,8 +283,13 @@ def _fake_sampler(monkeypatch, result_channels=16, fail=None):
 
     monkeypatch.setattr(ns, "sample", fake_sample)
     monkeypatch.setattr(ns, "validate_conditioning", lambda cond, cfg: calls.setdefault("validated", cfg))
-    monkeypatch.setattr(ns, "apply_lora_stack", lambda dit, specs, expert=None, keep_original=False: calls[
-        "apply"].append((dit, expert, keep_original)) or [f"report-{expert}"])
+    monkeypatch.setattr(
+        ns,
+        "apply_lora_stack",
+        lambda dit, specs, expert=None, keep_original=False: (
+            calls["apply"].append((dit, expert, keep_original)) or [f"report-{expert}"]
+        ),
+    )
     monkeypatch.setattr(ns, "remove_lora", lambda dit, report: calls["remove"].append((dit, report)))
     return calls
 
@@ -286,9 +297,20 @@ def _fake_sampler(monkeypatch, result_channels=16, fail=None):
 def _sampler_args(model, **over):
     from wan_core.conditioning import Conditioning
 
-    args = dict(model=model, text_embeds=TextEmbeds([torch.zeros(3, 4)], [torch.zeros(2, 4)]),
-                conditioning=Conditioning(latent_shape=(16, 2, 4, 4)), seed=7, steps=3, cfg=4.0, cfg_low_noise=-1.0,
-                shift=5.0, solver="unipc", denoise=1.0, moe_boundary=0.0, batch_size=2)
+    args = dict(
+        model=model,
+        text_embeds=TextEmbeds([torch.zeros(3, 4)], [torch.zeros(2, 4)]),
+        conditioning=Conditioning(latent_shape=(16, 2, 4, 4)),
+        seed=7,
+        steps=3,
+        cfg=4.0,
+        cfg_low_noise=-1.0,
+        shift=5.0,
+        solver="unipc",
+        denoise=1.0,
+        moe_boundary=0.0,
+        batch_size=2,
+    )
     args.update(over)
     return args
 
@@ -323,8 +345,10 @@ def test_sampler_moe_experts_and_loras_removed_even_on_error(monkeypatch):
     assert calls["remove"] == [(low, "report-low"), (high, "report-high")]
 
 
-@pytest.mark.parametrize("task, size, badge", [("t2v", "14b", "wan2.2-t2v-a14b"), ("i2v", "14b", "wan2.2-i2v-a14b"),
-                                               ("t2v", None, "wan2.2-t2v")])
+@pytest.mark.parametrize(
+    "task, size, badge",
+    [("t2v", "14b", "wan2.2-t2v-a14b"), ("i2v", "14b", "wan2.2-i2v-a14b"), ("t2v", None, "wan2.2-t2v")],
+)
 def test_loader_badge_names_the_wan22_expert_pair(task, size, badge):
     """Wan2.2 T2V-A14B experts are key-identical to Wan2.1 T2V-14B (the DiT reports wan2.1-t2v-14b): with a
     low-noise expert the badge names the Wan2.2 pair; a single DiT keeps its detected variant."""
@@ -335,8 +359,11 @@ def test_loader_badge_names_the_wan22_expert_pair(task, size, badge):
     pair = WanModelHandle(high=high, low=FakeDiT(task=task, variant=f"wan2.1-{task}-14b", size_label=size))
     assert pair.describe() == f"{badge} (high + low noise experts)"
     real = released_config("wan2.1-t2v-14b")  # what the loader detects for a released T2V-A14B expert file
-    assert WanModelHandle(high=FakeDiT(task=real.task, size_label=real.size_label),
-                          low=FakeDiT()).describe().startswith("wan2.2-t2v-a14b ")
+    assert (
+        WanModelHandle(high=FakeDiT(task=real.task, size_label=real.size_label), low=FakeDiT())
+        .describe()
+        .startswith("wan2.2-t2v-a14b ")
+    )
 
 
 def test_sampler_init_latent_for_partial_denoise(monkeypatch):
@@ -355,8 +382,15 @@ def test_save_video_writes_mp4_with_metadata_and_ui(tmp_path, monkeypatch):
     monkeypatch.setenv("WAN_CORE_OUTPUT_DIR", str(tmp_path))
     node = nodes.NODE_CLASS_MAPPINGS["WanCoreSaveVideo"]()
     frames = torch.rand(5, 32, 48, 3)
-    out = node.save(frames, 16.0, "wan/test", "mp4", 17, prompt={"1": {"class_type": "X"}},
-                    extra_pnginfo={"workflow": {"nodes": []}})
+    out = node.save(
+        frames,
+        16.0,
+        "wan/test",
+        "mp4",
+        17,
+        prompt={"1": {"class_type": "X"}},
+        extra_pnginfo={"workflow": {"nodes": []}},
+    )
     (image,) = out["ui"]["images"]
     assert out["ui"]["animated"] == (True,) and image["type"] == "output" and image["subfolder"] == "wan"
     path = tmp_path / "wan" / image["filename"]
@@ -398,8 +432,9 @@ def test_control_nodes_keep_the_image_layout():
     assert soft.shape == frames.shape
     (fit,) = cls["WanCoreFitFrames"]().process(frames=frames, width=32, height=32, mode="crop")
     assert fit.shape == (5, 32, 32, 3)
-    (res,) = cls["WanCoreResampleFrames"]().process(frames=frames, source_fps=16.0, target_fps=8.0, length=9,
-                                                   use_length=True)
+    (res,) = cls["WanCoreResampleFrames"]().process(
+        frames=frames, source_fps=16.0, target_fps=8.0, length=9, use_length=True
+    )
     assert res.shape[0] == 9
     (depth,) = cls["WanCoreDepthPassthrough"]().process(frames=frames * 0.5 + 0.25)
     assert depth.shape == frames.shape and depth.max() == pytest.approx(1.0)
@@ -481,8 +516,12 @@ def _bridge_with_fake_comfyui(monkeypatch, tmp_path):
     fp.get_filename_list = lambda folder: ["ok.safetensors"]
     comfy = types.ModuleType("comfy")
     comfy.model_management, comfy.utils = mm, utils
-    for name, module in {"comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils,
-                         "folder_paths": fp}.items():
+    for name, module in {
+        "comfy": comfy,
+        "comfy.model_management": mm,
+        "comfy.utils": utils,
+        "folder_paths": fp,
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location("bridge_in_fake_comfyui", ROOT / "nodes" / "comfy_bridge.py")
     module = importlib.util.module_from_spec(spec)

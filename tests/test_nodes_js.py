@@ -38,8 +38,7 @@ def _run_schedule_js(tmp_path, expression: str):
     (tmp_path / "wan_schedule.mjs").write_text((ROOT / "js" / "wan_schedule.js").read_text())
     script = f"import * as s from './wan_schedule.mjs'; console.log(JSON.stringify({expression}));"
     (tmp_path / "run.mjs").write_text(script)
-    result = subprocess.run([NODE, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
+    result = subprocess.run([NODE, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -55,10 +54,13 @@ def test_js_sigmas_equal_wan_core_shift(tmp_path, steps, shift):
 
 
 def test_js_snapping_and_expert_switch(tmp_path):
-    out = _run_schedule_js(tmp_path, "[[0, 1, 2, 3, 7, 80, 83].map(s.snapFrames), "
-                                     "[s.snapSize(470, 16), s.snapSize(5, 32), s.snapSize(1300, 32)], "
-                                     "s.expertSwitchStep(s.sigmaSchedule(40, 12), 0.875), "
-                                     "s.expertSwitchStep(s.sigmaSchedule(40, 12), 0)]")
+    out = _run_schedule_js(
+        tmp_path,
+        "[[0, 1, 2, 3, 7, 80, 83].map(s.snapFrames), "
+        "[s.snapSize(470, 16), s.snapSize(5, 32), s.snapSize(1300, 32)], "
+        "s.expertSwitchStep(s.sigmaSchedule(40, 12), 0.875), "
+        "s.expertSwitchStep(s.sigmaSchedule(40, 12), 0)]",
+    )
     frames, sizes, switch, none = out
     assert frames == [1, 1, 1, 5, 9, 81, 85]
     assert sizes == [464, 32, 1312]

@@ -22,15 +22,33 @@ A14B_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
 I2V_HIGH = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
 I2V_LOW = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
 VAE21, VAE22 = "wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"
-TE, CLIP, LORA = "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_vision_h.safetensors", \
-    "wan2.1_t2v_1.3B_example_lora.safetensors"
+TE, CLIP, LORA = (
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    "clip_vision_h.safetensors",
+    "wan2.1_t2v_1.3B_example_lora.safetensors",
+)
 SMALL = {"frames": 5, "width": 32, "height": 32, "steps": 2}
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    names = (T2V, I2V, FLF2V, VACE, FUN_CONTROL, TI2V, A14B_HIGH, A14B_LOW, I2V_HIGH, I2V_LOW, VAE21, VAE22, TE,
-             CLIP, LORA)
+    names = (
+        T2V,
+        I2V,
+        FLF2V,
+        VACE,
+        FUN_CONTROL,
+        TI2V,
+        A14B_HIGH,
+        A14B_LOW,
+        I2V_HIGH,
+        I2V_LOW,
+        VAE21,
+        VAE22,
+        TE,
+        CLIP,
+        LORA,
+    )
     # one folder per session, shared with test_cli.py (same seed -> same files; existing ones are kept)
     return write_tiny_models(tmp_path_factory.getbasetemp() / "wan_core_tiny", names=names, overwrite=False)
 
@@ -42,10 +60,16 @@ def pipes(files):
     def get(model, vae=VAE21, clip=None, low=None, fresh=False):
         key = (model, vae, clip, low)
         if fresh or key not in cache:
-            pipe = WanPipeline.from_files(model=files[model], vae=files[vae], text_encoder=files[TE],
-                                          clip_vision=files[clip] if clip else None,
-                                          model_low=files[low] if low else None,
-                                          device="cpu", dtype="fp32", text_cache=False)
+            pipe = WanPipeline.from_files(
+                model=files[model],
+                vae=files[vae],
+                text_encoder=files[TE],
+                clip_vision=files[clip] if clip else None,
+                model_low=files[low] if low else None,
+                device="cpu",
+                dtype="fp32",
+                text_cache=False,
+            )
             if fresh:
                 return pipe
             cache[key] = pipe
@@ -105,8 +129,12 @@ def test_unset_parameters_take_the_task_defaults_and_are_saved(pipes, tmp_path):
     cfg = pipe.dit.config
     base = defaults_for(cfg.family, cfg.task, cfg.size_label)
     params = result.params
-    assert (params["shift"], params["cfg"], params["solver"], params["fps"]) == \
-        (base.shift, base.cfg, base.solver, base.fps)
+    assert (params["shift"], params["cfg"], params["solver"], params["fps"]) == (
+        base.shift,
+        base.cfg,
+        base.solver,
+        base.fps,
+    )
     assert params["negative_prompt"] == default_negative_prompt(cfg.family, cfg.task)
     assert isinstance(params["seed"], int) and params["mode"] == "t2v" and params["model"] == T2V
     path = result.save(tmp_path / "out.mp4")
@@ -230,8 +258,15 @@ def test_resolve_params_follows_the_official_defaults():
     vae21, vae22 = SimpleNamespace(spatial_stride=8), SimpleNamespace(spatial_stride=16)
     none = GenerateInputs()
     r = resolve_params(_fake_config("wan2.1", "t2v", "1.3b"), vae21, GenerateParams("x", seed=1), none, "t2v")
-    assert (r["width"], r["height"], r["frames"], r["steps"], r["shift"], r["cfg"], r["fps"]) == \
-        (832, 480, 81, 50, 5.0, 5.0, 16)
+    assert (r["width"], r["height"], r["frames"], r["steps"], r["shift"], r["cfg"], r["fps"]) == (
+        832,
+        480,
+        81,
+        50,
+        5.0,
+        5.0,
+        16,
+    )
     assert r["negative_prompt"].startswith("色调艳丽，过曝")
     i2v = _fake_config("wan2.1", "i2v", "14b")
     r = resolve_params(i2v, vae21, GenerateParams("x", width=832, height=480), GenerateInputs(image=_image(0)), "i2v")
@@ -244,14 +279,22 @@ def test_resolve_params_follows_the_official_defaults():
     assert (r["steps"], r["shift"], r["cfg"]) == (40, 12.0, (3.0, 4.0))
     r = resolve_params(_fake_config("wan2.2", "ti2v", "5b"), vae22, GenerateParams("x"), none, "ti2v")
     assert (r["width"], r["height"], r["frames"], r["fps"], r["steps"]) == (1280, 704, 121, 24, 50)
-    r = resolve_params(_fake_config("wan2.1", "flf2v", "14b"), vae21, GenerateParams("x", width=64, height=64,
-                       frames=5), none, "flf2v")
+    r = resolve_params(
+        _fake_config("wan2.1", "flf2v", "14b"), vae21, GenerateParams("x", width=64, height=64, frames=5), none, "flf2v"
+    )
     assert r["shift"] == 16.0 and r["negative_prompt"].startswith("镜头切换，镜头晃动，")
 
 
 def test_offload_gives_the_same_video_and_releases_the_text_encoder(files, pipes):
-    offloaded = WanPipeline.from_files(model=files[T2V], vae=files[VAE21], text_encoder=files[TE], device="cpu",
-                                       dtype="fp32", offload=True, text_cache=False)
+    offloaded = WanPipeline.from_files(
+        model=files[T2V],
+        vae=files[VAE21],
+        text_encoder=files[TE],
+        device="cpu",
+        dtype="fp32",
+        offload=True,
+        text_cache=False,
+    )
     a = offloaded.generate("offload", seed=6, **SMALL)
     assert not offloaded.text_encoder.loaded and offloaded.text_encoder.load_count == 1
     b = pipes(T2V).generate("offload", seed=6, **SMALL)

@@ -31,9 +31,15 @@ class FakeDiT(torch.nn.Module):
 
     def forward(self, x, t, context, clip_fea=None, y=None, vace_context=None, vace_scale=1.0):
         b = x.shape[0]
-        self.calls.append({"batch": b, "t": t.clone(), "x": x.clone() if self.keep_x else None,
-                           "vace": None if vace_context is None else (len(vace_context), list(vace_scale)),
-                           "y": None if y is None else tuple(y.shape)})
+        self.calls.append(
+            {
+                "batch": b,
+                "t": t.clone(),
+                "x": x.clone() if self.keep_x else None,
+                "vace": None if vace_context is None else (len(vace_context), list(vace_scale)),
+                "y": None if y is None else tuple(y.shape),
+            }
+        )
         assert isinstance(context, list) and len(context) == b
         tt = t.float().reshape(b, -1).mean(1).view(b, 1, 1, 1, 1) / 1000.0
         c = torch.stack([ctx.float().mean() for ctx in context]).view(b, 1, 1, 1, 1)
@@ -271,8 +277,9 @@ def test_residency_offloads_inactive_expert(monkeypatch):
 
 def test_user_sigmas_and_float_timesteps_reach_the_model():
     dit = FakeDiT()
-    run(dit, SamplerSettings(sigmas=[1.0, 0.5, 0.2, 0.0], solver="euler", cfg=1.0, timestep_mode="float"),
-        negative=None)
+    run(
+        dit, SamplerSettings(sigmas=[1.0, 0.5, 0.2, 0.0], solver="euler", cfg=1.0, timestep_mode="float"), negative=None
+    )
     assert [float(c["t"][0]) for c in dit.calls] == pytest.approx([1000.0, 500.0, 200.0], abs=1e-3)
     assert all(c["t"].dtype == torch.float32 for c in dit.calls)
     # Euler by hand on the same field: x1 = x0 + (σ1 − σ0)·v(x0), ...
@@ -281,8 +288,11 @@ def test_user_sigmas_and_float_timesteps_reach_the_model():
     with torch.no_grad():
         for s0, s1 in [(1.0, 0.5), (0.5, 0.2), (0.2, 0.0)]:
             x = x + (s1 - s0) * ref(x, torch.tensor([1000.0 * s0]), POS)
-    out = run(FakeDiT(), SamplerSettings(sigmas=[1.0, 0.5, 0.2, 0.0], solver="euler", cfg=1.0, timestep_mode="float"),
-              negative=None)
+    out = run(
+        FakeDiT(),
+        SamplerSettings(sigmas=[1.0, 0.5, 0.2, 0.0], solver="euler", cfg=1.0, timestep_mode="float"),
+        negative=None,
+    )
     assert rel_err(out, x) <= 1e-6
 
 

@@ -51,15 +51,27 @@ def run_diffusers(sched, sigmas: torch.Tensor, x: torch.Tensor) -> list[torch.Te
 
 def diffusers_unipc(shift: float):
     return UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift, solver_order=2,
-        solver_type="bh2", predict_x0=True, lower_order_final=True, final_sigmas_type="zero",
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+        solver_order=2,
+        solver_type="bh2",
+        predict_x0=True,
+        lower_order_final=True,
+        final_sigmas_type="zero",
     )
 
 
 def diffusers_dpm(shift: float):
     return DPMSolverMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift, solver_order=2,
-        algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero",
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+        solver_order=2,
+        algorithm_type="dpmsolver++",
+        solver_type="midpoint",
+        lower_order_final=True,
+        final_sigmas_type="zero",
     )
 
 

@@ -37,8 +37,14 @@ def t2v():
 def reference_unipc_loop(dit, shape, settings, pos, neg):
     """Independent loop: diffusers' flow UniPC fed our σ array, official int timesteps, CFG cond first."""
     sched_ours = build_schedule(settings)
-    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, solver_order=2,
-                                    flow_shift=settings.shift, lower_order_final=True, final_sigmas_type="zero")
+    sched = UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        solver_order=2,
+        flow_shift=settings.shift,
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
     n = sched_ours.steps
     sched.set_timesteps(n)
     sched.sigmas = sched_ours.sigmas.clone()
@@ -64,8 +70,13 @@ def test_tiny_t2v_matches_diffusers_unipc_loop(t2v):
     assert ours.shape == (1, *shape) and torch.isfinite(ours).all()
     err = rel_err(ours, ref)
     assert err <= 1e-4, f"rel err {err:.3g}"
-    sequential = sample(t2v, pos, neg, Conditioning(latent_shape=shape),
-                        SamplerSettings(steps=4, shift=5.0, cfg=4.0, seed=11, batch_cfg=False))
+    sequential = sample(
+        t2v,
+        pos,
+        neg,
+        Conditioning(latent_shape=shape),
+        SamplerSettings(steps=4, shift=5.0, cfg=4.0, seed=11, batch_cfg=False),
+    )
     assert rel_err(ours, sequential) <= 1e-5
 
 
@@ -77,9 +88,16 @@ def test_tiny_a14b_experts_and_float_mode(t2v):
     both = sample(Experts(high=high, low=low, offload="always"), pos, neg, Conditioning(latent_shape=shape), settings)
     only_high = sample(Experts(high=high, low=high), pos, neg, Conditioning(latent_shape=shape), settings)
     assert torch.isfinite(both).all() and rel_err(both, only_high) > 1e-4  # the low expert was used
-    floats = sample(t2v, pos, neg, Conditioning(latent_shape=shape),
-                    SamplerSettings(steps=3, shift=12.0, cfg=1.0, seed=5, timestep_mode="float"))
-    ints = sample(t2v, pos, neg, Conditioning(latent_shape=shape), SamplerSettings(steps=3, shift=12.0, cfg=1.0, seed=5))
+    floats = sample(
+        t2v,
+        pos,
+        neg,
+        Conditioning(latent_shape=shape),
+        SamplerSettings(steps=3, shift=12.0, cfg=1.0, seed=5, timestep_mode="float"),
+    )
+    ints = sample(
+        t2v, pos, neg, Conditioning(latent_shape=shape), SamplerSettings(steps=3, shift=12.0, cfg=1.0, seed=5)
+    )
     assert torch.isfinite(floats).all() and rel_err(floats, ints) > 0  # the DiT saw 1000·σ, not int(1000·σ)
 
 

@@ -42,8 +42,28 @@ def test_unipc_40_shift3():
 
 def test_unipc_40_shift12_a14b_t2v():
     t = timesteps(40, 12.0)
-    assert t[:20] == [999, 997, 995, 993, 990, 988, 985, 982, 979, 976, 972, 969, 965, 961, 956, 952, 947, 941,
-                      936, 929]
+    assert t[:20] == [
+        999,
+        997,
+        995,
+        993,
+        990,
+        988,
+        985,
+        982,
+        979,
+        976,
+        972,
+        969,
+        965,
+        961,
+        956,
+        952,
+        947,
+        941,
+        936,
+        929,
+    ]
     assert sum(v >= 875 for v in t) == 26
 
 
@@ -104,10 +124,14 @@ def test_task_defaults_table(family, task, size, expect):
 
 
 def test_default_negative_prompts():
-    assert NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态，细节模糊不清，字幕，") and NEGATIVE_PROMPT.endswith("倒着走")
+    assert NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态，细节模糊不清，字幕，") and NEGATIVE_PROMPT.endswith(
+        "倒着走"
+    )
     assert default_negative_prompt("wan2.1", "t2v") == NEGATIVE_PROMPT
     assert default_negative_prompt("wan2.1", "i2v") == "镜头晃动，" + NEGATIVE_PROMPT == I2V_NEGATIVE_PROMPT
-    assert default_negative_prompt("wan2.1", "flf2v") == "镜头切换，镜头晃动，" + NEGATIVE_PROMPT == FLF2V_NEGATIVE_PROMPT
+    assert (
+        default_negative_prompt("wan2.1", "flf2v") == "镜头切换，镜头晃动，" + NEGATIVE_PROMPT == FLF2V_NEGATIVE_PROMPT
+    )
     assert default_negative_prompt("wan2.2", "i2v") == NEGATIVE_PROMPT
     assert default_negative_prompt("wan2.2", "ti2v") == NEGATIVE_PROMPT
     with pytest.raises(InputError):

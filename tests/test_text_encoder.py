@@ -71,8 +71,14 @@ def reference(spm_bytes):
 
     vocab = spm.SentencePieceProcessor(model_proto=spm_bytes).get_piece_size()
     cfg = transformers.UMT5Config(
-        vocab_size=vocab, d_model=TINY.text_dim, d_kv=TINY.t5_d_kv, num_heads=TINY.t5_heads,
-        num_layers=TINY.t5_layers, d_ff=TINY.t5_d_ff, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+        vocab_size=vocab,
+        d_model=TINY.text_dim,
+        d_kv=TINY.t5_d_kv,
+        num_heads=TINY.t5_heads,
+        num_layers=TINY.t5_layers,
+        d_ff=TINY.t5_d_ff,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
     )
     torch.manual_seed(1)
     model = transformers.UMT5EncoderModel(cfg).eval()
@@ -128,7 +134,12 @@ def test_parity_with_transformers(layout, reference, spm_bytes, tmp_path):
         torch.save(sd, source)
     te = wan_core.load_text_encoder(source, device="cpu", cache_dir=False)
     assert (te.config.d_model, te.config.layers, te.config.heads, te.config.d_kv, te.config.d_ff) == (
-        TINY.text_dim, TINY.t5_layers, TINY.t5_heads, TINY.t5_d_kv, TINY.t5_d_ff)
+        TINY.text_dim,
+        TINY.t5_layers,
+        TINY.t5_heads,
+        TINY.t5_d_kv,
+        TINY.t5_d_ff,
+    )
     assert_parity(te, reference_outputs(model, te))
 
 
@@ -172,8 +183,15 @@ def test_done_criterion_tiny_comfyui_file(tmp_path):
     te = wan_core.load_text_encoder(str(path), device="cpu", cache_dir=tmp_path / "cache")
     sd = dequantize_state_dict({k: v for k, v in load_file(str(path)).items() if k != "spiece_model"})
     cfg = transformers.UMT5Config(
-        vocab_size=te.config.vocab, d_model=64, d_kv=16, num_heads=4, num_layers=2, d_ff=96,
-        feed_forward_proj="gated-gelu", dropout_rate=0.0)
+        vocab_size=te.config.vocab,
+        d_model=64,
+        d_kv=16,
+        num_heads=4,
+        num_layers=2,
+        d_ff=96,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+    )
     model = transformers.UMT5EncoderModel(cfg).eval()
     assert_parity(te, reference_outputs(model, te, sd), tol=1e-3)
 
@@ -217,11 +235,16 @@ def test_real_umt5_xxl_sizes_from_shapes():
     sd = {"shared.weight": meta(256384, 4096), "encoder.final_layer_norm.weight": meta(4096)}
     for i in range(24):
         b = f"encoder.block.{i}.layer."
-        sd.update({b + "0.layer_norm.weight": meta(4096), b + "1.layer_norm.weight": meta(4096),
-                   b + "0.SelfAttention.relative_attention_bias.weight": meta(32, 64),
-                   b + "1.DenseReluDense.wi_0.weight": meta(10240, 4096),
-                   b + "1.DenseReluDense.wi_1.weight": meta(10240, 4096),
-                   b + "1.DenseReluDense.wo.weight": meta(4096, 10240)})
+        sd.update(
+            {
+                b + "0.layer_norm.weight": meta(4096),
+                b + "1.layer_norm.weight": meta(4096),
+                b + "0.SelfAttention.relative_attention_bias.weight": meta(32, 64),
+                b + "1.DenseReluDense.wi_0.weight": meta(10240, 4096),
+                b + "1.DenseReluDense.wi_1.weight": meta(10240, 4096),
+                b + "1.DenseReluDense.wo.weight": meta(4096, 10240),
+            }
+        )
         sd.update({b + f"0.SelfAttention.{n}.weight": meta(4096, 4096) for n in "qkvo"})
     cfg = T5Config.from_source(to_official(open_checkpoint(sd)))
     assert (cfg.d_model, cfg.layers, cfg.heads, cfg.d_kv, cfg.d_ff, cfg.vocab) == (4096, 24, 64, 64, 10240, 256384)

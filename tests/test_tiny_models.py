@@ -72,8 +72,9 @@ def test_a14b_experts_are_different_weights(tiny_dir):
     assert high.shape == low.shape and not torch.equal(high, low)
 
 
-@pytest.mark.parametrize("name,version,z_dim", [("wan_2.1_vae.safetensors", "2.1", 16),
-                                                 ("wan2.2_vae.safetensors", "2.2", 48)])
+@pytest.mark.parametrize(
+    "name,version,z_dim", [("wan_2.1_vae.safetensors", "2.1", 16), ("wan2.2_vae.safetensors", "2.2", 48)]
+)
 def test_vae_files_load_as_their_version(tiny_dir, name, version, z_dim):
     vae = wan_core.load_vae(str(tiny_path(tiny_dir, name)))
     assert str(vae.config.version) == version and vae.config.z_dim == z_dim
@@ -96,14 +97,18 @@ def test_clip_vision_file_loads(tiny_dir):
 def test_lora_file_matches_the_t2v_model(tiny_dir):
     from wan_core.lora import LoraSpec, apply_lora_stack
 
-    dit = wan_core.load_dit(str(tiny_path(tiny_dir, "wan2.1_t2v_1.3B_bf16.safetensors")), device="cpu",
-                            dtype=torch.float32)
+    dit = wan_core.load_dit(
+        str(tiny_path(tiny_dir, "wan2.1_t2v_1.3B_bf16.safetensors")), device="cpu", dtype=torch.float32
+    )
     before = {k: v.clone() for k, v in dit.state_dict().items() if k.endswith("self_attn.q.weight")}
     lora = tiny_path(tiny_dir, "wan2.1_t2v_1.3B_example_lora.safetensors")
     keys = _keys_and_dtypes(lora)
     assert all(k.startswith("diffusion_model.blocks.") for k in keys)
-    assert {k.rsplit(".", 2)[-2] if k.endswith(".weight") else "alpha" for k in keys} == \
-        {"lora_down", "lora_up", "alpha"}
+    assert {k.rsplit(".", 2)[-2] if k.endswith(".weight") else "alpha" for k in keys} == {
+        "lora_down",
+        "lora_up",
+        "alpha",
+    }
     apply_lora_stack(dit, [LoraSpec(path=str(lora), strength=1.0)])
     after = dit.state_dict()
     assert before and all(not torch.equal(before[k], after[k]) for k in before)

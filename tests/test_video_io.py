@@ -17,9 +17,16 @@ def _smooth_video(frames: int, height: int, width: int) -> torch.Tensor:
     out = []
     for f in range(frames):
         phase = f / max(frames, 1)
-        out.append(torch.stack([xs.expand(height, width) * 0.8 + 0.1,
-                                ys.expand(height, width) * 0.6 + 0.2 * phase + 0.1,
-                                torch.full((height, width), 0.3 + 0.4 * phase)], dim=-1))
+        out.append(
+            torch.stack(
+                [
+                    xs.expand(height, width) * 0.8 + 0.1,
+                    ys.expand(height, width) * 0.6 + 0.2 * phase + 0.1,
+                    torch.full((height, width), 0.3 + 0.4 * phase),
+                ],
+                dim=-1,
+            )
+        )
     return torch.stack(out)
 
 

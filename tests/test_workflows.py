@@ -86,7 +86,11 @@ def test_sampler_settings_are_the_official_defaults(name, placeholder_models):
     d = defaults_for(*EXPECTED[name])
     cfg_low, cfg_high = d.cfg if isinstance(d.cfg, tuple) else (d.cfg, d.cfg)
     assert (sampler["steps"], sampler["shift"], sampler["cfg"], sampler["solver"]) == (
-        d.steps, d.shift, cfg_high, d.solver)
+        d.steps,
+        d.shift,
+        cfg_high,
+        d.solver,
+    )
     if name.startswith("wan22_a14b"):
         assert sampler["cfg_low_noise"] == cfg_low
     (save,) = [n["inputs"] for n in api.values() if n["class_type"] == "WanCoreSaveVideo"]
@@ -132,7 +136,8 @@ def test_pack_and_model_download_hints(name):
     for node in workflow["nodes"]:
         ours = node["type"].startswith("WanCore")
         assert (node["properties"].get("cnr_id"), node["properties"].get("ver")) == (
-            (project["name"], project["version"]) if ours else (None, None)), node["id"]
+            (project["name"], project["version"]) if ours else (None, None)
+        ), node["id"]
         files = [v for v in node["widgets_values"] if isinstance(v, str) and v in folders and "example" not in v]
         assert [m["name"] for m in node["properties"].get("models", [])] == files, node["id"]
         selected.update(files)
@@ -140,7 +145,9 @@ def test_pack_and_model_download_hints(name):
     for m in workflow["models"]:
         assert m["directory"] == folders[m["name"]]
         repo = repos["wan2.2" if m["name"].startswith("wan2.2") else "wan2.1"]
-        assert m["url"] == f"https://huggingface.co/Comfy-Org/{repo}/resolve/main/split_files/{m['directory']}/{m['name']}"
+        assert (
+            m["url"] == f"https://huggingface.co/Comfy-Org/{repo}/resolve/main/split_files/{m['directory']}/{m['name']}"
+        )
     assert schema_problems(workflow) == []
 
 
@@ -221,15 +228,35 @@ def _run_modified(name, tiny_models, tmp_path, monkeypatch, change):
     return execute_api(api)
 
 
-@pytest.mark.parametrize("name,change,message", [
-    ("wan21_i2v_480p", lambda n: n["inputs"].update(model_name="wan2.1_t2v_1.3B_bf16.safetensors")
-     if "model_name" in n["inputs"] else None, r"(?i)t2v|text-to-video|image"),
-    ("wan22_ti2v_5b", lambda n: n["inputs"].update(vae_name="wan_2.1_vae.safetensors")
-     if "vae_name" in n["inputs"] else None, r"wan2\.2_vae|48|VAE"),
-    ("wan21_t2v_1.3b", lambda n: n["inputs"].update(width=40) if "width" in n["inputs"] else None, r"40"),
-    ("wan22_a14b_t2v", lambda n: n["inputs"].update(low_noise_model_name="wan2.2_ti2v_5B_fp16.safetensors")
-     if "low_noise_model_name" in n["inputs"] else None, r"experts do not match"),
-])
+@pytest.mark.parametrize(
+    "name,change,message",
+    [
+        (
+            "wan21_i2v_480p",
+            lambda n: (
+                n["inputs"].update(model_name="wan2.1_t2v_1.3B_bf16.safetensors")
+                if "model_name" in n["inputs"]
+                else None
+            ),
+            r"(?i)t2v|text-to-video|image",
+        ),
+        (
+            "wan22_ti2v_5b",
+            lambda n: n["inputs"].update(vae_name="wan_2.1_vae.safetensors") if "vae_name" in n["inputs"] else None,
+            r"wan2\.2_vae|48|VAE",
+        ),
+        ("wan21_t2v_1.3b", lambda n: n["inputs"].update(width=40) if "width" in n["inputs"] else None, r"40"),
+        (
+            "wan22_a14b_t2v",
+            lambda n: (
+                n["inputs"].update(low_noise_model_name="wan2.2_ti2v_5B_fp16.safetensors")
+                if "low_noise_model_name" in n["inputs"]
+                else None
+            ),
+            r"experts do not match",
+        ),
+    ],
+)
 def test_bad_graphs_fail_with_a_wan_error_naming_the_fix(name, change, message, tiny_models, tmp_path, monkeypatch):
     from wan_core.errors import WanError
 
@@ -262,8 +289,19 @@ def _check_lora_run(mode, tiny_models, monkeypatch):
     with_lora = cls["WanCoreApplyLoraStack"]().apply(model, stack)["result"][0]
     before = {k: v.clone() for k, v in model.high.state_dict().items()}
     sampler = cls["WanCoreSampler"]()
-    args = dict(text_embeds=embeds, conditioning=cond, seed=1, steps=2, cfg=5.0, cfg_low_noise=-1.0, shift=5.0,
-                solver="unipc", denoise=1.0, moe_boundary=0.0, batch_size=1)
+    args = dict(
+        text_embeds=embeds,
+        conditioning=cond,
+        seed=1,
+        steps=2,
+        cfg=5.0,
+        cfg_low_noise=-1.0,
+        shift=5.0,
+        solver="unipc",
+        denoise=1.0,
+        moe_boundary=0.0,
+        batch_size=1,
+    )
     plain = sampler.run(model=model, **args)[0]["samples"]
     lora = sampler.run(model=with_lora, **args)[0]["samples"]
     again = sampler.run(model=model, **args)[0]["samples"]
@@ -287,8 +325,11 @@ def _extra_graph(kind: str):
         m = g.add("WanCoreModelLoader", {"model_name": "wan2.1_fun_inp_1.3B_bf16.safetensors"})
         cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": "clip_vision_h.safetensors"})
         ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
-        c = g.add("WanCoreFunInpaintToVideo", size, {"vae": (vae, 0), "start_image": (img, 0),
-                                                     "end_image": (end, 0), "clip_embeds": (ce, 0)})
+        c = g.add(
+            "WanCoreFunInpaintToVideo",
+            size,
+            {"vae": (vae, 0), "start_image": (img, 0), "end_image": (end, 0), "clip_embeds": (ce, 0)},
+        )
         extra = {}
     elif kind == "vace_full":
         m = g.add("WanCoreModelLoader", {"model_name": "wan2.1_vace_1.3B_fp16.safetensors"})
@@ -297,11 +338,16 @@ def _extra_graph(kind: str):
         depth = g.add("WanCoreDepthPassthrough", {}, {"frames": (fit, 0)})
         pose = g.add("WanCorePosePassthrough", {}, {"frames": (fit, 0)})
         soft = g.add("WanCoreSoftEdges", {"method": "laplacian"}, {"frames": (pose, 0)})
-        first = g.add("WanCoreVaceToVideo", {**size, "strength": 0.7, "end_percent": 0.5},
-                      {"vae": (vae, 0), "control_video": (depth, 0), "control_masks": (img, 1)})
-        c = g.add("WanCoreVaceToVideo", {**size, "strength": 0.5},
-                  {"vae": (vae, 0), "control_video": (soft, 0), "reference_image": (img, 0),
-                   "previous": (first, 0)})
+        first = g.add(
+            "WanCoreVaceToVideo",
+            {**size, "strength": 0.7, "end_percent": 0.5},
+            {"vae": (vae, 0), "control_video": (depth, 0), "control_masks": (img, 1)},
+        )
+        c = g.add(
+            "WanCoreVaceToVideo",
+            {**size, "strength": 0.5},
+            {"vae": (vae, 0), "control_video": (soft, 0), "reference_image": (img, 0), "previous": (first, 0)},
+        )
         extra = {}
     else:  # v2v: encode frames, resample from an init latent with denoise < 1
         m = g.add("WanCoreModelLoader", {"model_name": "wan2.1_t2v_1.3B_bf16.safetensors"})
@@ -311,8 +357,11 @@ def _extra_graph(kind: str):
         c = g.add("WanCoreEmptyVideoLatent", size, {"vae": (vae, 0)})
         extra = {"latent": (enc, 0)}
     t = g.add("WanCoreTextEncode", {"positive": "a test"}, {"text_encoder": (te, 0), "model": (m, 0)})
-    s = g.add("WanCoreSampler", {"steps": 2, "denoise": 0.5 if kind == "v2v" else 1.0},
-              {"model": (m, 0), "text_embeds": (t, 0), "conditioning": (c, 0), **extra})
+    s = g.add(
+        "WanCoreSampler",
+        {"steps": 2, "denoise": 0.5 if kind == "v2v" else 1.0},
+        {"model": (m, 0), "text_embeds": (t, 0), "conditioning": (c, 0), **extra},
+    )
     d = g.add("WanCoreVAEDecode", {}, {"vae": (vae, 0), "latent": (s, 0)})
     g.add("WanCoreSaveVideo", {"filename_prefix": kind}, {"frames": (d, 0)})
     workflow = g.build(kind)

@@ -128,8 +128,10 @@ def has_upload_button(cls: type) -> bool:
     The frontend (uploadImage.ts) adds a required ``upload`` input that is not in ``input_order``, so its
     widget comes after every other widget, optional ones included, and serialises its value ``"image"``.
     """
-    return any(req and _input_kind(spec) == "COMBO" and any(_options(spec).get(k) for k in UPLOAD_OPTIONS)
-               for _name, spec, req in all_inputs(cls))
+    return any(
+        req and _input_kind(spec) == "COMBO" and any(_options(spec).get(k) for k in UPLOAD_OPTIONS)
+        for _name, spec, req in all_inputs(cls)
+    )
 
 
 def _upload_values(cls: type) -> list:
@@ -174,14 +176,28 @@ class GraphBuilder:
         self.nodes: list[dict] = []
         self.links: list[list] = []
 
-    def add(self, node_type: str, values: dict | None = None, inputs: dict | None = None,
-            title: str | None = None, size: tuple[int, int] | None = None) -> int:
+    def add(
+        self,
+        node_type: str,
+        values: dict | None = None,
+        inputs: dict | None = None,
+        title: str | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> int:
         cls = self.defs[node_type]
         size = size or default_size(cls)
         node_id = len(self.nodes) + 1
         node = {
-            "id": node_id, "type": node_type, "pos": [0, 0], "size": list(size), "flags": {}, "order": 0,
-            "mode": 0, "inputs": [], "outputs": [], "properties": {"Node name for S&R": node_type},
+            "id": node_id,
+            "type": node_type,
+            "pos": [0, 0],
+            "size": list(size),
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "inputs": [],
+            "outputs": [],
+            "properties": {"Node name for S&R": node_type},
             "widgets_values": ui_widget_values(cls, values or {}),
         }
         if title:
@@ -218,9 +234,14 @@ class GraphBuilder:
             node["pos"] = [40 + 420 * col, next_y.get(col, 40)]
             next_y[col] = node["pos"][1] + node["size"][1] + 60
         return {
-            "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-            "links": self.links, "groups": [], "config": {},
-            "extra": {"title": title, "ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": self.nodes,
+            "links": self.links,
+            "groups": [],
+            "config": {},
+            "extra": {"title": title, "ds": {"scale": 0.8, "offset": [0, 0]}},
+            "version": 0.4,
         }
 
 
@@ -291,7 +312,9 @@ def _check_value(name: str, spec: tuple, value: Any) -> str | None:
         return None if isinstance(value, str) else f"{name}={value!r} is not a string"
     if kind == "INT" and (not isinstance(value, int) or isinstance(value, bool)):
         return f"{name}={value!r} is not an int"
-    if kind == "FLOAT" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+    if kind == "FLOAT" and not (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ):
         return f"{name}={value!r} is not a finite number"
     lo, hi = opts.get("min", -math.inf), opts.get("max", math.inf)
     if not lo <= value <= hi:
@@ -322,8 +345,7 @@ def _validate_node(node: dict, cls: type) -> list[str]:
         values = named_widget_values(cls, node.get("widgets_values", []))
     except ValueError as exc:
         return [f"{where}: {exc}"]
-    errors = [f"{where}: {msg}" for name, spec in widget_specs(cls)
-              if (msg := _check_value(name, spec, values[name]))]
+    errors = [f"{where}: {msg}" for name, spec in widget_specs(cls) if (msg := _check_value(name, spec, values[name]))]
     for name, spec in widget_specs(cls):
         for extra, expected in zip(_extra_values(name, spec), _extra_after(node, cls, name)):
             if extra == "fixed" and expected not in ("fixed", "increment", "decrement", "randomize"):
@@ -339,7 +361,7 @@ def _validate_node(node: dict, cls: type) -> list[str]:
     errors += [f"{where}: unknown input {n!r}" for n in connected if n not in declared]
     for slot, out in enumerate(node.get("outputs", [])):
         if slot >= len(cls.RETURN_TYPES) or out["type"] != cls.RETURN_TYPES[slot]:
-            errors.append(f"{where}: output {slot} typed {out['type']!r}, expected {cls.RETURN_TYPES[slot:slot + 1]}")
+            errors.append(f"{where}: output {slot} typed {out['type']!r}, expected {cls.RETURN_TYPES[slot : slot + 1]}")
     return errors
 
 
@@ -348,7 +370,7 @@ def _extra_after(node: dict, cls: type, name: str) -> list:
     for wname, spec in widget_specs(cls):
         n_extra = len(_extra_values(wname, spec))
         if wname == name:
-            return node["widgets_values"][i + 1:i + 1 + n_extra]
+            return node["widgets_values"][i + 1 : i + 1 + n_extra]
         i += 1 + n_extra
     return []
 

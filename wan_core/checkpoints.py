@@ -242,10 +242,7 @@ def _open_torch_file(path: Path) -> TensorSource:
 
 def source_from_dict(sd: Mapping[str, torch.Tensor], description: str = "state dict") -> TensorSource:
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    infos = {
-        k: TensorInfo(tuple(v.shape), v.dtype, None, 0, v.numel() * v.element_size())
-        for k, v in tensors.items()
-    }
+    infos = {k: TensorInfo(tuple(v.shape), v.dtype, None, 0, v.numel() * v.element_size()) for k, v in tensors.items()}
     return TensorSource(infos, tensors.__getitem__, identity=f"dict:{id(sd)}", description=description)
 
 
@@ -299,7 +296,9 @@ def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
 def _open_files(paths: list[Path]) -> TensorSource:
     for p in paths:
         if not p.is_file():
-            raise CheckpointError(f"Checkpoint shard {p} does not exist. Check the path, or re-download the missing shard.")
+            raise CheckpointError(
+                f"Checkpoint shard {p} does not exist. Check the path, or re-download the missing shard."
+            )
     if all(p.suffix == ".safetensors" for p in paths):
         return _open_safetensors_files(paths)
     if len(paths) == 1 and paths[0].suffix in TORCH_SUFFIXES:
@@ -359,8 +358,15 @@ KIND_RULES: tuple[KindRule, ...] = (
     KindRule("a LoRA", ("lora_A.weight", "lora_down.weight", "lora_up.weight", "lora_B.weight", ".diff_b")),
     KindRule("a Wan DiT (diffusion model)", ("head.modulation", "scale_shift_table", "blocks.0.self_attn.q.weight")),
     KindRule("a Wan VAE", ("decoder.middle.0.residual.0.gamma", "decoder.conv_in.weight", "encoder.downsamples.0")),
-    KindRule("a umT5 text encoder", ("encoder.block.0.layer.0.SelfAttention.q.weight", "blocks.0.attn.q.weight",
-                                     "shared.weight", "token_embedding.weight")),
+    KindRule(
+        "a umT5 text encoder",
+        (
+            "encoder.block.0.layer.0.SelfAttention.q.weight",
+            "blocks.0.attn.q.weight",
+            "shared.weight",
+            "token_embedding.weight",
+        ),
+    ),
     KindRule("a CLIP vision model", ("vision_model.encoder.layers.0", "visual.transformer.0")),
     KindRule("a CLIP text model", ("text_model.encoder.layers.0",)),
     KindRule("an SD/SDXL/Flux-style model", ("input_blocks.0.0.weight", "double_blocks.0.img_attn.qkv.weight")),

@@ -77,8 +77,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-encoder", required=True, help="umT5-XXL file")
     group.add_argument("--tokenizer", help="tokenizer file/folder when the text encoder has none embedded")
     group.add_argument("--clip-vision", help="CLIP-H file (Wan2.1 I2V / FLF2V / Fun)")
-    group.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH[:LOW]]",
-                       help="apply a LoRA (repeatable)")
+    group.add_argument(
+        "--lora", action="append", default=[], metavar="PATH[:STRENGTH[:LOW]]", help="apply a LoRA (repeatable)"
+    )
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +89,9 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--frames", type=int, help="pixel frames, 4n+1")
     group.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, e.g. 832x480")
     group.add_argument("--steps", type=int)
-    group.add_argument("--cfg", type=str, help="guidance scale, or LOW,HIGH: the low- and high-noise A14B experts' scales")
+    group.add_argument(
+        "--cfg", type=str, help="guidance scale, or LOW,HIGH: the low- and high-noise A14B experts' scales"
+    )
     group.add_argument("--shift", type=float)
     group.add_argument("--solver", help="unipc, dpm++, euler")
     group.add_argument("--seed", type=int, help="unset = random (stored in the file)")
@@ -105,11 +108,16 @@ def _runtime_arguments(parser: argparse.ArgumentParser, out_default: str | None)
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (unset = best available)")
     group.add_argument("--dtype", help="fp32, bf16, fp16 (unset = bf16 on GPUs, fp32 on CPU)")
-    group.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
-                       help="keep models in RAM between phases (default: on for GPUs)")
+    group.add_argument(
+        "--offload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep models in RAM between phases (default: on for GPUs)",
+    )
     group.add_argument("--attention", default="auto", help="attention backend (auto, sdpa, ...)")
-    group.add_argument("--out", default=out_default, required=out_default is None,
-                       help="output video, .mp4 (H.264) or .webp")
+    group.add_argument(
+        "--out", default=out_default, required=out_default is None, help="output video, .mp4 (H.264) or .webp"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,22 +230,47 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe = WanPipeline.from_files(
         model=args.model if len(args.model) > 1 else args.model[0],
         model_low=(args.model_low if len(args.model_low) > 1 else args.model_low[0]) if args.model_low else None,
-        vae=args.vae, text_encoder=args.text_encoder, clip_vision=args.clip_vision, tokenizer=args.tokenizer,
-        device=args.device, dtype=args.dtype, offload=args.offload, attention=args.attention)
+        vae=args.vae,
+        text_encoder=args.text_encoder,
+        clip_vision=args.clip_vision,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        dtype=args.dtype,
+        offload=args.offload,
+        attention=args.attention,
+    )
     pipe.add_loras(loras)
     width, height = args.size if args.size else (None, None)
     hooks, progress = _run_hooks(args)
     try:
-        result = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, frames=args.frames,
-                               width=width, height=height, steps=args.steps, cfg=parse_cfg(args.cfg),
-                               shift=args.shift, solver=args.solver, seed=args.seed, fps=args.fps,
-                               vace_strength=args.vace_strength, hooks=hooks, **inputs)
+        result = pipe.generate(
+            args.prompt,
+            negative_prompt=args.negative_prompt,
+            frames=args.frames,
+            width=width,
+            height=height,
+            steps=args.steps,
+            cfg=parse_cfg(args.cfg),
+            shift=args.shift,
+            solver=args.solver,
+            seed=args.seed,
+            fps=args.fps,
+            vace_strength=args.vace_strength,
+            hooks=hooks,
+            **inputs,
+        )
     finally:
         progress.close()
     path = result.save(args.out)
     elapsed = time.perf_counter() - started
-    log.info("seed %s, %d frames %dx%d, %.1f s in total", result.params["seed"], result.frames.shape[0],
-             result.frames.shape[2], result.frames.shape[1], elapsed)
+    log.info(
+        "seed %s, %d frames %dx%d, %.1f s in total",
+        result.params["seed"],
+        result.frames.shape[0],
+        result.frames.shape[2],
+        result.frames.shape[1],
+        elapsed,
+    )
     _emit(f"{path}")
     return 0
 
@@ -255,12 +288,23 @@ def cmd_make_tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
-SELFTEST_FILES = ("wan2.1_t2v_1.3B_bf16.safetensors", "wan_2.1_vae.safetensors",
-                  "umt5_xxl_fp8_e4m3fn_scaled.safetensors")
+SELFTEST_FILES = (
+    "wan2.1_t2v_1.3B_bf16.safetensors",
+    "wan_2.1_vae.safetensors",
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+)
 
 
-def run_selftest(out: str | Path, models_dir: str | Path, frames: int, size: tuple[int, int], steps: int,
-                 seed: int = 0, device: str = "cpu", hooks: Any = None) -> dict[str, Any]:
+def run_selftest(
+    out: str | Path,
+    models_dir: str | Path,
+    frames: int,
+    size: tuple[int, int],
+    steps: int,
+    seed: int = 0,
+    device: str = "cpu",
+    hooks: Any = None,
+) -> dict[str, Any]:
     """Write tiny T2V models to ``models_dir``, generate ``frames`` frames, save and verify ``out``.
 
     Returns a summary {path, frames, size, codec, pix_fmt, seconds}; raises WanError on failure.
@@ -274,11 +318,25 @@ def run_selftest(out: str | Path, models_dir: str | Path, frames: int, size: tup
 
     started = time.perf_counter()
     paths = write_tiny_models(models_dir, seed=0, names=SELFTEST_FILES, overwrite=False)
-    pipe = WanPipeline.from_files(model=paths[SELFTEST_FILES[0]], vae=paths[SELFTEST_FILES[1]],
-                                  text_encoder=paths[SELFTEST_FILES[2]], device=device, dtype="fp32",
-                                  text_cache=False)  # random weights: nothing worth caching on disk
-    result = pipe.generate("a tiny red fox runs through fresh snow, cinematic", frames=frames, width=size[0],
-                           height=size[1], steps=steps, cfg=5.0, shift=5.0, seed=seed, hooks=hooks)
+    pipe = WanPipeline.from_files(
+        model=paths[SELFTEST_FILES[0]],
+        vae=paths[SELFTEST_FILES[1]],
+        text_encoder=paths[SELFTEST_FILES[2]],
+        device=device,
+        dtype="fp32",
+        text_cache=False,
+    )  # random weights: nothing worth caching on disk
+    result = pipe.generate(
+        "a tiny red fox runs through fresh snow, cinematic",
+        frames=frames,
+        width=size[0],
+        height=size[1],
+        steps=steps,
+        cfg=5.0,
+        shift=5.0,
+        seed=seed,
+        hooks=hooks,
+    )
     path = result.save(out)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -286,9 +344,15 @@ def run_selftest(out: str | Path, models_dir: str | Path, frames: int, size: tup
         decoded = sum(1 for _ in container.decode(stream))
     if decoded != frames:
         raise WanError(f"selftest wrote {decoded} frames to {path} but {frames} were requested.")
-    return {"path": str(path), "frames": decoded, "size": f"{size[0]}x{size[1]}", "codec": codec,
-            "pix_fmt": pix_fmt, "seconds": round(time.perf_counter() - started, 2),
-            "phases": ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in result.timings.items())}
+    return {
+        "path": str(path),
+        "frames": decoded,
+        "size": f"{size[0]}x{size[1]}",
+        "codec": codec,
+        "pix_fmt": pix_fmt,
+        "seconds": round(time.perf_counter() - started, 2),
+        "phases": ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in result.timings.items()),
+    }
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
@@ -297,16 +361,24 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     hooks, progress = _run_hooks(args)
     try:
         if args.models_dir:
-            summary = run_selftest(args.out, args.models_dir, args.frames, args.size, args.steps, args.seed,
-                                   args.device, hooks)
+            summary = run_selftest(
+                args.out, args.models_dir, args.frames, args.size, args.steps, args.seed, args.device, hooks
+            )
         else:
             with tempfile.TemporaryDirectory(prefix="wan_selftest_") as tmp:
-                summary = run_selftest(args.out, tmp, args.frames, args.size, args.steps, args.seed,
-                                       args.device, hooks)
+                summary = run_selftest(args.out, tmp, args.frames, args.size, args.steps, args.seed, args.device, hooks)
     finally:
         progress.close()
-    log.info("selftest OK: %s (%d frames, %s, %s %s) in %.1f s (%s)", summary["path"], summary["frames"],
-             summary["size"], summary["codec"], summary["pix_fmt"], summary["seconds"], summary["phases"])
+    log.info(
+        "selftest OK: %s (%d frames, %s, %s %s) in %.1f s (%s)",
+        summary["path"],
+        summary["frames"],
+        summary["size"],
+        summary["codec"],
+        summary["pix_fmt"],
+        summary["seconds"],
+        summary["phases"],
+    )
     _emit(summary["path"])
     return 0
 

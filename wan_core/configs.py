@@ -85,8 +85,10 @@ def _parse_size(label: str) -> tuple[int, int] | None:
     match = re.fullmatch(r"(\d+)\s*[*x×]\s*(\d+)", text)
     if match:
         return int(match.group(1)), int(match.group(2))
-    raise InputError(f"Unknown size label {label!r}; use a model size (1.3b, 14b, a14b, 5b), "
-                     "a resolution (480p, 720p, 704p) or WIDTH*HEIGHT.")
+    raise InputError(
+        f"Unknown size label {label!r}; use a model size (1.3b, 14b, a14b, 5b), "
+        "a resolution (480p, 720p, 704p) or WIDTH*HEIGHT."
+    )
 
 
 def defaults_for(family: str, task: str, size_label: str | None = None) -> TaskDefaults:

@@ -54,7 +54,9 @@ def quantize_state_dict(
     return out
 
 
-def dequantize_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def dequantize_state_dict(
+    sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """The reference weights a scaled-fp8 state dict stands for (for parity tests)."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in sd.items():
@@ -63,7 +65,7 @@ def dequantize_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = t
         if tensor.dtype in FP8_MAX:
             scale_key = name[: -len(".weight")] + ".scale_weight"
             scale = sd[scale_key].float() if scale_key in sd else torch.tensor(1.0)
-            out[name] = (tensor.to(dtype) * scale.to(dtype))
+            out[name] = tensor.to(dtype) * scale.to(dtype)
         else:
             out[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     return out
@@ -71,8 +73,9 @@ def dequantize_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = t
 
 def split_scales(keys: Iterable[str]) -> tuple[set[str], set[str]]:
     """Split tensor names into (model tensors, scale tensors + marker) for loading."""
-    scales = {k for k in keys if k.endswith(SCALE_SUFFIXES) or k == SCALED_FP8_MARKER
-              or k.endswith("." + SCALED_FP8_MARKER)}
+    scales = {
+        k for k in keys if k.endswith(SCALE_SUFFIXES) or k == SCALED_FP8_MARKER or k.endswith("." + SCALED_FP8_MARKER)
+    }
     return set(keys) - scales, scales
 
 
@@ -85,8 +88,7 @@ def read_dequantized(src: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     return tensor.float() * (src[scale_key].float() if scale_key in src else 1.0)
 
 
-def dequantizing_view(src: TensorSource, keys: Iterable[str],
-                      keep_fp8: Container[str] = frozenset()) -> TensorSource:
+def dequantizing_view(src: TensorSource, keys: Iterable[str], keep_fp8: Container[str] = frozenset()) -> TensorSource:
     """A lazy view of ``keys`` in which fp8 tensors outside ``keep_fp8`` read as fp32 ``weight * scale_weight``.
 
     For loaders whose layers (norms, embeddings, a whole CLIP tower) compute without
@@ -97,8 +99,9 @@ def dequantizing_view(src: TensorSource, keys: Iterable[str],
     def read(key: str) -> torch.Tensor:
         return src[key] if key in keep_fp8 else read_dequantized(src, key)
 
-    return TensorSource({k: src.info(k) for k in keys}, read, config=src.config, identity=src.identity,
-                        description=src.description)
+    return TensorSource(
+        {k: src.info(k) for k in keys}, read, config=src.config, identity=src.identity, description=src.description
+    )
 
 
 def attach_scales(module: nn.Module, src: Mapping[str, torch.Tensor], device: torch.device | str = "cpu") -> int:

@@ -35,8 +35,9 @@ def move(models: Any, device: torch.device | str) -> None:
 
 
 @contextmanager
-def on_device(models: Any, device: torch.device | str, offload: bool,
-              home: torch.device | str = "cpu") -> Iterator[None]:
+def on_device(
+    models: Any, device: torch.device | str, offload: bool, home: torch.device | str = "cpu"
+) -> Iterator[None]:
     """Inside the block ``models`` sit on ``device``; with ``offload`` they go back to ``home`` after.
 
     Without ``offload`` the models are moved to ``device`` (a no-op when already

@@ -55,7 +55,11 @@ class WanLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        w = self.weight if (self.weight.dtype == dtype and self.scale_weight is None) else self.dequantized_weight(dtype)
+        w = (
+            self.weight
+            if (self.weight.dtype == dtype and self.scale_weight is None)
+            else self.dequantized_weight(dtype)
+        )
         b = self.bias
         if b is not None and b.dtype != dtype:
             b = b.to(dtype)

@@ -106,9 +106,18 @@ class WanPipeline:
     memory is about the largest single model rather than their sum.
     """
 
-    def __init__(self, dit: Any, vae: Any, text_encoder: Any, clip_vision: Any = None, dit_low: Any = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-                 offload: bool = False, names: dict[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        dit: Any,
+        vae: Any,
+        text_encoder: Any,
+        clip_vision: Any = None,
+        dit_low: Any = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        offload: bool = False,
+        names: dict[str, str | None] | None = None,
+    ) -> None:
         self.dit, self.dit_low, self.vae = dit, dit_low, vae
         self.text_encoder, self.clip_vision = text_encoder, clip_vision
         self.device = resolve_device(device)
@@ -119,11 +128,20 @@ class WanPipeline:
         _check_pair(dit, dit_low, vae)
 
     @classmethod
-    def from_files(cls, model: Any, vae: PathLike, text_encoder: PathLike, clip_vision: PathLike | None = None,
-                   model_low: Any = None, tokenizer: PathLike | None = None,
-                   device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-                   offload: bool | None = None, attention: str = "auto",
-                   text_cache: PathLike | bool | None = None) -> WanPipeline:
+    def from_files(
+        cls,
+        model: Any,
+        vae: PathLike,
+        text_encoder: PathLike,
+        clip_vision: PathLike | None = None,
+        model_low: Any = None,
+        tokenizer: PathLike | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        offload: bool | None = None,
+        attention: str = "auto",
+        text_cache: PathLike | bool | None = None,
+    ) -> WanPipeline:
         """Load every component from files (any layout the loaders accept).
 
         ``model`` is the DiT (the high-noise expert for Wan2.2 A14B, ``model_low`` the
@@ -141,13 +159,19 @@ class WanPipeline:
         dit = _load_dit(model, home, weights, cdtype, attention)
         dit_low = _load_dit(model_low, home, weights, cdtype, attention) if model_low else None
         vae_model = wan_core.load_vae(vae, device=home, dtype=cdtype)
-        te = wan_core.load_text_encoder(text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype,
-                                        cache_dir=text_cache, keep_loaded=not offload)
+        te = wan_core.load_text_encoder(
+            text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype, cache_dir=text_cache, keep_loaded=not offload
+        )
         # CLIP-H (0.6 B) stays on the compute device: it cannot move, and it is small next to a 14B DiT
         clip = wan_core.load_clip_vision(clip_vision, device=dev, dtype=cdtype) if clip_vision else None
         log.info("Loaded %s in %.1f s", dit.config.variant, time.perf_counter() - started)
-        names = {"model": _name_of(model), "model_low": _name_of(model_low), "vae": _name_of(vae),
-                 "text_encoder": _name_of(text_encoder), "clip_vision": _name_of(clip_vision)}
+        names = {
+            "model": _name_of(model),
+            "model_low": _name_of(model_low),
+            "vae": _name_of(vae),
+            "text_encoder": _name_of(text_encoder),
+            "clip_vision": _name_of(clip_vision),
+        }
         return cls(dit, vae_model, te, clip, dit_low, device=dev, dtype=cdtype, offload=offload, names=names)
 
     # ------------------------------------------------------------------ LoRA
@@ -164,15 +188,24 @@ class WanPipeline:
             apply_lora_stack(self.dit, list(specs), expert="high")
             apply_lora_stack(self.dit_low, list(specs), expert="low")
         for spec in specs:
-            self.loras.append({"file": _name_of(spec.path) or "<dict>", "strength": spec.strength,
-                               "strength_low": spec.strength_low})
+            self.loras.append(
+                {"file": _name_of(spec.path) or "<dict>", "strength": spec.strength, "strength_low": spec.strength_low}
+            )
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, prompt: str | GenerateParams, *, hooks: RunHooks | None = None,
-                 image: torch.Tensor | None = None, last_image: torch.Tensor | None = None,
-                 control_video: torch.Tensor | None = None, control_mask: torch.Tensor | None = None,
-                 reference_images: torch.Tensor | None = None, **params: Any) -> GenerateResult:
+    def generate(
+        self,
+        prompt: str | GenerateParams,
+        *,
+        hooks: RunHooks | None = None,
+        image: torch.Tensor | None = None,
+        last_image: torch.Tensor | None = None,
+        control_video: torch.Tensor | None = None,
+        control_mask: torch.Tensor | None = None,
+        reference_images: torch.Tensor | None = None,
+        **params: Any,
+    ) -> GenerateResult:
         """Generate one video. ``prompt`` is a string (then ``params`` are GenerateParams fields)
         or a ready GenerateParams; images are float 0..1 tensors (see GenerateInputs)."""
         request = prompt if isinstance(prompt, GenerateParams) else GenerateParams(prompt=prompt, **params)
@@ -183,28 +216,42 @@ class WanPipeline:
         """The whole pipeline: resolve defaults, encode text/images, sample, decode."""
         timings: dict[str, float] = {}
         mode = choose_mode(self.dit.config, inputs)
-        resolved = resolve_params(self.dit.config, self.vae.config, request, inputs, mode,
-                                  two_experts=self.dit_low is not None)
+        resolved = resolve_params(
+            self.dit.config, self.vae.config, request, inputs, mode, two_experts=self.dit_low is not None
+        )
         tick = time.perf_counter()
         positive, negative = self.encode_prompts(resolved["prompt"], resolved["negative_prompt"])
         clip_fea = self.encode_clip(mode, inputs)
         timings["encode_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         with on_device(self.vae, self.device, self.offload):
-            cond = build_conditioning(mode, self.vae, inputs, resolved, clip_fea,
-                                      int(getattr(self.dit.config, "extra_channels", 0) or 0))
+            cond = build_conditioning(
+                mode, self.vae, inputs, resolved, clip_fea, int(getattr(self.dit.config, "extra_channels", 0) or 0)
+            )
         validate(cond, self.dit.config, self.vae.config)
         latent = self.sample(positive, negative, cond, resolved, hooks)
         timings["sample_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         frames = self.decode(latent, hooks)
         timings["decode_s"] = time.perf_counter() - tick
-        meta = {**resolved, "mode": mode, "variant": self.dit.config.variant, "loras": list(self.loras),
-                **{k: v for k, v in self.names.items() if v}}
-        log.info("Generated %d frames %dx%d (%s) in %.1f s", frames.shape[0], frames.shape[2], frames.shape[1],
-                 mode, sum(timings.values()))
-        return GenerateResult(frames=frames, fps=float(resolved["fps"]), latent=latent.cpu(),
-                              params=meta, timings=timings)
+        meta = {
+            **resolved,
+            "mode": mode,
+            "variant": self.dit.config.variant,
+            "loras": list(self.loras),
+            **{k: v for k, v in self.names.items() if v},
+        }
+        log.info(
+            "Generated %d frames %dx%d (%s) in %.1f s",
+            frames.shape[0],
+            frames.shape[2],
+            frames.shape[1],
+            mode,
+            sum(timings.values()),
+        )
+        return GenerateResult(
+            frames=frames, fps=float(resolved["fps"]), latent=latent.cpu(), params=meta, timings=timings
+        )
 
     def encode_prompts(self, prompt: str, negative: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """umT5 embeddings: ([ [L_pos, D] ], [ [L_neg, D] ]) on the compute device."""
@@ -219,8 +266,10 @@ class WanPipeline:
         if not getattr(self.dit.config, "clip_dim", None) or inputs.image is None:
             return None
         if self.clip_vision is None:
-            raise InputError(f"{self.dit.config.variant} needs CLIP vision features of the input image: "
-                             "pass clip_vision (e.g. clip_vision_h.safetensors).")
+            raise InputError(
+                f"{self.dit.config.variant} needs CLIP vision features of the input image: "
+                "pass clip_vision (e.g. clip_vision_h.safetensors)."
+            )
         images = [inputs.image[:1]]
         if self.dit.config.task == "flf2v" and inputs.last_image is not None:  # emb_pos covers 2 x 257 tokens
             images.append(inputs.last_image[:1])
@@ -237,11 +286,21 @@ class WanPipeline:
             return self.dit
         from .sampling import Experts
 
-        return Experts(high=self.dit, low=self.dit_low, boundary=resolved.get("boundary"),
-                       offload="auto" if self.offload else "never")
+        return Experts(
+            high=self.dit,
+            low=self.dit_low,
+            boundary=resolved.get("boundary"),
+            offload="auto" if self.offload else "never",
+        )
 
-    def sample(self, positive: list[torch.Tensor], negative: list[torch.Tensor], cond: Any,
-               resolved: dict[str, Any], hooks: RunHooks) -> torch.Tensor:
+    def sample(
+        self,
+        positive: list[torch.Tensor],
+        negative: list[torch.Tensor],
+        cond: Any,
+        resolved: dict[str, Any],
+        hooks: RunHooks,
+    ) -> torch.Tensor:
         """Run the sampler -> normalised latent [1, C, T, h, w] (VACE reference frames already trimmed).
 
         The sampler moves each DiT to the device when its steps start; with ``offload``
@@ -249,11 +308,15 @@ class WanPipeline:
         """
         from .sampling import SamplerSettings, sample
 
-        settings = SamplerSettings(steps=int(resolved["steps"]), shift=float(resolved["shift"]),
-                                   cfg=resolved["cfg"], solver=str(resolved["solver"]), seed=int(resolved["seed"]))
+        settings = SamplerSettings(
+            steps=int(resolved["steps"]),
+            shift=float(resolved["shift"]),
+            cfg=resolved["cfg"],
+            solver=str(resolved["solver"]),
+            seed=int(resolved["seed"]),
+        )
         try:
-            return sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks,
-                          device=self.device)
+            return sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks, device=self.device)
         finally:
             if self.offload:
                 move([self.dit, self.dit_low], "cpu")
@@ -282,13 +345,17 @@ def _load_dit(source: Any, device: torch.device, weights: torch.dtype, compute: 
 def _check_pair(dit: Any, dit_low: Any, vae: Any) -> None:
     """The two experts must be the same variant; the VAE must give the DiT its latent channels."""
     if dit_low is not None and dit_low.config.variant != dit.config.variant:
-        raise InputError(f"The high-noise model is {dit.config.variant} but the low-noise model is "
-                         f"{dit_low.config.variant}: load the two experts of one Wan2.2 A14B release.")
+        raise InputError(
+            f"The high-noise model is {dit.config.variant} but the low-noise model is "
+            f"{dit_low.config.variant}: load the two experts of one Wan2.2 A14B release."
+        )
     want, have = dit.config.latent_channels, vae.config.z_dim
     if want != have:
         hint = "wan2.2_vae.safetensors" if want == 48 else "wan_2.1_vae.safetensors"
-        raise ConditioningError(f"The VAE has {have} latent channels (Wan{vae.config.version}) but "
-                                f"{dit.config.variant} expects {want}: load {hint}.")
+        raise ConditioningError(
+            f"The VAE has {have} latent channels (Wan{vae.config.version}) but "
+            f"{dit.config.variant} expects {want}: load {hint}."
+        )
 
 
 # ---------------------------------------------------------------- decisions: mode, settings, conditioning
@@ -334,16 +401,22 @@ def choose_mode(config: Any, inputs: Any) -> str:
         _reject(variant, given, {"image"}, "TI2V-5B takes text and optionally a start image")
         return "ti2v"
     if kind == "vace":
-        _reject(variant, given, {"control_video", "control_mask", "reference_images"},
-                "VACE takes a control video, a mask and reference images; pass a start image as a reference")
+        _reject(
+            variant,
+            given,
+            {"control_video", "control_mask", "reference_images"},
+            "VACE takes a control video, a mask and reference images; pass a start image as a reference",
+        )
         return "vace"
     if kind == "fun-control":
         _reject(variant, given, {"control_video", "image"}, "Fun-Control takes a control video and a start image")
         if "control_video" not in given:
             raise InputError(f"{variant} is a Fun-Control model: give a control video (--control-video).")
         return kind
-    raise ConditioningError(f"The standalone pipeline does not support {variant} (task {config.task!r}); "
-                            f"supported tasks: {', '.join(MODES)}.")
+    raise ConditioningError(
+        f"The standalone pipeline does not support {variant} (task {config.task!r}); "
+        f"supported tasks: {', '.join(MODES)}."
+    )
 
 
 def defaults_family(config: Any, two_experts: bool) -> str:
@@ -370,9 +443,11 @@ def _negative(config: Any, given: str | None, two_experts: bool) -> str:
 def check_size(width: int, height: int, frames: int, multiple: int) -> None:
     """Pixel sizes must be multiples of VAE stride x patch (16 for Wan2.1, 32 for Wan2.2 VAE); F = 4n+1."""
     if width <= 0 or height <= 0 or width % multiple or height % multiple:
-        raise InputError(f"Size {width}x{height} is not a multiple of {multiple} (VAE stride x patch size): "
-                         f"use e.g. {max(multiple, width // multiple * multiple)}x"
-                         f"{max(multiple, height // multiple * multiple)}.")
+        raise InputError(
+            f"Size {width}x{height} is not a multiple of {multiple} (VAE stride x patch size): "
+            f"use e.g. {max(multiple, width // multiple * multiple)}x"
+            f"{max(multiple, height // multiple * multiple)}."
+        )
     if frames < 1 or (frames - 1) % 4:
         raise InputError(f"The frame count must be 4n+1 (1, 5, 9, ..., 81); got {frames}: use {(frames // 4) * 4 + 1}.")
 
@@ -390,8 +465,9 @@ def size_from_image(image: torch.Tensor, mode: str, area: int, vae_stride: int) 
     return official_i2v_size(img_h, img_w, area, stride=vae_stride)
 
 
-def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode: str,
-                   two_experts: bool = False) -> dict[str, Any]:
+def resolve_params(
+    config: Any, vae_config: Any, request: Any, inputs: Any, mode: str, two_experts: bool = False
+) -> dict[str, Any]:
     """GenerateParams with every None replaced by the task default; sizes checked.
 
     Returns a JSON-able dict (it becomes the video's metadata).
@@ -405,8 +481,9 @@ def resolve_params(config: Any, vae_config: Any, request: Any, inputs: Any, mode
     if out["width"] is None or out["height"] is None:
         width, height = base.width, base.height
         if inputs.image is not None and mode in ("i2v", "flf2v", "ti2v", "fun-inp"):
-            width, height = size_from_image(inputs.image, mode, base.width * base.height,
-                                            int(vae_config.spatial_stride))
+            width, height = size_from_image(
+                inputs.image, mode, base.width * base.height, int(vae_config.spatial_stride)
+            )
         out["width"] = out["width"] or width
         out["height"] = out["height"] or height
     if out["seed"] is None:
@@ -425,8 +502,9 @@ def _builder(name: str) -> Any:
     return getattr(conditioning, name)
 
 
-def build_conditioning(mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip_fea: torch.Tensor | None,
-                       extra_channels: int = 0) -> Any:
+def build_conditioning(
+    mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip_fea: torch.Tensor | None, extra_channels: int = 0
+) -> Any:
     """The Conditioning for ``mode`` (checked against the DiT by :func:`validate`)."""
     frames, width, height = int(r["frames"]), int(r["width"]), int(r["height"])
     if mode == "t2v":
@@ -434,20 +512,36 @@ def build_conditioning(mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip
     if mode == "i2v":
         return _builder("i2v_conditioning")(vae, inputs.image, frames, width, height, clip_fea=clip_fea)
     if mode == "flf2v":
-        return _builder("flf2v_conditioning")(vae, inputs.image, inputs.last_image, frames, width, height,
-                                              clip_fea=clip_fea)
+        return _builder("flf2v_conditioning")(
+            vae, inputs.image, inputs.last_image, frames, width, height, clip_fea=clip_fea
+        )
     if mode == "fun-inp":
-        return _builder("fun_inp_conditioning")(vae, inputs.image, inputs.last_image, frames, width, height,
-                                                clip_fea=clip_fea)
+        return _builder("fun_inp_conditioning")(
+            vae, inputs.image, inputs.last_image, frames, width, height, clip_fea=clip_fea
+        )
     if mode == "ti2v":
         return _builder("ti2v_conditioning")(vae, inputs.image, frames, width, height)
     if mode == "vace":
-        return _builder("vace_conditioning")(vae, frames, width, height, control_video=inputs.control_video,
-                                             control_mask=inputs.control_mask,
-                                             reference_images=inputs.reference_images, strength=r["vace_strength"])
-    return _builder("fun_control_conditioning")(vae, inputs.control_video, frames, width, height,
-                                                start_image=inputs.image, clip_fea=clip_fea,
-                                                model_extra_channels=extra_channels)
+        return _builder("vace_conditioning")(
+            vae,
+            frames,
+            width,
+            height,
+            control_video=inputs.control_video,
+            control_mask=inputs.control_mask,
+            reference_images=inputs.reference_images,
+            strength=r["vace_strength"],
+        )
+    return _builder("fun_control_conditioning")(
+        vae,
+        inputs.control_video,
+        frames,
+        width,
+        height,
+        start_image=inputs.image,
+        clip_fea=clip_fea,
+        model_extra_channels=extra_channels,
+    )
 
 
 def validate(cond: Any, dit_config: Any, vae_config: Any) -> None:

@@ -107,8 +107,11 @@ def write_tiny_file(entry: TinyFile, directory: PathLike, seed: int = 0) -> Path
         write_tiny_t5(path, fp8_scaled=entry.layout == "fp8_scaled", seed=file_seed(entry, seed))
         return path
     tensors = _state_dict_for(entry, file_seed(entry, seed))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
-              metadata={"wan_core_tiny": entry.kind, "format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(path),
+        metadata={"wan_core_tiny": entry.kind, "format": "pt"},
+    )
     return path
 
 

@@ -49,8 +49,9 @@ def _even_dims(frames: np.ndarray) -> np.ndarray:
     _f, h, w, _c = frames.shape
     pad_h, pad_w = h % 2, w % 2
     if pad_h or pad_w:
-        log.info("H.264 yuv420p needs even sizes: padding %dx%d to %dx%d by repeating the edge.",
-                 w, h, w + pad_w, h + pad_h)
+        log.info(
+            "H.264 yuv420p needs even sizes: padding %dx%d to %dx%d by repeating the edge.", w, h, w + pad_w, h + pad_h
+        )
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     return frames
 
@@ -105,8 +106,9 @@ def _keyed_values(metadata: dict[str, Any] | None) -> dict[str, str]:
     return {str(k): json.dumps(v, ensure_ascii=True, default=str) for k, v in (metadata or {}).items()}
 
 
-def _write_mp4(data: np.ndarray, path: Path, fps: Fraction, comment: str | None, crf: int,
-               keyed: dict[str, str]) -> None:
+def _write_mp4(
+    data: np.ndarray, path: Path, fps: Fraction, comment: str | None, crf: int, keyed: dict[str, str]
+) -> None:
     import av
 
     data = _even_dims(data)
@@ -142,8 +144,14 @@ def _write_webp(data: np.ndarray, path: Path, fps: float, comment: str | None, k
     from PIL import Image
 
     images = [Image.fromarray(frame) for frame in data]
-    kwargs: dict[str, Any] = {"save_all": True, "append_images": images[1:], "duration": round(1000.0 / fps),
-                              "loop": 0, "lossless": False, "quality": 90}
+    kwargs: dict[str, Any] = {
+        "save_all": True,
+        "append_images": images[1:],
+        "duration": round(1000.0 / fps),
+        "loop": 0,
+        "lossless": False,
+        "quality": 90,
+    }
     if comment is not None or keyed:
         exif = Image.Exif()
         if comment is not None:

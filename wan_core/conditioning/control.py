@@ -107,8 +107,9 @@ def _resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
 
 
-def fit_frames(frames: torch.Tensor, width: int, height: int, mode: FitMode = "crop",
-               fill: float = 0.0) -> torch.Tensor:
+def fit_frames(
+    frames: torch.Tensor, width: int, height: int, mode: FitMode = "crop", fill: float = 0.0
+) -> torch.Tensor:
     """Fit ``[N, H, W, 3]`` to exactly (width, height).
 
     crop: scale to cover, cut the overflow evenly; letterbox: scale to fit inside,

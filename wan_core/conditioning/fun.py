@@ -31,9 +31,16 @@ def _start_latent(vae: VideoVAE, start_image: torch.Tensor, width: int, height: 
     return encode_video(vae, image.permute(1, 0, 2, 3)[None])
 
 
-def fun_control_conditioning(vae: VideoVAE, control_video: torch.Tensor, frames: int, width: int, height: int,
-                             start_image: torch.Tensor | None = None, clip_fea: torch.Tensor | None = None,
-                             model_extra_channels: int = 32) -> Conditioning:
+def fun_control_conditioning(
+    vae: VideoVAE,
+    control_video: torch.Tensor,
+    frames: int,
+    width: int,
+    height: int,
+    start_image: torch.Tensor | None = None,
+    clip_fea: torch.Tensor | None = None,
+    model_extra_channels: int = 32,
+) -> Conditioning:
     """Fun-Control: ``control_video`` IMAGE [N, H, W, 3] (already preprocessed: depth, canny, pose ...).
 
     ``model_extra_channels`` is the DiT's ``extra_channels``: 2C (Wan2.1, 32) or 2C + 4
@@ -61,4 +68,3 @@ def fun_control_conditioning(vae: VideoVAE, control_video: torch.Tensor, frames:
         parts.insert(1, anchor_mask(frames, anchors, h, w, device=control.device))
     y = torch.cat(parts, dim=1)
     return Conditioning(latent_shape=(z_dim, total, h, w), y=y, clip_fea=_clip_batch(clip_fea))
-

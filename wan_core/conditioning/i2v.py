@@ -21,8 +21,9 @@ def t2v_conditioning(latent_channels: int, frames: int, width: int, height: int,
     """Text-to-video: only the latent shape ``(C, T, H / stride, W / stride)``."""
     frames = check_frames(frames)
     width, height = check_size(width, height, spatial_stride * PATCH)
-    return Conditioning(latent_shape=(latent_channels, latent_frames(frames), height // spatial_stride,
-                                      width // spatial_stride))
+    return Conditioning(
+        latent_shape=(latent_channels, latent_frames(frames), height // spatial_stride, width // spatial_stride)
+    )
 
 
 def _prepare(images: torch.Tensor, name: str, width: int, height: int, resize: ResizeMode) -> torch.Tensor:
@@ -30,8 +31,14 @@ def _prepare(images: torch.Tensor, name: str, width: int, height: int, resize: R
     return resize_signed(to_signed_chw(check_images(images, name)), width, height, resize)
 
 
-def anchored_conditioning(vae: VideoVAE, anchors: dict[int, torch.Tensor], frames: int, width: int, height: int,
-                          clip_fea: torch.Tensor | None = None) -> Conditioning:
+def anchored_conditioning(
+    vae: VideoVAE,
+    anchors: dict[int, torch.Tensor],
+    frames: int,
+    width: int,
+    height: int,
+    clip_fea: torch.Tensor | None = None,
+) -> Conditioning:
     """I2V-style conditioning from pixel frames given at fixed indices.
 
     ``anchors``: pixel frame index -> ``[3, height, width]`` in [-1, 1]. Returns
@@ -60,8 +67,15 @@ def _clip_batch(clip_fea: torch.Tensor | None) -> torch.Tensor | None:
     return clip_fea.reshape(1, -1, clip_fea.shape[-1]).float()
 
 
-def i2v_conditioning(vae: VideoVAE, image: torch.Tensor, frames: int, width: int, height: int,
-                     clip_fea: torch.Tensor | None = None, resize: ResizeMode = "official") -> Conditioning:
+def i2v_conditioning(
+    vae: VideoVAE,
+    image: torch.Tensor,
+    frames: int,
+    width: int,
+    height: int,
+    clip_fea: torch.Tensor | None = None,
+    resize: ResizeMode = "official",
+) -> Conditioning:
     """Image-to-video (Wan2.1 I2V with ``clip_fea``, Wan2.2 I2V-A14B without), spec 8.1.
 
     ``image``: IMAGE ``[N, H, W, 3]``; its N frames become pixel frames 0..N-1 (N = 1
@@ -79,8 +93,16 @@ def _fit_last(first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return resize_signed(last, w, h, "crop")
 
 
-def flf2v_conditioning(vae: VideoVAE, first: torch.Tensor, last: torch.Tensor, frames: int, width: int, height: int,
-                       clip_fea: torch.Tensor | None = None, resize: ResizeMode = "official") -> Conditioning:
+def flf2v_conditioning(
+    vae: VideoVAE,
+    first: torch.Tensor,
+    last: torch.Tensor,
+    frames: int,
+    width: int,
+    height: int,
+    clip_fea: torch.Tensor | None = None,
+    resize: ResizeMode = "official",
+) -> Conditioning:
     """First-last-frame-to-video (spec 8.2): frames 0 and F-1 given; last latent frame's mask = [0, 0, 0, 1].
 
     ``clip_fea``: both images' CLIP features, ``[2, 257, 1280]`` or ``[1, 514, 1280]``.
@@ -95,9 +117,16 @@ def flf2v_conditioning(vae: VideoVAE, first: torch.Tensor, last: torch.Tensor, f
     return anchored_conditioning(vae, {0: first_s, frames - 1: last_s}, frames, width, height, clip_fea)
 
 
-def fun_inp_conditioning(vae: VideoVAE, start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
-                         frames: int = 81, width: int = 832, height: int = 480,
-                         clip_fea: torch.Tensor | None = None, resize: ResizeMode = "official") -> Conditioning:
+def fun_inp_conditioning(
+    vae: VideoVAE,
+    start_image: torch.Tensor | None = None,
+    end_image: torch.Tensor | None = None,
+    frames: int = 81,
+    width: int = 832,
+    height: int = 480,
+    clip_fea: torch.Tensor | None = None,
+    resize: ResizeMode = "official",
+) -> Conditioning:
     """Wan2.1 Fun-InP (spec 8.5): the I2V/FLF2V construction with an optional start and/or end image.
 
     With neither image the mask is all zero and the condition latent is that of a grey video.
@@ -108,7 +137,7 @@ def fun_inp_conditioning(vae: VideoVAE, start_image: torch.Tensor | None = None,
         anchors.update(enumerate(_prepare(start_image, "start_image", width, height, resize)[:frames]))
     if end_image is not None:
         end = _prepare(end_image, "end_image", width, height, resize)
-        end = end[-min(frames, end.shape[0]):]
+        end = end[-min(frames, end.shape[0]) :]
         first_index = frames - end.shape[0]
         anchors.update({first_index + i: frame for i, frame in enumerate(end)})
     return anchored_conditioning(vae, anchors, frames, width, height, clip_fea)

@@ -46,8 +46,9 @@ def vae_geometry(vae: VideoVAE) -> tuple[int, int]:
     return int(config.z_dim), int(config.spatial_stride)
 
 
-def checked_geometry(vae: VideoVAE, frames: int, width: int, height: int, latent_channels: int | None = None,
-                     model: str = "this model") -> tuple[int, int, int, int, int]:
+def checked_geometry(
+    vae: VideoVAE, frames: int, width: int, height: int, latent_channels: int | None = None, model: str = "this model"
+) -> tuple[int, int, int, int, int]:
     """``(z_dim, spatial_stride, frames, width, height)`` of a video to build, checked before any encoding.
 
     ``latent_channels``: the VAE family the builder needs (16 Wan2.1, 48 Wan2.2); it is
@@ -100,8 +101,9 @@ def pixel_to_latent_mask(known: torch.Tensor) -> torch.Tensor:
     return padded.reshape(-1, TEMPORAL_STRIDE, h, w).transpose(0, 1).contiguous()
 
 
-def anchor_mask(frames: int, anchors: Iterable[int], h: int, w: int,
-                device: torch.device | str | None = None) -> torch.Tensor:
+def anchor_mask(
+    frames: int, anchors: Iterable[int], h: int, w: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Latent mask ``[1, 4, T, h, w]``: 1 where a pixel frame index in ``anchors`` is given, else 0."""
     known = torch.zeros(frames, h, w, device=device)
     for index in anchors:

@@ -24,8 +24,7 @@ def ti2v_conditioning(vae: VideoVAE, image: torch.Tensor | None, frames: int, wi
     as the official code does (use :func:`image.best_output_size` to pick a size
     from the image's aspect like the official CLI).
     """
-    z_dim, stride, frames, width, height = checked_geometry(vae, frames, width, height, TI2V_LATENT_CHANNELS,
-                                                           "TI2V-5B")
+    z_dim, stride, frames, width, height = checked_geometry(vae, frames, width, height, TI2V_LATENT_CHANNELS, "TI2V-5B")
     shape = (z_dim, latent_frames(frames), height // stride, width // stride)
     if image is None:
         return Conditioning(latent_shape=shape)

@@ -30,8 +30,7 @@ def _fit_length(x: torch.Tensor, frames: int, fill: float, name: str) -> torch.T
     if x.shape[0] > frames:
         return x[:frames]
     if x.shape[0] < frames:
-        log.warning("%s has %d frames, the video %d: the missing frames are generated freely", name,
-                    x.shape[0], frames)
+        log.warning("%s has %d frames, the video %d: the missing frames are generated freely", name, x.shape[0], frames)
         pad = x.new_full((frames - x.shape[0], *x.shape[1:]), fill)
         return torch.cat([x, pad], dim=0)
     return x
@@ -87,9 +86,18 @@ def _reference_latents(vae: VideoVAE, reference_images: torch.Tensor, width: int
     return torch.cat(latents, dim=2)
 
 
-def vace_conditioning(vae: VideoVAE, frames: int, width: int, height: int, control_video: torch.Tensor | None = None,
-                      control_mask: torch.Tensor | None = None, reference_images: torch.Tensor | None = None,
-                      strength: float = 1.0, start: float = 0.0, end: float = 1.0) -> Conditioning:
+def vace_conditioning(
+    vae: VideoVAE,
+    frames: int,
+    width: int,
+    height: int,
+    control_video: torch.Tensor | None = None,
+    control_mask: torch.Tensor | None = None,
+    reference_images: torch.Tensor | None = None,
+    strength: float = 1.0,
+    start: float = 0.0,
+    end: float = 1.0,
+) -> Conditioning:
     """One VACE input: ``control_video`` IMAGE [N, H, W, 3], ``control_mask`` MASK [N, H, W] (1 = generate),
     ``reference_images`` IMAGE [n_ref, H, W, 3]; active for sampling progress in [start, end).
 

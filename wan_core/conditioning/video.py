@@ -21,8 +21,13 @@ def _output_count(n: int, src_fps: float, dst_fps: float, frames: int | None, ro
     return (count - 1) // 4 * 4 + 1 if round_to_4n1 else count
 
 
-def resample_video(video: torch.Tensor, src_fps: float, dst_fps: float | None = None, frames: int | None = None,
-                   round_to_4n1: bool = True) -> torch.Tensor:
+def resample_video(
+    video: torch.Tensor,
+    src_fps: float,
+    dst_fps: float | None = None,
+    frames: int | None = None,
+    round_to_4n1: bool = True,
+) -> torch.Tensor:
     """Pick frames of ``video`` ``[N, ...]`` (IMAGE batch) by nearest time -> ``[frames_out, ...]``.
 
     * ``dst_fps`` given: output frame i shows the source frame nearest to time
@@ -46,7 +51,12 @@ def resample_video(video: torch.Tensor, src_fps: float, dst_fps: float | None = 
     else:
         index = [math.floor(i * src_fps / dst_fps + 0.5) for i in range(count)]
         if index[-1] > n - 1:
-            log.warning("control video lasts %d frames at %g fps, shorter than %d frames at %g fps: "
-                        "repeating its last frame", n, src_fps, count, dst_fps)
+            log.warning(
+                "control video lasts %d frames at %g fps, shorter than %d frames at %g fps: repeating its last frame",
+                n,
+                src_fps,
+                count,
+                dst_fps,
+            )
     index_t = torch.tensor(index, device=video.device).clamp_(max=n - 1)
     return video.index_select(0, index_t)

@@ -42,7 +42,11 @@ ALIASES = {
     "sageattention": "sageattention",
     "auto": "auto",
 }
-PIP_NAMES = {"flash_attn": "flash-attn", "flash_attn_3": "flash-attn 3 (hopper build)", "sageattention": "sageattention"}
+PIP_NAMES = {
+    "flash_attn": "flash-attn",
+    "flash_attn_3": "flash-attn 3 (hopper build)",
+    "sageattention": "sageattention",
+}
 _warned: set[str] = set()
 
 

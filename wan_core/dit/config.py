@@ -269,8 +269,21 @@ def released_config(variant: str) -> DiTConfig:
     dim, ffn, layers, in_dim, out_dim, clip_dim, clip_tokens, vace = RELEASED[variant]
     family, task = classify(in_dim, out_dim, clip_dim is not None, clip_tokens == 514, bool(vace))
     return DiTConfig(
-        variant=variant, family=family, task=task, size_label=SIZE_LABELS[(dim, layers)], dim=dim, ffn_dim=ffn,
-        num_heads=dim // HEAD_DIM, num_layers=layers, in_dim=in_dim, out_dim=out_dim, text_dim=4096, freq_dim=256,
-        clip_dim=clip_dim, clip_tokens=clip_tokens, vace_layers=vace, vace_in_dim=96 if vace else None,
+        variant=variant,
+        family=family,
+        task=task,
+        size_label=SIZE_LABELS[(dim, layers)],
+        dim=dim,
+        ffn_dim=ffn,
+        num_heads=dim // HEAD_DIM,
+        num_layers=layers,
+        in_dim=in_dim,
+        out_dim=out_dim,
+        text_dim=4096,
+        freq_dim=256,
+        clip_dim=clip_dim,
+        clip_tokens=clip_tokens,
+        vace_layers=vace,
+        vace_in_dim=96 if vace else None,
         per_token_timesteps=task == "ti2v",
     )

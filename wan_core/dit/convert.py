@@ -71,7 +71,7 @@ def _map_fragment(rest: str, pairs: tuple[tuple[str, str], ...], forward: bool) 
             best = (src, dst)
     if best is None:
         return None
-    return best[1] + rest[len(best[0]):]
+    return best[1] + rest[len(best[0]) :]
 
 
 def _map_name(name: str, forward: bool) -> str | None:

@@ -98,7 +98,9 @@ def _strides(t: torch.Tensor, batch: int, seq: int) -> tuple[int, int]:
     return b, s
 
 
-def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+def norm_affine(
+    x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype
+) -> torch.Tensor:
     """``LayerNorm(x) * mul + add`` -> ``out_dtype``; x [B, S, D] (any float), mul/add [B|1, 1|S, D] or [D] fp32."""
     batch, seq, dim = x.shape
     x = x.contiguous()
@@ -107,8 +109,17 @@ def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: floa
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
     block = triton.next_power_of_2(dim)
     _norm_affine_kernel[(batch * seq,)](
-        x, mul, add, out, seq, dim, *_strides(mul, batch, seq), *_strides(add, batch, seq), eps,
-        BLOCK=block, num_warps=_warps(block),
+        x,
+        mul,
+        add,
+        out,
+        seq,
+        dim,
+        *_strides(mul, batch, seq),
+        *_strides(add, batch, seq),
+        eps,
+        BLOCK=block,
+        num_warps=_warps(block),
     )
     return out
 
@@ -126,7 +137,16 @@ def rms_norm_rope(
     table = torch.view_as_real(rope).contiguous() if rope is not None else weight
     block = triton.next_power_of_2(dim // 2)
     _rms_rope_kernel[(batch * seq,)](
-        x, weight.float().contiguous(), table, out, seq, dim, head_dim // 2, eps,
-        ROPE=rope is not None, BLOCK=block, num_warps=_warps(block),
+        x,
+        weight.float().contiguous(),
+        table,
+        out,
+        seq,
+        dim,
+        head_dim // 2,
+        eps,
+        ROPE=rope is not None,
+        BLOCK=block,
+        num_warps=_warps(block),
     )
     return out

@@ -89,8 +89,9 @@ def _linear_param_names(model: WanDiT) -> set[str]:
     return names
 
 
-def make_dtype_rule(model: WanDiT, dtype: torch.dtype | None,
-                    compute: torch.dtype) -> Callable[[str, torch.dtype], torch.dtype]:
+def make_dtype_rule(
+    model: WanDiT, dtype: torch.dtype | None, compute: torch.dtype
+) -> Callable[[str, torch.dtype], torch.dtype]:
     """Per-tensor storage dtype following the module docstring's policy."""
     linear = _linear_param_names(model)
     fp8_store = dtype is not None and is_fp8(dtype)
@@ -142,8 +143,13 @@ def load_dit(
     model_keys, scale_keys = split_scales(src.keys())
     config = config_from_shapes({k: src.shape(k) for k in model_keys}, src.config)
     model = WanDiT(config, device="meta")
-    materialize(model, src.subset(model_keys), device=dev, dtype_rule=make_dtype_rule(model, store, compute),
-                what=f"a {config.variant} DiT")
+    materialize(
+        model,
+        src.subset(model_keys),
+        device=dev,
+        dtype_rule=make_dtype_rule(model, store, compute),
+        what=f"a {config.variant} DiT",
+    )
     scaled = attach_scales(model, src.subset(scale_keys), device=dev) if scale_keys else 0
     check_scales_used(model, scale_keys)
     if scaled:
@@ -153,8 +159,9 @@ def load_dit(
     model.eval().requires_grad_(False)
     if block_swap:
         model.set_block_swap(block_swap, offload_device)
-    log.info("Loaded %s (%d layers, dim %d) on %s, compute %s.", config.variant, config.num_layers,
-             config.dim, dev, compute)
+    log.info(
+        "Loaded %s (%d layers, dim %d) on %s, compute %s.", config.variant, config.num_layers, config.dim, dev, compute
+    )
     return model
 
 

@@ -47,13 +47,17 @@ class WanDiT(nn.Module):
         )
         self.head = Head(c.dim, c.out_dim * c.patch_volume, c.eps, device=device)
         if c.has_vace:
-            self.vace_patch_embedding = nn.Conv3d(c.vace_in_dim, c.dim, c.patch_size, stride=c.patch_size, device=device)
+            self.vace_patch_embedding = nn.Conv3d(
+                c.vace_in_dim, c.dim, c.patch_size, stride=c.patch_size, device=device
+            )
             self.vace_blocks = nn.ModuleList(
                 VaceBlock(c.dim, c.ffn_dim, c.num_heads, c.eps, first=j == 0, device=device)
                 for j in range(len(c.vace_layers))
             )
         if c.has_ref_conv:
-            self.ref_conv = nn.Conv2d(c.ref_conv_in_dim, c.dim, c.patch_size[1:], stride=c.patch_size[1:], device=device)
+            self.ref_conv = nn.Conv2d(
+                c.ref_conv_in_dim, c.dim, c.patch_size[1:], stride=c.patch_size[1:], device=device
+            )
         self.rope = RopeCache(c.head_dim)
         self.block_swap: BlockSwap | None = None
 
@@ -189,7 +193,9 @@ class WanDiT(nn.Module):
         if t.shape[1] == f and f != f * gh * gw:
             t = t.repeat_interleave(gh * gw, dim=1)
         if t.shape[1] != f * gh * gw:
-            raise InputError(f"Per-token timesteps have shape {tuple(t.shape)}; expected [B, {f * gh * gw}] or [B, {f}].")
+            raise InputError(
+                f"Per-token timesteps have shape {tuple(t.shape)}; expected [B, {f * gh * gw}] or [B, {f}]."
+            )
         if ref_tokens:
             t = torch.cat([t[:, :1].expand(-1, ref_tokens), t], dim=1)
         return t.expand(batch, -1) if t.shape[0] == 1 else t

@@ -1,10 +1,10 @@
 """LoRA for Wan DiTs: every format in the wild, merged or on the fly, per expert.
 
-    lora = load_lora(path_or_state_dict)                       # -> LoraWeights (official names)
-    report = apply_lora(dit, lora, strength=1.0, mode="merge" | "runtime", blocks=None)
-    report.set_strength(0.5)                                   # no reload
-    remove_lora(dit, report)
-    reports = apply_lora_stack(dit, [LoraSpec(path, 1.0, strength_low=0.5)], expert="high")
+lora = load_lora(path_or_state_dict)                       # -> LoraWeights (official names)
+report = apply_lora(dit, lora, strength=1.0, mode="merge" | "runtime", blocks=None)
+report.set_strength(0.5)                                   # no reload
+remove_lora(dit, report)
+reports = apply_lora_stack(dit, [LoraSpec(path, 1.0, strength_low=0.5)], expert="high")
 """
 
 from .apply import LoraReport, apply_lora, block_predicate, plan_lora, remove_lora

@@ -222,19 +222,39 @@ def apply_lora(
             runtime += 1
         else:
             _merge(t, model, handle, keep_original)
-    report = LoraReport(weights.name, len(plan.targets), plan.unmatched, plan.skipped_i2v, handle,
-                        plan.filtered, len(plan.targets) - runtime, runtime, list(weights.ignored))
+    report = LoraReport(
+        weights.name,
+        len(plan.targets),
+        plan.unmatched,
+        plan.skipped_i2v,
+        handle,
+        plan.filtered,
+        len(plan.targets) - runtime,
+        runtime,
+        list(weights.ignored),
+    )
     _log_report(report, mode)
     return report
 
 
 def _log_report(r: LoraReport, mode: str) -> None:
-    log.info("LoRA %s (%s, strength %.3g): %d matched (%d merged, %d at run time), %d unmatched, "
-             "%d I2V-only skipped, %d filtered out by the block filter",
-             r.name, mode, r.strength, r.matched, r.merged, r.runtime, len(r.unmatched), r.skipped_i2v, r.filtered)
+    log.info(
+        "LoRA %s (%s, strength %.3g): %d matched (%d merged, %d at run time), %d unmatched, "
+        "%d I2V-only skipped, %d filtered out by the block filter",
+        r.name,
+        mode,
+        r.strength,
+        r.matched,
+        r.merged,
+        r.runtime,
+        len(r.unmatched),
+        r.skipped_i2v,
+        r.filtered,
+    )
     if r.unmatched:
-        log.warning("LoRA %s: %d keys match no model parameter: %s", r.name, len(r.unmatched),
-                    preview_keys(r.unmatched))
+        log.warning(
+            "LoRA %s: %d keys match no model parameter: %s", r.name, len(r.unmatched), preview_keys(r.unmatched)
+        )
 
 
 def remove_lora(model: nn.Module, report_or_handle: LoraReport | LoraHandle) -> None:

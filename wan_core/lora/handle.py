@@ -36,8 +36,14 @@ class RuntimeAdapter:
     are cached once per (device, dtype), so block swap moves them with the input.
     """
 
-    def __init__(self, strength: _Strength, scale: float, down: torch.Tensor | None = None,
-                 up: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        strength: _Strength,
+        scale: float,
+        down: torch.Tensor | None = None,
+        up: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> None:
         self.strength = strength
         self.scale = scale
         self._master = (down, up, bias)
@@ -125,8 +131,11 @@ def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float)
 def _copy_original(owner: nn.Module, leaf: str) -> _Original:
     p = getattr(owner, leaf)
     scale = owner.scale_weight if isinstance(owner, WanLinear) and leaf == "weight" else None
-    return _Original(p.detach().to("cpu", copy=True), None if scale is None else scale.detach().to("cpu", copy=True),
-                     _stamp_of(owner, leaf))
+    return _Original(
+        p.detach().to("cpu", copy=True),
+        None if scale is None else scale.detach().to("cpu", copy=True),
+        _stamp_of(owner, leaf),
+    )
 
 
 def _restore(owner: nn.Module, leaf: str, original: _Original) -> None:
@@ -204,5 +213,3 @@ class LoraHandle:
             self._reweight(key, entries, 0.0)
         self.originals.clear()
         self.removed = True
-
-

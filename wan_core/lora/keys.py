@@ -39,20 +39,48 @@ PART_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".diff_b", "diff_b"),
     (".diff", "diff"),
     (".diff_m", "diff_m"),
-    *((f".{name}", name) for name in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a",
-                                      "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")),
+    *(
+        (f".{name}", name)
+        for name in (
+            "hada_w1_a",
+            "hada_w1_b",
+            "hada_w2_a",
+            "hada_w2_b",
+            "lokr_w1",
+            "lokr_w1_a",
+            "lokr_w1_b",
+            "lokr_w2",
+            "lokr_w2_a",
+            "lokr_w2_b",
+        )
+    ),
 )
 # Keys of adapter types we recognise but do not apply (reported, never silently used).
 UNSUPPORTED_MARKERS = (".dora_scale", ".lora_mid.", ".hada_t", ".lokr_t", ".oft_", ".boft_", ".a1.", ".set_weight")
 
-DOTTED_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "pipe.dit.", "transformer.",
-                   "dit.", "model.")
+DOTTED_PREFIXES = (
+    "model.diffusion_model.",
+    "diffusion_model.",
+    "base_model.model.",
+    "pipe.dit.",
+    "transformer.",
+    "dit.",
+    "model.",
+)
 UNDERSCORE_PREFIXES = ("lora_unet__", "lora_unet_", "lycoris_", "lora_transformer_")
 PEFT_ADAPTER_NAME = re.compile(r"\.(lora_[AB]|lora_down|lora_up)\.[A-Za-z0-9_-]+\.(weight|bias)$")
 
 DIFFUSERS_MARKERS = (".attn1.", ".attn2.", ".ffn.net.", "condition_embedder.", "scale_shift_table", ".to_q", ".to_out.")
-I2V_ONLY_MARKERS = ("k_img", "v_img", "norm_k_img", "img_emb", "add_k_proj", "add_v_proj", "norm_added_k",
-                    "image_embedder")
+I2V_ONLY_MARKERS = (
+    "k_img",
+    "v_img",
+    "norm_k_img",
+    "img_emb",
+    "add_k_proj",
+    "add_v_proj",
+    "norm_added_k",
+    "image_embedder",
+)
 
 
 @dataclass(frozen=True)
@@ -85,14 +113,14 @@ def strip_prefix(stem: str) -> tuple[str, bool]:
     """Remove wrapper prefixes; returns (path, underscored)."""
     for prefix in UNDERSCORE_PREFIXES:
         if stem.startswith(prefix):
-            path = stem[len(prefix):]
-            return (path[len("diffusion_model_"):] if path.startswith("diffusion_model_") else path), True
+            path = stem[len(prefix) :]
+            return (path[len("diffusion_model_") :] if path.startswith("diffusion_model_") else path), True
     changed = True
     while changed:
         changed = False
         for prefix in DOTTED_PREFIXES:
             if stem.startswith(prefix) and len(stem) > len(prefix):
-                stem = stem[len(prefix):]
+                stem = stem[len(prefix) :]
                 changed = True
     return stem, False
 

@@ -23,7 +23,7 @@ Factors = dict[str, torch.Tensor]
 
 
 def lycoris_kind(parts: Container[str]) -> str | None:
-    """"loha" / "lokr" when ``parts`` hold a complete set of factors, else None."""
+    """ "loha" / "lokr" when ``parts`` hold a complete set of factors, else None."""
     if all(p in parts for p in LOHA_PARTS):
         return "loha"
     has_w1 = "lokr_w1" in parts or ("lokr_w1_a" in parts and "lokr_w1_b" in parts)

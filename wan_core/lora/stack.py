@@ -44,8 +44,9 @@ class LoraSpec:
         return float(self.strength)
 
 
-def apply_lora_stack(dit: nn.Module, specs: list[LoraSpec] | tuple[LoraSpec, ...],
-                     expert: str | None = None, keep_original: bool = False) -> list[LoraReport]:
+def apply_lora_stack(
+    dit: nn.Module, specs: list[LoraSpec] | tuple[LoraSpec, ...], expert: str | None = None, keep_original: bool = False
+) -> list[LoraReport]:
     """Apply each LoRA of a stack in order, with the strength that ``expert`` gets.
 
     Entries whose strength for this expert is 0 are skipped (no report), so a
@@ -59,6 +60,14 @@ def apply_lora_stack(dit: nn.Module, specs: list[LoraSpec] | tuple[LoraSpec, ...
         strength = spec.strength_for(expert)
         if strength == 0.0:
             continue
-        reports.append(apply_lora(dit, load_lora_cached(spec.path), strength=strength, mode=spec.mode, blocks=spec.blocks,
-                                  keep_original=keep_original))
+        reports.append(
+            apply_lora(
+                dit,
+                load_lora_cached(spec.path),
+                strength=strength,
+                mode=spec.mode,
+                blocks=spec.blocks,
+                keep_original=keep_original,
+            )
+        )
     return reports

@@ -18,8 +18,18 @@ from .keys import official_to_diffusers_path
 if TYPE_CHECKING:
     from ..dit.config import DiTConfig
 
-BLOCK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
-                 "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
+BLOCK_LINEARS = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.k",
+    "cross_attn.v",
+    "cross_attn.o",
+    "ffn.0",
+    "ffn.2",
+)
 I2V_LINEARS = ("cross_attn.k_img", "cross_attn.v_img")
 ALPHA_FRACTION = 0.5
 
@@ -74,8 +84,9 @@ def random_factors(shapes: dict[str, tuple[int, int]], rank: int, seed: int) -> 
     return out
 
 
-def write_format(factors: dict[str, tuple[torch.Tensor, ...]], fmt: str,
-                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def write_format(
+    factors: dict[str, tuple[torch.Tensor, ...]], fmt: str, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """The state dict of ``factors`` in format ``fmt`` (one of :data:`FORMATS`)."""
     if fmt not in FORMATS:
         raise InputError(f"Unknown LoRA format {fmt!r}; choose one of {', '.join(FORMATS)}.")
@@ -92,8 +103,13 @@ def write_format(factors: dict[str, tuple[torch.Tensor, ...]], fmt: str,
     return sd
 
 
-def tiny_lora_state_dict(dit_state_dict_or_config: Mapping[str, Any] | DiTConfig, rank: int = 4, seed: int = 0, fmt: str = "comfyui",
-                         dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def tiny_lora_state_dict(
+    dit_state_dict_or_config: Mapping[str, Any] | DiTConfig,
+    rank: int = 4,
+    seed: int = 0,
+    fmt: str = "comfyui",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
     """A random LoRA on every attention and FFN linear of the DiT's blocks, in format ``fmt``."""
     src = dit_state_dict_or_config
     is_sd = isinstance(src, Mapping) and any(isinstance(v, torch.Tensor) for v in src.values())

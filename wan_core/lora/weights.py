@@ -141,8 +141,10 @@ def _group_keys(keys: list[str]) -> tuple[dict[tuple[str, bool], dict[str, Parse
         path = diffusers_to_official_path(p.path) if (rename and not p.underscored) else p.path
         parts = groups.setdefault((path, p.underscored), {})
         if p.part in parts:
-            raise LoraError(f"LoRA keys {parts[p.part].key!r} and {key!r} both give the {p.part} of {path!r}: "
-                            "the file mixes two layouts. Re-export it in one layout.")
+            raise LoraError(
+                f"LoRA keys {parts[p.part].key!r} and {key!r} both give the {p.part} of {path!r}: "
+                "the file mixes two layouts. Re-export it in one layout."
+            )
         parts[p.part] = p
     return groups, ignored
 
@@ -155,17 +157,26 @@ def _scale(alpha: float | None, rank: int, settings: PeftSettings) -> float:
     return alpha / (math.sqrt(rank) if settings.use_rslora else rank)
 
 
-def _lowrank(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource,
-             settings: PeftSettings) -> LoraDelta:
+def _lowrank(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource, settings: PeftSettings) -> LoraDelta:
     down, up = src[parts["down"].key], src[parts["up"].key]
     if down.shape[0] != up.shape[1]:
-        raise LoraError(f"LoRA {parts['down'].key!r} has rank {down.shape[0]} but {parts['up'].key!r} has "
-                        f"{up.shape[1]} (shapes {tuple(down.shape)} and {tuple(up.shape)}): the file is corrupt. "
-                        "Re-download or re-export it.")
+        raise LoraError(
+            f"LoRA {parts['down'].key!r} has rank {down.shape[0]} but {parts['up'].key!r} has "
+            f"{up.shape[1]} (shapes {tuple(down.shape)} and {tuple(up.shape)}): the file is corrupt. "
+            "Re-download or re-export it."
+        )
     alpha = float(src[parts["alpha"].key].float().reshape(-1)[0]) if "alpha" in parts else None
     up_bias = src[parts["up_bias"].key] if "up_bias" in parts else None
-    return LoraDelta(path, "lowrank", parts["down"].key, und, down=down, up=up, up_bias=up_bias,
-                     scale=_scale(alpha, int(down.shape[0]), settings))
+    return LoraDelta(
+        path,
+        "lowrank",
+        parts["down"].key,
+        und,
+        down=down,
+        up=up,
+        up_bias=up_bias,
+        scale=_scale(alpha, int(down.shape[0]), settings),
+    )
 
 
 def _lycoris(kind: str, path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource) -> LoraDelta:
@@ -176,8 +187,9 @@ def _lycoris(kind: str, path: str, und: bool, parts: dict[str, ParsedKey], src: 
     return LoraDelta(path, kind, key, und, factors=factors, scale=lycoris_scale(kind, factors, alpha))
 
 
-def _deltas_of_group(path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource,
-                     settings: PeftSettings, ignored: list[str]) -> list[LoraDelta]:
+def _deltas_of_group(
+    path: str, und: bool, parts: dict[str, ParsedKey], src: TensorSource, settings: PeftSettings, ignored: list[str]
+) -> list[LoraDelta]:
     out: list[LoraDelta] = []
     kind = lycoris_kind(parts)
     if "down" in parts and "up" in parts:
@@ -208,24 +220,33 @@ def load_lora(path_or_state_dict: LoraInput, *, rslora: bool | None = None, alph
         raise LoraError(f"Cannot read the LoRA: {exc}") from exc
     file_path = Path(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else None
     settings = peft_settings(src, file_path)
-    settings = PeftSettings(settings.lora_alpha if alpha is None else float(alpha),
-                            settings.use_rslora if rslora is None else bool(rslora))
+    settings = PeftSettings(
+        settings.lora_alpha if alpha is None else float(alpha), settings.use_rslora if rslora is None else bool(rslora)
+    )
     groups, ignored = _group_keys(list(src.keys()))
     deltas: list[LoraDelta] = []
     for (path, und), parts in groups.items():
         deltas.extend(_deltas_of_group(path, und, parts, src, settings, ignored))
     name = file_path.name if file_path else "state dict"
     if not deltas and any(m in k for k in ignored for m in UNSUPPORTED_MARKERS):
-        raise LoraError(f"{name} uses an adapter type that is not supported (LoHa/LoKr/OFT/DoRA-only keys such as "
-                        f"{preview_keys(ignored, 3)}). Supported: LoRA (lora_A/B, lora_down/up + alpha) and "
-                        ".diff/.diff_b full differences; convert the file to a plain LoRA.")
+        raise LoraError(
+            f"{name} uses an adapter type that is not supported (LoHa/LoKr/OFT/DoRA-only keys such as "
+            f"{preview_keys(ignored, 3)}). Supported: LoRA (lora_A/B, lora_down/up + alpha) and "
+            ".diff/.diff_b full differences; convert the file to a plain LoRA."
+        )
     if not deltas:
-        raise LoraError(f"{name} has no LoRA weights: none of its {len(src)} keys ({preview_keys(src.keys())}) "
-                        f"is a lora_A/lora_B, lora_down/lora_up, .diff or .diff_b key. It looks like "
-                        f"{guess_kind(src.keys())}; load it with the matching loader.")
+        raise LoraError(
+            f"{name} has no LoRA weights: none of its {len(src)} keys ({preview_keys(src.keys())}) "
+            f"is a lora_A/lora_B, lora_down/lora_up, .diff or .diff_b key. It looks like "
+            f"{guess_kind(src.keys())}; load it with the matching loader."
+        )
     if ignored:
-        log.warning("%s: %d keys are not applied (unsupported adapter type or incomplete pair): %s",
-                    name, len(ignored), preview_keys(ignored))
+        log.warning(
+            "%s: %d keys are not applied (unsupported adapter type or incomplete pair): %s",
+            name,
+            len(ignored),
+            preview_keys(ignored),
+        )
     return LoraWeights(deltas, ignored, name, settings.use_rslora)
 
 

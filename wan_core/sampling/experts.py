@@ -55,8 +55,10 @@ class Experts:
             return b * 1000.0 if b <= 1.0 else b
         task = getattr(getattr(self.low, "config", None), "task", None)
         if task not in OFFICIAL_BOUNDARIES:
-            raise InputError(f"No official expert boundary for task {task!r}; pass Experts(boundary=...) "
-                             "(875 for T2V, 900 for I2V on the 0..1000 scale).")
+            raise InputError(
+                f"No official expert boundary for task {task!r}; pass Experts(boundary=...) "
+                "(875 for T2V, 900 for I2V on the 0..1000 scale)."
+            )
         return OFFICIAL_BOUNDARIES[task]
 
 
@@ -85,8 +87,9 @@ def _bytes(model) -> int:
 class Residency:
     """Keeps the active expert on the compute device, offloading the others when needed."""
 
-    def __init__(self, models: list, device: torch.device, mode: str = "never",
-                 offload_device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, models: list, device: torch.device, mode: str = "never", offload_device: torch.device | str = "cpu"
+    ) -> None:
         self.models = models
         self.device = torch.device(device)
         self.mode = mode
@@ -96,7 +99,11 @@ class Residency:
         """Make ``model`` resident on the compute device."""
         here = model_device(model)
         others = [m for m in self.models if m is not model]
-        if self.mode != "never" and not same_device(self.device, self.offload_device) and self._must_offload(model, here):
+        if (
+            self.mode != "never"
+            and not same_device(self.device, self.offload_device)
+            and self._must_offload(model, here)
+        ):
             for other in others:
                 if same_device(model_device(other), self.device):
                     log.info("Moving the inactive expert to %s before loading the next one.", self.offload_device)

@@ -37,8 +37,10 @@ def as_context_list(context: TextEmbeddings, batch_size: int, name: str) -> list
     if len(items) == 1:
         return items * batch_size
     if len(items) != batch_size:
-        raise InputError(f"{name} has {len(items)} prompt embeddings but the batch has {batch_size} videos; "
-                         "give one prompt (shared) or one per video.")
+        raise InputError(
+            f"{name} has {len(items)} prompt embeddings but the batch has {batch_size} videos; "
+            "give one prompt (shared) or one per video."
+        )
     return items
 
 
@@ -60,8 +62,10 @@ def expand_batch(tensor: torch.Tensor | None, n: int, device: torch.device) -> t
     if tensor.shape[0] == n:
         return tensor
     if tensor.shape[0] != 1:
-        raise InputError(f"Conditioning tensor has batch {tensor.shape[0]}; expected 1 (shared) or {n}: "
-                         "build the conditioning for one video; the sampler repeats it for the batch.")
+        raise InputError(
+            f"Conditioning tensor has batch {tensor.shape[0]}; expected 1 (shared) or {n}: "
+            "build the conditioning for one video; the sampler repeats it for the batch."
+        )
     return tensor.expand(n, *tensor.shape[1:])
 
 
@@ -103,14 +107,18 @@ class Guidance:
         if cfg == 1.0:
             return self._forward(model, x, inputs.t, inputs.positive, inputs.extras)
         if inputs.negative is None:
-            raise InputError(f"cfg is {cfg} but no negative prompt embedding was given; encode one "
-                             "(wan_core.configs.default_negative_prompt) or set cfg to 1.")
+            raise InputError(
+                f"cfg is {cfg} but no negative prompt embedding was given; encode one "
+                "(wan_core.configs.default_negative_prompt) or set cfg to 1."
+            )
         if self.batch_cfg:
             try:
                 return self._batched(model, x, inputs, cfg)
             except _OOM_ERRORS:
-                log.warning("Batched cond+uncond forward ran out of memory; running the branches one after the "
-                            "other for the rest of this run.")
+                log.warning(
+                    "Batched cond+uncond forward ran out of memory; running the branches one after the "
+                    "other for the rest of this run."
+                )
                 self.batch_cfg = False
             empty_cache(x.device)  # outside the except block, once the failed forward's tensors are gone
         v_cond = self._forward(model, x, inputs.t, inputs.positive, inputs.extras)

@@ -27,8 +27,7 @@ from .solvers import make_solver
 log = logging.getLogger(__name__)
 
 
-def step_plan(model: DiTLike | Experts, schedule: Schedule,
-              settings: SamplerSettings) -> list[tuple[DiTLike, float]]:
+def step_plan(model: DiTLike | Experts, schedule: Schedule, settings: SamplerSettings) -> list[tuple[DiTLike, float]]:
     """(DiT, guidance scale) for every step: the expert switch at the boundary (t >= boundary -> high)."""
     if isinstance(model, Experts):
         boundary = model.resolved_boundary()
@@ -36,8 +35,9 @@ def step_plan(model: DiTLike | Experts, schedule: Schedule,
         for t in schedule.timesteps.tolist():
             high = float(t) >= boundary
             override = model.cfg_high if high else model.cfg_low
-            plan.append((model.high if high else model.low, float(override) if override is not None else
-                         settings.cfg_for(high)))
+            plan.append(
+                (model.high if high else model.low, float(override) if override is not None else settings.cfg_for(high))
+            )
         return plan
     task = getattr(getattr(model, "config", None), "task", None)
     boundary = OFFICIAL_BOUNDARIES.get(task, 0.0)  # a (low, high) cfg pair on one model: split as A14B would
@@ -63,20 +63,25 @@ def _check_latent_channels(models: list, cond: Conditioning) -> None:
             )
 
 
-def initial_latent(cond: Conditioning, settings: SamplerSettings, schedule: Schedule,
-                   device: torch.device) -> torch.Tensor:
+def initial_latent(
+    cond: Conditioning, settings: SamplerSettings, schedule: Schedule, device: torch.device
+) -> torch.Tensor:
     """x at σ_0 [B, C, T, h, w] fp32: pure noise, or (1 − σ_0)·init + σ_0·noise when an init latent is given."""
     noise = seeded_noise(cond.latent_shape, settings.seed, settings.batch_size).to(device)
     if cond.init_latent is None:
         if settings.denoise < 1.0 and settings.sigmas is None:
-            raise InputError(f"denoise={settings.denoise} needs an init latent to start from (video-to-video): "
-                             "connect an encoded video, or set denoise to 1.")
+            raise InputError(
+                f"denoise={settings.denoise} needs an init latent to start from (video-to-video): "
+                "connect an encoded video, or set denoise to 1."
+            )
         return noise
     init = cond.init_latent.to(device, torch.float32)
     init = init[None] if init.ndim == 4 else init
     if tuple(init.shape[1:]) != tuple(cond.latent_shape) or init.shape[0] not in (1, settings.batch_size):
-        raise InputError(f"init latent has shape {tuple(init.shape)}; expected [1, {', '.join(map(str, cond.latent_shape))}]"
-                         " (the shape of the latent being sampled).")
+        raise InputError(
+            f"init latent has shape {tuple(init.shape)}; expected [1, {', '.join(map(str, cond.latent_shape))}]"
+            " (the shape of the latent being sampled)."
+        )
     sigma0 = float(schedule.sigmas[0])
     return (1.0 - sigma0) * init + sigma0 * noise
 
@@ -90,8 +95,9 @@ def _locked(cond: Conditioning, x: torch.Tensor) -> torch.Tensor:
     return x if cond.frame_lock is None else cond.frame_lock.apply(x)
 
 
-def step_timesteps(schedule: Schedule, k: int, batch: int, token_mask: torch.Tensor | None,
-                   device: torch.device) -> torch.Tensor:
+def step_timesteps(
+    schedule: Schedule, k: int, batch: int, token_mask: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
     """t for step k: [B] (int64 official / fp32 float), or per-token [B, S] fp32 = mask·t under a frame lock."""
     t = schedule.timesteps[k]
     if token_mask is None:
@@ -99,9 +105,15 @@ def step_timesteps(schedule: Schedule, k: int, batch: int, token_mask: torch.Ten
     return (token_mask.to(device) * float(t)).reshape(1, -1).expand(batch, -1)
 
 
-def sample(model: DiTLike | Experts, positive: TextEmbeddings, negative: TextEmbeddings | None, cond: Conditioning,
-           settings: SamplerSettings, hooks: RunHooks | None = None,
-           device: torch.device | str | None = None) -> torch.Tensor:
+def sample(
+    model: DiTLike | Experts,
+    positive: TextEmbeddings,
+    negative: TextEmbeddings | None,
+    cond: Conditioning,
+    settings: SamplerSettings,
+    hooks: RunHooks | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Sample a normalised latent [batch_size, C, T', h, w] fp32 on CPU (T' = T − trim_latent_frames).
 
     ``model``: a WanDiT, or :class:`Experts` for Wan2.2 A14B. ``positive`` / ``negative``: text
@@ -174,7 +186,7 @@ class _Run:
         return latent_preview(x0, channels)
 
     def _finish(self) -> torch.Tensor:
-        out = self.x[:, :, int(self.cond.trim_latent_frames):].float().cpu()
+        out = self.x[:, :, int(self.cond.trim_latent_frames) :].float().cpu()
         self.release()
         return out
 

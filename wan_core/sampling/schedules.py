@@ -78,7 +78,9 @@ def build_schedule(settings: SamplerSettings) -> Schedule:
 def _user_schedule(settings: SamplerSettings) -> Schedule:
     sig = _as_float64(settings.sigmas)
     if sig.ndim != 1 or sig.shape[0] < 2:
-        raise InputError(f"sigmas must be a 1-D list of at least 2 values (start ... end), got shape {tuple(sig.shape)}.")
+        raise InputError(
+            f"sigmas must be a 1-D list of at least 2 values (start ... end), got shape {tuple(sig.shape)}."
+        )
     if not np.all(np.isfinite(sig)) or sig.min() < 0.0 or sig.max() > 1.0:
         raise InputError(
             f"sigmas must lie in [0, 1] for Wan flow models, got min {sig.min():.4g}, max {sig.max():.4g}; "
@@ -96,10 +98,12 @@ def _user_schedule(settings: SamplerSettings) -> Schedule:
             "end the list with a single 0."
         )
     if settings.denoise < 1.0:
-        log.warning("denoise=%s is ignored because explicit sigmas were given (truncate the sigmas instead).",
-                    settings.denoise)
-    return Schedule(sigmas=torch.from_numpy(sig.astype(np.float32)),
-                    timesteps=timesteps_for(sig[:-1], settings.timestep_mode))
+        log.warning(
+            "denoise=%s is ignored because explicit sigmas were given (truncate the sigmas instead).", settings.denoise
+        )
+    return Schedule(
+        sigmas=torch.from_numpy(sig.astype(np.float32)), timesteps=timesteps_for(sig[:-1], settings.timestep_mode)
+    )
 
 
 def _as_float64(values) -> np.ndarray:

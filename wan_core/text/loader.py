@@ -45,9 +45,17 @@ class TextEncoder:
     ``load_count``: how many times weights were materialised (tests use it).
     """
 
-    def __init__(self, src: TensorSource, tokenizer: Tokenizer, *, device: torch.device,
-                 dtype: torch.dtype, storage_fp8: torch.dtype | None, cache: EmbeddingCache,
-                 keep_loaded: bool) -> None:
+    def __init__(
+        self,
+        src: TensorSource,
+        tokenizer: Tokenizer,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        storage_fp8: torch.dtype | None,
+        cache: EmbeddingCache,
+        keep_loaded: bool,
+    ) -> None:
         self._src = src
         self.tokenizer = tokenizer
         self.config = T5Config.from_source(src)
@@ -94,7 +102,7 @@ class TextEncoder:
         model = self.load()
         out: list[torch.Tensor] = []
         for start in range(0, len(id_lists), BATCH):
-            out.extend(self._forward(model, id_lists[start:start + BATCH]))
+            out.extend(self._forward(model, id_lists[start : start + BATCH]))
         return out
 
     def _forward(self, model: UMT5Encoder, id_lists: list[list[int]]) -> list[torch.Tensor]:
@@ -127,8 +135,9 @@ def _linear_weight_names(module: torch.nn.Module) -> set[str]:
     return {f"{name}.weight" for name, sub in module.named_modules() if isinstance(sub, WanLinear)}
 
 
-def build_encoder(src: TensorSource, cfg: T5Config, device: torch.device, dtype: torch.dtype,
-                  storage_fp8: torch.dtype | None) -> UMT5Encoder:
+def build_encoder(
+    src: TensorSource, cfg: T5Config, device: torch.device, dtype: torch.dtype, storage_fp8: torch.dtype | None
+) -> UMT5Encoder:
     """Build on the meta device, then fill one tensor at a time (fp8 linears stay fp8)."""
     with torch.device("meta"):
         model = UMT5Encoder(cfg)
@@ -142,8 +151,13 @@ def build_encoder(src: TensorSource, cfg: T5Config, device: torch.device, dtype:
             return storage_fp8
         return dtype
 
-    materialize(model, dequantizing_view(src, model_keys(src), keep_fp8), device=device, dtype_rule=dtype_rule,
-                what="the umT5 encoder")
+    materialize(
+        model,
+        dequantizing_view(src, model_keys(src), keep_fp8),
+        device=device,
+        dtype_rule=dtype_rule,
+        what="the umT5 encoder",
+    )
     attach_scales(model, src, device)
     emb_scale = "token_embedding.scale_weight"
     if is_fp8(model.token_embedding.weight.dtype) and emb_scale in src:
@@ -154,8 +168,11 @@ def build_encoder(src: TensorSource, cfg: T5Config, device: torch.device, dtype:
 def _resolve_tokenizer(src: TensorSource, tokenizer: str | os.PathLike | None, path: Path | None) -> Tokenizer:
     if SPIECE_KEY in src:
         if tokenizer is not None:
-            log.warning("%s embeds its tokenizer (spiece_model), which is used; tokenizer=%s is ignored.",
-                        src.description, tokenizer)
+            log.warning(
+                "%s embeds its tokenizer (spiece_model), which is used; tokenizer=%s is ignored.",
+                src.description,
+                tokenizer,
+            )
         return embedded_tokenizer(src[SPIECE_KEY], src.description)
     if tokenizer is not None:
         return tokenizer_from_path(tokenizer)
@@ -197,8 +214,9 @@ def load_text_encoder(
     path = None if isinstance(path_or_state_dict, (Mapping, TensorSource)) else _single_path(path_or_state_dict)
     tok = _resolve_tokenizer(src, tokenizer, path)
     cache = EmbeddingCache(_cache_folder(cache_dir, src.identity))
-    return TextEncoder(src, tok, device=dev, dtype=compute, storage_fp8=storage_fp8, cache=cache,
-                       keep_loaded=keep_loaded)
+    return TextEncoder(
+        src, tok, device=dev, dtype=compute, storage_fp8=storage_fp8, cache=cache, keep_loaded=keep_loaded
+    )
 
 
 def _single_path(source: object) -> Path | None:

@@ -47,8 +47,15 @@ class T5Config:
                 "relative-position table: the file is damaged or not a umT5 encoder."
             )
         d_ff = src.shape("blocks.0.ffn.fc1.weight")[0]
-        return cls(d_model=d_model, layers=layers, heads=heads, d_kv=inner // heads, d_ff=d_ff,
-                   vocab=vocab, num_buckets=num_buckets)
+        return cls(
+            d_model=d_model,
+            layers=layers,
+            heads=heads,
+            d_kv=inner // heads,
+            d_ff=d_ff,
+            vocab=vocab,
+            num_buckets=num_buckets,
+        )
 
 
 def _count_blocks(src: TensorSource) -> int:

@@ -46,15 +46,15 @@ def _rename_hf(key: str) -> str | None:
     if key == "shared.weight":
         return "token_embedding.weight"
     if key.startswith("shared.scale"):
-        return "token_embedding." + key[len("shared."):]
+        return "token_embedding." + key[len("shared.") :]
     if key.startswith("encoder.final_layer_norm."):
-        return "norm." + key[len("encoder.final_layer_norm."):]
+        return "norm." + key[len("encoder.final_layer_norm.") :]
     m = _HF_BLOCK.match(key)
     if m:
         index, rest = m.groups()
         for old, new in _HF_BLOCK_RULES:
             if rest.startswith(old):
-                return f"blocks.{index}.{new}{rest[len(old):]}"
+                return f"blocks.{index}.{new}{rest[len(old) :]}"
     if key.startswith(_HF_IGNORED):
         return None
     return key

@@ -56,9 +56,18 @@ def tiny_spiece_model_bytes() -> bytes:
     spm.set_random_generator_seed(0)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_CORPUS * 4), model_writer=buf, vocab_size=VOCAB_SIZE, model_type="unigram",
-        hard_vocab_limit=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3, character_coverage=1.0,
-        num_threads=1, minloglevel=2,
+        sentence_iterator=iter(_CORPUS * 4),
+        model_writer=buf,
+        vocab_size=VOCAB_SIZE,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
     )
     return buf.getvalue()
 
@@ -96,10 +105,13 @@ def _official_tensors(sizes: TinySizes, vocab: int, gen: torch.Generator) -> dic
 def official_to_comfyui(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official umT5 names -> HF/ComfyUI names (the table of WAN_SPEC 5.3, read right to left)."""
     block_map = {
-        "norm1.": "layer.0.layer_norm.", "attn.": "layer.0.SelfAttention.",
+        "norm1.": "layer.0.layer_norm.",
+        "attn.": "layer.0.SelfAttention.",
         "pos_embedding.embedding.": "layer.0.SelfAttention.relative_attention_bias.",
-        "norm2.": "layer.1.layer_norm.", "ffn.gate.0.": "layer.1.DenseReluDense.wi_0.",
-        "ffn.fc1.": "layer.1.DenseReluDense.wi_1.", "ffn.fc2.": "layer.1.DenseReluDense.wo.",
+        "norm2.": "layer.1.layer_norm.",
+        "ffn.gate.0.": "layer.1.DenseReluDense.wi_0.",
+        "ffn.fc1.": "layer.1.DenseReluDense.wi_1.",
+        "ffn.fc2.": "layer.1.DenseReluDense.wo.",
     }
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
@@ -110,7 +122,7 @@ def official_to_comfyui(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             _, index, rest = key.split(".", 2)
             old = next(o for o in block_map if rest.startswith(o))
-            out[f"encoder.block.{index}.{block_map[old]}{rest[len(old):]}"] = value
+            out[f"encoder.block.{index}.{block_map[old]}{rest[len(old) :]}"] = value
     return out
 
 
@@ -137,6 +149,7 @@ def write_tiny_t5(path: str | os.PathLike, fp8_scaled: bool = False, seed: int =
 
     sd = tiny_t5_state_dict(seed=seed)
     if fp8_scaled:
-        sd = quantize_state_dict(sd, lambda name, _t: name.startswith("encoder.block.")
-                                 and "relative_attention_bias" not in name)
+        sd = quantize_state_dict(
+            sd, lambda name, _t: name.startswith("encoder.block.") and "relative_attention_bias" not in name
+        )
     save_file(sd, os.fspath(path))

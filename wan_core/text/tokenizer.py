@@ -47,7 +47,10 @@ class Tokenizer:
             log.warning(
                 "Prompt has %d tokens; the text encoder takes %d, so it is truncated (as in the official "
                 "Wan code). Text after token %d is ignored: %r...",
-                len(ids) + 1, max_tokens, max_tokens - 1, text[:80],
+                len(ids) + 1,
+                max_tokens,
+                max_tokens - 1,
+                text[:80],
             )
             ids = ids[: max_tokens - 1]
         return ids + [self.eos_id]
@@ -116,8 +119,13 @@ def json_tokenizer(path: Path) -> Tokenizer:
             "tokenizer.json or spiece.model from google/umt5-xxl."
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return Tokenizer(lambda text: tok.encode(text, add_special_tokens=False).ids, eos, tok.get_vocab_size(),
-                     f"json:{digest}", str(path))
+    return Tokenizer(
+        lambda text: tok.encode(text, add_special_tokens=False).ids,
+        eos,
+        tok.get_vocab_size(),
+        f"json:{digest}",
+        str(path),
+    )
 
 
 def tokenizer_from_path(path: str | Path) -> Tokenizer:

@@ -34,8 +34,10 @@ def heads_for_width(width: int) -> int:
         return width // 64
     if width % 16 == 0:
         return width // 16
-    raise CheckpointError(f"Cannot infer attention heads for a CLIP vision width of {width}; pass a folder "
-                          "with config.json (num_attention_heads).")
+    raise CheckpointError(
+        f"Cannot infer attention heads for a CLIP vision width of {width}; pass a folder "
+        "with config.json (num_attention_heads)."
+    )
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,16 @@ class ClipVisionConfig:
                 "incomplete. Re-download it."
             )
         heads = (src.config or {}).get("num_attention_heads") or heads_for_width(width)
-        return cls(width=width, layers=len(indices), heads=int(heads), patch=patch, image_size=grid * patch,
-                   tokens=tokens, mlp=src.shape("transformer.0.mlp.0.weight")[0],
-                   pre_norm="pre_norm.weight" in src)
+        return cls(
+            width=width,
+            layers=len(indices),
+            heads=int(heads),
+            patch=patch,
+            image_size=grid * patch,
+            tokens=tokens,
+            mlp=src.shape("transformer.0.mlp.0.weight")[0],
+            pre_norm="pre_norm.weight" in src,
+        )
 
 
 class ClipAttention(nn.Module):

@@ -26,20 +26,31 @@ HF_ANCHOR = "encoder.layers.0.self_attn.q_proj.weight"
 OPENCLIP_ANCHOR = "transformer.resblocks.0.attn.in_proj_weight"
 _OPENCLIP_BLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
 _OPENCLIP_BLOCK_RULES = {
-    "ln_1.": "norm1.", "ln_2.": "norm2.", "attn.in_proj_weight": "attn.to_qkv.weight",
-    "attn.in_proj_bias": "attn.to_qkv.bias", "attn.out_proj.": "attn.proj.", "mlp.c_fc.": "mlp.0.",
+    "ln_1.": "norm1.",
+    "ln_2.": "norm2.",
+    "attn.in_proj_weight": "attn.to_qkv.weight",
+    "attn.in_proj_bias": "attn.to_qkv.bias",
+    "attn.out_proj.": "attn.proj.",
+    "mlp.c_fc.": "mlp.0.",
     "mlp.c_proj.": "mlp.2.",
 }
-_OPENCLIP_TOP = {"conv1.weight": "patch_embedding.weight", "ln_pre.weight": "pre_norm.weight",
-                 "ln_pre.bias": "pre_norm.bias"}
+_OPENCLIP_TOP = {
+    "conv1.weight": "patch_embedding.weight",
+    "ln_pre.weight": "pre_norm.weight",
+    "ln_pre.bias": "pre_norm.bias",
+}
 _HF_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
 _HF_LAYER_RULES = {
-    "layer_norm1.": "norm1.", "layer_norm2.": "norm2.", "self_attn.out_proj.": "attn.proj.",
-    "mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.2.",
+    "layer_norm1.": "norm1.",
+    "layer_norm2.": "norm2.",
+    "self_attn.out_proj.": "attn.proj.",
+    "mlp.fc1.": "mlp.0.",
+    "mlp.fc2.": "mlp.2.",
 }
 _HF_TOP = {
     "embeddings.patch_embedding.weight": "patch_embedding.weight",
-    "pre_layrnorm.weight": "pre_norm.weight", "pre_layrnorm.bias": "pre_norm.bias",
+    "pre_layrnorm.weight": "pre_norm.weight",
+    "pre_layrnorm.bias": "pre_norm.bias",
 }
 _OFFICIAL_UNUSED = ("post_norm.", "head")
 
@@ -72,7 +83,7 @@ def _block_renamer(top: dict[str, str], block: re.Pattern[str], rules: dict[str,
             index, rest = m.groups()
             for old, new in rules.items():
                 if rest.startswith(old):
-                    return f"transformer.{index}.{new}{rest[len(old):]}"
+                    return f"transformer.{index}.{new}{rest[len(old) :]}"
         return None
 
     return rename
@@ -87,8 +98,9 @@ _rename_openclip = _block_renamer(_OPENCLIP_TOP, _OPENCLIP_BLOCK, _OPENCLIP_BLOC
 Reader = Callable[[], torch.Tensor]
 
 
-def _with_embeddings(src: TensorSource, simple: TensorSource, cls_key: str,
-                     pos_key: str) -> tuple[dict[str, TensorInfo], dict[str, Reader]]:
+def _with_embeddings(
+    src: TensorSource, simple: TensorSource, cls_key: str, pos_key: str
+) -> tuple[dict[str, TensorInfo], dict[str, Reader]]:
     """Infos and readers of ``simple`` plus cls [1, 1, C] and pos [1, L, C] reshaped from ``src``."""
     infos = {k: simple.info(k) for k in simple}
     readers: dict[str, Reader] = {k: (lambda k=k: simple[k]) for k in simple}
@@ -103,8 +115,9 @@ def _with_embeddings(src: TensorSource, simple: TensorSource, cls_key: str,
 
 def _lazy_source(src: TensorSource, infos: dict[str, TensorInfo], readers: dict[str, Reader]) -> TensorSource:
     """A TensorSource over ``readers`` that keeps ``src``'s config, identity and description."""
-    return TensorSource(infos, lambda key: readers[key](), config=src.config, identity=src.identity,
-                        description=src.description)
+    return TensorSource(
+        infos, lambda key: readers[key](), config=src.config, identity=src.identity, description=src.description
+    )
 
 
 def _openclip_to_official(src: TensorSource) -> TensorSource:
@@ -113,8 +126,9 @@ def _openclip_to_official(src: TensorSource) -> TensorSource:
 
 
 def _hf_to_official(src: TensorSource) -> TensorSource:
-    infos, readers = _with_embeddings(src, src.renamed(_rename_hf_simple), "embeddings.class_embedding",
-                                      "embeddings.position_embedding.weight")
+    infos, readers = _with_embeddings(
+        src, src.renamed(_rename_hf_simple), "embeddings.class_embedding", "embeddings.position_embedding.weight"
+    )
     layers = {int(m.group(1)) for k in src if (m := _HF_LAYER.match(k))}
     for i in layers:
         base = f"encoder.layers.{i}.self_attn."
@@ -127,7 +141,8 @@ def _hf_to_official(src: TensorSource) -> TensorSource:
             nbytes = 3 * first.nbytes * (4 if is_fp8(first.dtype) else 1)
             infos[f"transformer.{i}.attn.to_qkv.{part}"] = TensorInfo(shape, dtype, nbytes=nbytes)
             readers[f"transformer.{i}.attn.to_qkv.{part}"] = lambda names=names: torch.cat(
-                [read_dequantized(src, n) for n in names])
+                [read_dequantized(src, n) for n in names]
+            )
     return _lazy_source(src, infos, readers)
 
 

@@ -55,7 +55,13 @@ def load_clip_vision(
     src = dequantizing_view(src, [k for k in src if k in model_keys and not k.startswith(last)])
     with torch.device("meta"):
         model = ClipVisionTower(cfg)
-    log.info("Loading CLIP vision (%s, width %d, %d layers) to %s as %s", src.description, cfg.width,
-             cfg.layers, dev, compute)
+    log.info(
+        "Loading CLIP vision (%s, width %d, %d layers) to %s as %s",
+        src.description,
+        cfg.width,
+        cfg.layers,
+        dev,
+        compute,
+    )
     materialize(model, src, device=dev, dtype_rule=lambda _n, _d: compute, what="the CLIP vision model")
     return ClipVision(model.eval().requires_grad_(False), dev, compute)

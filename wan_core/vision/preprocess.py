@@ -34,11 +34,16 @@ def center_square(pixels: torch.Tensor) -> torch.Tensor:
     h, w = pixels.shape[-2:]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    return pixels[..., top:top + s, left:left + s]
+    return pixels[..., top : top + s, left : left + s]
 
 
-def preprocess(images: torch.Tensor, size: int, crop: str = "none", device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def preprocess(
+    images: torch.Tensor,
+    size: int,
+    crop: str = "none",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """images [N, H, W, 3] in 0..1 -> CLIP-normalised pixels [N, 3, size, size] in ``dtype`` on ``device``."""
     if crop not in CROPS:
         raise InputError(f"crop must be one of {CROPS}, got {crop!r}.")
@@ -46,8 +51,9 @@ def preprocess(images: torch.Tensor, size: int, crop: str = "none", device: torc
     if crop == "center":
         pixels = center_square(pixels)
     if tuple(pixels.shape[-2:]) != (size, size):
-        pixels = F.interpolate(pixels, size=(size, size), mode="bicubic", align_corners=False,
-                               antialias=crop == "center")
+        pixels = F.interpolate(
+            pixels, size=(size, size), mode="bicubic", align_corners=False, antialias=crop == "center"
+        )
     mean = torch.tensor(CLIP_MEAN, device=pixels.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=pixels.device).view(1, 3, 1, 1)
     return ((pixels - mean) / std).to(dtype)

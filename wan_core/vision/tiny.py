@@ -40,11 +40,20 @@ def _official_visual(sizes: TinySizes, gen: torch.Generator) -> dict[str, torch.
 
 def official_to_comfyui(visual: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official open-clip visual names (no prefix) -> HF CLIPVisionModelWithProjection names (WAN_SPEC 6)."""
-    top = {"patch_embedding.weight": "embeddings.patch_embedding.weight", "pre_norm.weight": "pre_layrnorm.weight",
-           "pre_norm.bias": "pre_layrnorm.bias", "post_norm.weight": "post_layernorm.weight",
-           "post_norm.bias": "post_layernorm.bias"}
-    layer = {"norm1.": "layer_norm1.", "norm2.": "layer_norm2.", "attn.proj.": "self_attn.out_proj.",
-             "mlp.0.": "mlp.fc1.", "mlp.2.": "mlp.fc2."}
+    top = {
+        "patch_embedding.weight": "embeddings.patch_embedding.weight",
+        "pre_norm.weight": "pre_layrnorm.weight",
+        "pre_norm.bias": "pre_layrnorm.bias",
+        "post_norm.weight": "post_layernorm.weight",
+        "post_norm.bias": "post_layernorm.bias",
+    }
+    layer = {
+        "norm1.": "layer_norm1.",
+        "norm2.": "layer_norm2.",
+        "attn.proj.": "self_attn.out_proj.",
+        "mlp.0.": "mlp.fc1.",
+        "mlp.2.": "mlp.fc2.",
+    }
     out: dict[str, torch.Tensor] = {}
     for key, value in visual.items():
         if key in top:
@@ -64,7 +73,7 @@ def official_to_comfyui(visual: dict[str, torch.Tensor]) -> dict[str, torch.Tens
                     out[f"{base}self_attn.{name}_proj.{part}"] = chunk.clone()
             else:
                 old = next(o for o in layer if rest.startswith(o))
-                out[base + layer[old] + rest[len(old):]] = value
+                out[base + layer[old] + rest[len(old) :]] = value
     return out
 
 
