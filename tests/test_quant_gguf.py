@@ -197,6 +197,14 @@ def test_unsupported_type_and_bad_shape_metadata(tmp_path):
         open_checkpoint(bad)
 
 
+def test_a_packed_weight_of_the_wrong_size_is_named(tmp_path):
+    sd = dict(cached_tiny("wan2.1-t2v"))
+    sd["blocks.1.self_attn.q.weight"] = torch.randn(256, 512)
+    path = write_gguf(tmp_path / "mixed.gguf", sd, {"blocks.1.self_attn.q.weight": "Q8_0"})
+    with pytest.raises(CheckpointError, match=r"blocks.1.self_attn.q.weight.*\(256, 512\).*mixes two model sizes"):
+        wan_core.load_dit(path, device="cpu")
+
+
 def test_a_gguf_of_another_model_names_what_it_is(tmp_path):
     path = write_gguf(tmp_path / "vae.gguf", {"decoder.conv_in.weight": torch.zeros(8, 4)}, {})
     with pytest.raises(CheckpointError, match="look like a Wan VAE"):

@@ -102,7 +102,7 @@ def make_dtype_rule(
 ) -> Callable[[str, torch.dtype], torch.dtype]:
     """Per-tensor storage dtype following the module docstring's policy."""
     linear = _linear_param_names(model)
-    fp8_store = dtype is not None and is_storage_dtype(dtype)  # int8 block weights are filled before this rule
+    storage_only = dtype is not None and is_storage_dtype(dtype)  # fp8 / int8 (int8 block weights come filled)
 
     def rule(name: str, stored: torch.dtype) -> torch.dtype:
         if name not in linear:
@@ -111,7 +111,7 @@ def make_dtype_rule(
             return compute
         if is_fp8(stored):
             return stored
-        if fp8_store:
+        if storage_only:
             return dtype if name.startswith("blocks.") and name.endswith(".weight") else compute
         if dtype is not None:
             return dtype

@@ -17,6 +17,7 @@ Layouts (little-endian; ``d``/``m``/``dmin`` are fp16):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,10 +41,15 @@ def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
     return blocks[:, start : start + 2].contiguous().view(torch.float16).float()
 
 
+@functools.lru_cache(maxsize=64)
+def _shift_table(bits: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The shift amounts as a [len, 1] uint8 tensor, made once per device (no copy per layer call)."""
+    return torch.tensor(bits, dtype=torch.uint8, device=device).view(-1, 1)
+
+
 def _shifts(values: torch.Tensor, bits: tuple[int, ...], mask: int) -> torch.Tensor:
     """``(values >> s) & mask`` for each s, stacked on a new dim before the last: [..., len(bits), k]."""
-    shifts = torch.tensor(bits, dtype=torch.uint8, device=values.device).view(-1, 1)
-    return (values.unsqueeze(-2) >> shifts) & mask
+    return (values.unsqueeze(-2) >> _shift_table(bits, values.device)) & mask
 
 
 def _nibbles(qs: torch.Tensor) -> torch.Tensor:

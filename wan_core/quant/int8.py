@@ -66,17 +66,28 @@ def can_int_mm(tokens: int, in_features: int, out_features: int) -> bool:
 _COMPILED: dict[str, Callable] = {}
 
 
-def _step(name: str, fn: Callable, device: torch.device) -> Callable:
-    """``fn`` compiled once for CUDA (fused element-wise kernels), eager elsewhere or when disabled."""
+def _run_step(name: str, fn: Callable, *args: object) -> object:
+    """``fn(*args)``; on CUDA through ``torch.compile(fn)`` (fused element-wise kernels), made once.
+
+    A compile failure (no toolchain, an unsupported torch) is logged once and the step runs
+    eagerly from then on; out-of-memory errors propagate.
+    """
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
     if device.type != "cuda" or os.environ.get("WAN_CORE_NO_COMPILE", "") not in ("", "0"):
-        return fn
+        return fn(*args)
     if name not in _COMPILED:
-        try:
-            _COMPILED[name] = torch.compile(fn, dynamic=True)
-        except Exception as exc:  # no compiler toolchain: eager still works
-            log.warning("torch.compile of the int8 %s step failed (%s); running it eagerly.", name, exc)
-            _COMPILED[name] = fn
-    return _COMPILED[name]
+        _COMPILED[name] = torch.compile(fn, dynamic=True)
+    step = _COMPILED[name]
+    if step is fn:
+        return fn(*args)
+    try:
+        return step(*args)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # compiler errors come in many types
+        log.warning("torch.compile of the int8 %s step failed (%s); running it eagerly.", name, exc)
+        _COMPILED[name] = fn
+        return fn(*args)
 
 
 def int_mm_linear(
@@ -86,7 +97,7 @@ def int_mm_linear(
     x2 = x.reshape(-1, x.shape[-1])
     if not can_int_mm(x2.shape[0], q.shape[1], q.shape[0]):
         return None
-    xq, xs = _step("quantize", quantize_tokens, x.device)(x2)
+    xq, xs = _run_step("quantize", quantize_tokens, x2)
     acc = torch._int_mm(xq, q.t())
-    out = _step("rescale", rescale, x.device)(acc, xs, scale, bias, x.dtype)
+    out = _run_step("rescale", rescale, acc, xs, scale, bias, x.dtype)
     return out.reshape(*x.shape[:-1], q.shape[0])

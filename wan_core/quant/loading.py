@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import TensorSource
+from ..errors import CheckpointError
 from ..fp8 import read_dequantized
 from ..ops import WanLinear
 from .gguf_file import read_packed
@@ -38,6 +39,11 @@ def _quantized_weight(
     key: str, layer: WanLinear, src: TensorSource, storage: torch.dtype | None, device: torch.device
 ) -> QuantizedWeight | None:
     info = src.info(key)
+    if tuple(info.shape) != layer.weight_shape:
+        raise CheckpointError(
+            f"Tensor {key!r} has shape {tuple(info.shape)} but the model built from this checkpoint's config "
+            f"expects {layer.weight_shape}. The file mixes two model sizes: re-download it."
+        )
     if info.ggml_type is not None:
         return QuantizedWeight(read_packed(info).to(device), None, layer.weight_shape, info.ggml_type)
     if storage == torch.int8 and key.startswith(INT8_PREFIXES):
