@@ -67,10 +67,17 @@ def _list_files(dirs: list[Path], extensions: tuple[str, ...]) -> list[str]:
     return sorted(names)
 
 
+GGUF_FOLDERS = ("diffusion_models",)  # wan_core reads GGUF DiTs; ComfyUI's own lists leave .gguf out
+
+
 def model_files(folder: str) -> list[str]:
     """File names (relative to the folder) of the models in one of ComfyUI's model folders."""
     if IN_COMFYUI:
-        return list(_folder_paths.get_filename_list(folder))
+        names = list(_folder_paths.get_filename_list(folder))
+        if folder in GGUF_FOLDERS:
+            dirs = [Path(p) for p in _folder_paths.get_folder_paths(folder)]
+            names = sorted(set(names) | set(_list_files(dirs, (".gguf",))))
+        return names
     return _list_files(_standalone_model_dirs(folder), MODEL_EXTENSIONS)
 
 

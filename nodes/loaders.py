@@ -15,7 +15,7 @@ from .common import NONE_CHOICE, combo, model_combo, widget, with_ui_text
 from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE, WanModelHandle
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
-WEIGHT_DTYPES = [*DTYPES, "fp8_e4m3fn", "fp8_e5m2"]
+WEIGHT_DTYPES = [*DTYPES, "fp8_e4m3fn", "fp8_e5m2", "int8"]
 ATTENTION = ["auto", "sdpa", "flash_attn", "sageattention"]
 
 
@@ -48,7 +48,7 @@ def _check_experts(high, low) -> None:
 class WanModelLoader:
     DESCRIPTION = (
         "Loads a Wan DiT from models/diffusion_models (any layout: official, ComfyUI, diffusers, "
-        "fp8-scaled). For Wan2.2 A14B pick the high-noise expert as model and the low-noise expert "
+        "fp8-scaled, GGUF Q8_0/Q6_K/Q5_K/Q4_K/...). For Wan2.2 A14B pick the high-noise expert as model and the low-noise expert "
         "as low_noise_model: one sampler then switches between them."
     )
     CATEGORY = f"{CATEGORY}/loaders"
@@ -67,9 +67,10 @@ class WanModelLoader:
                 ),
                 "weight_dtype": combo(
                     WEIGHT_DTYPES,
-                    "auto keeps the stored weights (bf16/fp16/fp8) and computes in "
+                    "auto keeps the stored weights (bf16/fp16/fp8/GGUF) and computes in "
                     "bf16 on GPUs, fp32 on CPU; fp8 stores weights in fp8 (half the memory, "
-                    "dequantised per layer).",
+                    "dequantised per layer); int8 quantises them to int8 at load (half the memory, "
+                    "for GPUs without fp8). GGUF files always stay in their own quantisation.",
                 ),
                 "attention": combo(ATTENTION, "Attention kernel; auto picks the fastest installed one."),
                 "block_swap": widget(

@@ -57,6 +57,7 @@ SKIP_HELP = (
     "requirements and this pack's requirements.txt (default: the Python running pytest)"
 )
 REAL_VAE = "wan21_vae_released_width.safetensors"
+GGUF_DIT = "wan2.1_t2v_1.3B-Q4_K_M.gguf"  # the tiny T2V DiT as a GGUF (K-quant / Q8_0 blocks)
 
 
 def _skip(reason: str) -> None:
@@ -126,6 +127,17 @@ def _write_extra_model_paths(path: Path, models: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _write_gguf_dit(folder: Path, name: str) -> None:
+    """The tiny T2V DiT file (ComfyUI key names) converted to GGUF with `gguf`'s writer."""
+    from quant_helpers import block_linear_types, write_gguf
+    from safetensors.torch import load_file
+
+    sd = {k: v.float() for k, v in load_file(str(folder / "wan2.1_t2v_1.3B_bf16.safetensors")).items()}
+    prefix = "model.diffusion_model."
+    types = block_linear_types({k.removeprefix(prefix): v for k, v in sd.items()}, ("Q4_K", "Q6_K", "Q8_0"))
+    write_gguf(folder / name, sd, {prefix + k: t for k, t in types.items()})
+
+
 def _wait_until_up(base: str, process: subprocess.Popen, log_path: Path) -> None:
     deadline = time.time() + START_TIMEOUT_S
     while time.time() < deadline:
@@ -151,6 +163,7 @@ def comfyui(tmp_path_factory):
     models, inputs, outputs = work / "models", work / "input", work / "output"
     write_tiny_models(models)
     _write_released_width_vae(models / "vae" / REAL_VAE)
+    _write_gguf_dit(models / "diffusion_models", GGUF_DIT)
     shutil.copytree(WORKFLOWS / "inputs", inputs)
     outputs.mkdir()
     _write_extra_model_paths(work / "extra_model_paths.yaml", models)
@@ -325,6 +338,19 @@ def _native_video_latent_shape(channels: int) -> list[int]:
     """Shape of ComfyUI's own Wan latents for SMALL (EmptyHunyuanLatentVideo: 16 ch /8; Wan22 TI2V: 48 ch /16)."""
     down = 16 if channels == 48 else 8
     return [1, channels, (SMALL["length"] - 1) // 4 + 1, SMALL["height"] // down, SMALL["width"] // down]
+
+
+@pytest.mark.parametrize("model_name, weight_dtype", [(GGUF_DIT, "auto"), ("wan2.1_t2v_1.3B_bf16.safetensors", "int8")])
+def test_gguf_and_int8_dits_run_from_the_model_loader(comfyui, model_name, weight_dtype):
+    """The loader lists .gguf files (ComfyUI's own lists leave them out) and both quantised paths sample."""
+    assert GGUF_DIT in comfyui["info"]["WanCoreModelLoader"]["input"]["required"]["model_name"][0]
+    api = override_api(load_json(API_DIR / "wan21_t2v_1.3b.json"), SMALL)
+    (loader,) = [nid for nid, n in api.items() if n["class_type"] == "WanCoreModelLoader"]
+    api[loader]["inputs"].update(model_name=model_name, weight_dtype=weight_dtype)
+    entry = _run(comfyui, api)
+    videos = [p for nid in entry["outputs"] for p in _saved(comfyui, entry, nid, "images")]
+    assert len(videos) == 1 and videos[0].stat().st_size > 100, entry["outputs"]
+    assert entry["outputs"][loader]["text"] == ["wan2.1-t2v"]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in API_DIR.glob("*.json")))

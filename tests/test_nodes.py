@@ -533,6 +533,9 @@ def test_bridge_inside_comfyui_uses_its_progress_bar_interrupt_and_folders(monke
     fake, events, interrupt_exc = _bridge_with_fake_comfyui(monkeypatch, tmp_path)
     assert fake.IN_COMFYUI is True
     assert fake.model_files("vae") == ["ok.safetensors"]
+    (tmp_path / "diffusion_models" / "sub").mkdir(parents=True)
+    (tmp_path / "diffusion_models" / "sub" / "wan-Q4_K_M.gguf").write_bytes(b"x")  # ComfyUI's lists skip .gguf
+    assert fake.model_files("diffusion_models") == ["ok.safetensors", "sub/wan-Q4_K_M.gguf"]
     assert fake.model_path("vae", "ok.safetensors").endswith("vae/ok.safetensors")
     with pytest.raises(InputError, match="not found"):
         fake.model_path("vae", "gone.safetensors")

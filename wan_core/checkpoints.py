@@ -49,13 +49,19 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where one tensor lives and what it is, known without reading its data."""
+    """Where one tensor lives and what it is, known without reading its data.
+
+    ``ggml_type`` names the GGUF block type (Q4_K, ...) when the bytes are packed blocks:
+    reading the tensor then gives its dequantised values (``dtype``, ``shape``), and
+    :func:`wan_core.quant.gguf_file.read_packed` the packed bytes for loaders that keep them.
+    """
 
     shape: tuple[int, ...]
     dtype: torch.dtype
     path: Path | None = None
     offset: int = 0
     nbytes: int = 0
+    ggml_type: str | None = None
 
 
 class TensorSource(Mapping):
@@ -269,9 +275,9 @@ def _shards_of_folder(folder: Path) -> tuple[list[Path], dict | None]:
 def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
     """Open any accepted input as a lazy :class:`TensorSource`.
 
-    Accepts a TensorSource (returned as is), a state dict, a ``.safetensors`` or
-    ``.pth/.pt/.bin/.ckpt`` file, a list of shard files, or an HF-style folder
-    (``config.json`` + index + shards).
+    Accepts a TensorSource (returned as is), a state dict, a ``.safetensors``,
+    ``.gguf`` or ``.pth/.pt/.bin/.ckpt`` file, a list of shard files, or an HF-style
+    folder (``config.json`` + index + shards).
     """
     if isinstance(source, TensorSource):
         return source
@@ -301,6 +307,10 @@ def _open_files(paths: list[Path]) -> TensorSource:
             )
     if all(p.suffix == ".safetensors" for p in paths):
         return _open_safetensors_files(paths)
+    if len(paths) == 1 and paths[0].suffix.lower() == ".gguf":
+        from .quant.gguf_file import open_gguf  # needs the optional-at-import `gguf` package
+
+        return open_gguf(paths[0])
     if len(paths) == 1 and paths[0].suffix in TORCH_SUFFIXES:
         return _open_torch_file(paths[0])
     if all(p.suffix in TORCH_SUFFIXES for p in paths):
@@ -312,7 +322,7 @@ def _open_files(paths: list[Path]) -> TensorSource:
         return src
     raise CheckpointError(
         f"Unsupported checkpoint file type(s): {', '.join(p.name for p in paths)}. "
-        "Use .safetensors (preferred) or .pth/.pt."
+        "Use .safetensors (preferred), .pth/.pt, or one .gguf file."
     )
 
 

@@ -107,7 +107,11 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def _runtime_arguments(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (unset = best available)")
-    group.add_argument("--dtype", help="fp32, bf16, fp16 (unset = bf16 on GPUs, fp32 on CPU)")
+    group.add_argument(
+        "--dtype",
+        help="fp32, bf16, fp16 (unset = bf16 on GPUs, fp32 on CPU); fp8_e4m3fn / int8 = DiT weights stored in "
+        "fp8 / int8 (quantised at load), computed in the default dtype",
+    )
     group.add_argument(
         "--offload",
         action=argparse.BooleanOptionalAction,

@@ -23,6 +23,7 @@ DTYPE_NAMES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "fp8_e4m3fn": torch.float8_e4m3fn,
     "fp8_e5m2": torch.float8_e5m2,
+    "int8": torch.int8,
 }
 
 
@@ -68,6 +69,11 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 def is_fp8(dtype: torch.dtype) -> bool:
     """True for the fp8 storage dtypes (e4m3fn, e5m2)."""
     return dtype in FP8_DTYPES
+
+
+def is_storage_dtype(dtype: torch.dtype) -> bool:
+    """True for weight-storage-only dtypes (fp8, int8): the model computes in another dtype."""
+    return is_fp8(dtype) or dtype == torch.int8
 
 
 def empty_cache(device: torch.device | str | None = None) -> None:

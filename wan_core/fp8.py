@@ -1,7 +1,8 @@
 """fp8 storage: ComfyUI "scaled fp8" files and plain fp8 weights.
 
-Weights stay fp8 in memory; :class:`~wan_core.ops.WanLinear` dequantises them per
-call (``W = weight.to(compute) * scale_weight``). This module converts between the
+Weights stay fp8 in memory; :class:`~wan_core.quant.weight.QuantizedWeight` (behind
+:class:`~wan_core.ops.WanLinear`) dequantises them per call (``W = weight.to(compute) *
+scale_weight``), like int8 and GGUF weights. This module converts between the
 file layout (``<layer>.weight`` fp8 + ``<layer>.scale_weight`` fp32 scalar + a
 ``scaled_fp8`` marker) and modules, and writes such files (tests, tiny models,
 re-quantising after a LoRA merge).
@@ -17,17 +18,9 @@ from torch import nn
 from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, TensorSource
 from .devices import is_fp8
 from .ops import WanLinear
+from .quant.weight import FP8_MAX, quantize_fp8
 
-FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
-
-
-def quantize_tensor(w: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor scaled fp8: returns (fp8 weight, fp32 scalar scale) with w ~= q * scale."""
-    w32 = w.float()
-    amax = w32.abs().max().clamp_min(1e-12)
-    scale = (amax / FP8_MAX[fp8_dtype]).reshape(())
-    q = (w32 / scale).clamp(-FP8_MAX[fp8_dtype], FP8_MAX[fp8_dtype]).to(fp8_dtype)
-    return q, scale
+quantize_tensor = quantize_fp8  # the name the LoRA code and tests use
 
 
 def quantize_state_dict(

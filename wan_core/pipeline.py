@@ -27,7 +27,7 @@ from typing import Any, Union
 
 import torch
 
-from .devices import empty_cache, is_fp8, resolve_device, resolve_dtype
+from .devices import empty_cache, is_storage_dtype, resolve_device, resolve_dtype
 from .errors import ConditioningError, InputError
 from .memory import move, on_device
 from .progress import NO_HOOKS, RunHooks
@@ -151,8 +151,8 @@ class WanPipeline:
         import wan_core
 
         dev = resolve_device(device)
-        weights = resolve_dtype(dtype, dev)  # fp8 here = fp8 storage of the DiT's Linear weights
-        cdtype = resolve_dtype(None, dev) if is_fp8(weights) else weights
+        weights = resolve_dtype(dtype, dev)  # fp8 / int8 here = storage of the DiT's Linear weights
+        cdtype = resolve_dtype(None, dev) if is_storage_dtype(weights) else weights
         offload = dev.type != "cpu" if offload is None else offload
         home = torch.device("cpu") if offload else dev
         started = time.perf_counter()

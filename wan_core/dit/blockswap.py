@@ -5,8 +5,9 @@ run-time LoRA lives in ``WanLinear.adapters``; a merge into a swapped block's we
 edits the offload copy). Before a swapped block runs, each of its tensors is copied to
 the device of the block's input (``non_blocking``, from pinned memory when offloading
 to CPU on a CUDA machine); afterwards the parameters point back at the offload
-copies, so the device copies are freed. fp8 weights and ``scale_weight`` buffers move
-as they are (they stay fp8). ``WanDiT.to(...)`` leaves swapped blocks where they are
+copies, so the device copies are freed. Quantised weights move as their stored bytes
+(fp8 / int8 values with their ``scale_weight`` buffers, packed GGUF blocks); they are
+dequantised only inside the layer that uses them (:mod:`wan_core.quant`). ``WanDiT.to(...)`` leaves swapped blocks where they are
 (see :meth:`BlockSwap.hidden`), so moving the model never loads them all at once.
 
 On CUDA the next swapped block is prefetched on a side stream while the current one

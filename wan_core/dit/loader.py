@@ -19,6 +19,13 @@ dtype policy (``dtype`` = weight storage of the Linear layers):
   it is also the compute dtype.
 * ``dtype`` fp8 (e4m3fn/e5m2): Linear weights in blocks are stored as plain fp8
   (scale 1); compute dtype = ``resolve_dtype(None, device)``.
+* ``dtype`` int8: Linear weights in blocks are quantised at load to int8 with
+  per-output-channel scales (from bf16/fp16/fp8 files); compute dtype as for fp8.
+
+GGUF files (``.gguf``): block-quantised Linear weights (Q8_0, Q4_K, ...) stay packed
+and are dequantised per layer at compute time, whatever ``dtype`` says; their F32/F16
+tensors follow the rules above. Every stored format is one
+:class:`~wan_core.quant.weight.QuantizedWeight` behind ``WanLinear``.
 
 Norm weights, modulations and ``emb_pos`` are always fp32 (tiny, and the spec computes
 there in fp32); convolutions use the compute dtype.
@@ -42,10 +49,11 @@ from ..checkpoints import (
     open_checkpoint,
     scaled_fp8_dtype,
 )
-from ..devices import is_fp8, resolve_device, resolve_dtype
+from ..devices import is_fp8, is_storage_dtype, resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
 from ..fp8 import attach_scales, split_scales
 from ..ops import WanLinear
+from ..quant.loading import fill_quantized_linears
 from .config import DiTConfig, config_from_shapes
 from .convert import diffusers_to_official_name, is_diffusers_layout
 from .model import WanDiT
@@ -94,7 +102,7 @@ def make_dtype_rule(
 ) -> Callable[[str, torch.dtype], torch.dtype]:
     """Per-tensor storage dtype following the module docstring's policy."""
     linear = _linear_param_names(model)
-    fp8_store = dtype is not None and is_fp8(dtype)
+    storage_only = dtype is not None and is_storage_dtype(dtype)  # fp8 / int8 (int8 block weights come filled)
 
     def rule(name: str, stored: torch.dtype) -> torch.dtype:
         if name not in linear:
@@ -103,7 +111,7 @@ def make_dtype_rule(
             return compute
         if is_fp8(stored):
             return stored
-        if fp8_store:
+        if storage_only:
             return dtype if name.startswith("blocks.") and name.endswith(".weight") else compute
         if dtype is not None:
             return dtype
@@ -138,19 +146,22 @@ def load_dit(
     """
     dev = resolve_device(device)
     store = resolve_dtype(dtype, dev) if dtype is not None else None
-    compute = store if store is not None and not is_fp8(store) else resolve_dtype(None, dev)
+    compute = store if store is not None and not is_storage_dtype(store) else resolve_dtype(None, dev)
     src = official_source(source)
     model_keys, scale_keys = split_scales(src.keys())
     config = config_from_shapes({k: src.shape(k) for k in model_keys}, src.config)
     model = WanDiT(config, device="meta")
+    filled = fill_quantized_linears(model, src.subset(model_keys | scale_keys), dev, store)
     materialize(
         model,
-        src.subset(model_keys),
+        src.subset(model_keys - filled),
         device=dev,
         dtype_rule=make_dtype_rule(model, store, compute),
         what=f"a {config.variant} DiT",
+        optional=filled,
     )
-    scaled = attach_scales(model, src.subset(scale_keys), device=dev) if scale_keys else 0
+    unused = {k[: -len("weight")] + "scale_weight" for k in filled}  # fp8 scales of weights now int8
+    scaled = attach_scales(model, src.subset(scale_keys - unused), device=dev) if scale_keys else 0
     check_scales_used(model, scale_keys)
     if scaled:
         log.info("Loaded %d fp8-scaled Linear layers (%s).", scaled, scaled_fp8_dtype(src))

@@ -1,7 +1,8 @@
 """Applying a loaded LoRA to a model: merged into the weights or added at run time.
 
 * merge: ``W <- W + strength · ΔW`` computed in fp32 on the weight's device and cast
-  back; fp8 weights are dequantised, changed and re-quantised with a fresh scale.
+  back; quantised Linear weights (fp8, int8, GGUF) are dequantised, changed and
+  re-quantised (:meth:`~wan_core.quant.weight.QuantizedWeight.with_delta`).
 * runtime: a small callable is appended to ``WanLinear.adapters``; the stored weight
   (fp8 or not) is untouched, the strength can change between calls, and the factors
   follow the input's device (block swap). Targets that are not WanLinear weights
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -98,13 +100,21 @@ def block_predicate(blocks: BlockFilter) -> Callable[[str], bool]:
     return lambda name: block_index(name) is None or block_index(name) in wanted
 
 
-def _check_shape(t: Target, param: torch.Tensor) -> None:
+def logical_shape(owner: nn.Module, leaf: str) -> tuple[int, ...]:
+    """A parameter's shape as the model uses it (a quantised Linear weight: its [out, in], not its storage)."""
+    if isinstance(owner, WanLinear) and leaf == "weight":
+        return owner.weight_shape
+    return tuple(getattr(owner, leaf).shape)
+
+
+def _check_shape(t: Target) -> None:
     got = t.delta.delta_shape()
-    want = tuple(param.shape)
+    want = logical_shape(t.owner, t.leaf)
+    numel = math.prod(want)
     if t.delta.kind in ("lowrank", "loha", "lokr"):
-        fits = got[0] == want[0] and got[1] * want[0] == param.numel()
+        fits = got[0] == want[0] and got[1] * want[0] == numel
     else:
-        fits = t.delta.diff.numel() == param.numel()
+        fits = t.delta.diff.numel() == numel
     if not fits:
         raise LoraError(
             f"LoRA key {t.delta.key!r} does not fit the model: it changes {t.name!r} with a delta of shape {got}, "
@@ -140,7 +150,7 @@ def plan_lora(model: nn.Module, lora: LoraWeights, blocks: BlockFilter = None) -
             continue
         owner, leaf = _owner_and_leaf(model, name)
         target = Target(delta, name, owner, leaf)
-        _check_shape(target, params[name])
+        _check_shape(target)
         plan.targets.append(target)
     return plan
 
@@ -161,7 +171,7 @@ def _runtime_adapter(t: Target, strength: _Strength) -> RuntimeAdapter:
     if d.kind == "lowrank":
         return RuntimeAdapter(strength, d.scale, d.down.flatten(1), d.up.flatten(1), d.up_bias)
     if d.kind == "diff":
-        return RuntimeAdapter(strength, 1.0, down=d.diff.reshape(t.owner.weight.shape))
+        return RuntimeAdapter(strength, 1.0, down=d.diff.reshape(t.owner.weight_shape))
     return RuntimeAdapter(strength, 1.0, bias=d.diff.reshape(-1))
 
 

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import is_fp8
 from ..errors import LoraError
-from ..fp8 import quantize_tensor
 from ..ops import WanLinear
+from ..quant.weight import QuantizedWeight
 
 DeltaFn = Callable[[torch.device, torch.Size], torch.Tensor]
 
@@ -82,10 +81,9 @@ class _Merged:
 
 @dataclass
 class _Original:
-    """CPU copy of a parameter (and its fp8 scale) before a handle first changed it, with its stamp."""
+    """CPU copy of a parameter (a Linear weight: with its format) before a handle first changed it, with its stamp."""
 
-    tensor: torch.Tensor
-    scale: torch.Tensor | None
+    tensor: torch.Tensor | QuantizedWeight
     stamp: int | None
 
 
@@ -107,42 +105,40 @@ def _set_stamp(owner: nn.Module, leaf: str, stamp: int | None) -> None:
     setattr(getattr(owner, leaf), STAMP_ATTR, stamp)
 
 
-def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float) -> None:
-    """``owner.<leaf> += amount · ΔW`` in fp32; fp8 WanLinear weights get a fresh scale.
+def _is_linear_weight(owner: nn.Module, leaf: str) -> bool:
+    return isinstance(owner, WanLinear) and leaf == "weight"
 
-    The parameter gets new storage (``p.data = ...``) instead of an in-place write, so
-    tensors shared with the caller's state dict (loaders may alias them) stay unchanged.
+
+def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float) -> None:
+    """``owner.<leaf> += amount · ΔW`` in fp32; a Linear weight is stored again in its own format.
+
+    The parameter gets new storage instead of an in-place write, so tensors shared with
+    the caller's state dict (loaders may alias them) stay unchanged. Quantised Linear
+    weights (fp8, int8, GGUF) go through :meth:`QuantizedWeight.with_delta`.
     """
-    p = getattr(owner, leaf)
-    scaled = isinstance(owner, WanLinear) and leaf == "weight" and owner.scale_weight is not None
-    base = owner.dequantized_weight(torch.float32) if scaled else p.detach().float()
-    new = base + amount * delta_fn(p.device, p.shape)
-    if isinstance(owner, WanLinear) and leaf == "weight" and is_fp8(p.dtype):
-        q, scale = quantize_tensor(new, p.dtype)
-        p.data = q
-        owner.set_scale(scale)
+    if _is_linear_weight(owner, leaf):
+        w = owner.quantized_weight()
+        owner.store_weight(w.with_delta(amount * delta_fn(w.device, torch.Size(w.shape))))
     else:
-        p.data = new.to(p.dtype)
-        if scaled:
-            owner.set_scale(None)
+        p = getattr(owner, leaf)
+        p.data = (p.detach().float() + amount * delta_fn(p.device, p.shape)).to(p.dtype)
     _set_stamp(owner, leaf, next(_STAMPS))
 
 
 def _copy_original(owner: nn.Module, leaf: str) -> _Original:
-    p = getattr(owner, leaf)
-    scale = owner.scale_weight if isinstance(owner, WanLinear) and leaf == "weight" else None
-    return _Original(
-        p.detach().to("cpu", copy=True),
-        None if scale is None else scale.detach().to("cpu", copy=True),
-        _stamp_of(owner, leaf),
-    )
+    if _is_linear_weight(owner, leaf):
+        saved = owner.quantized_weight().to("cpu", copy=True)
+    else:
+        saved = getattr(owner, leaf).detach().to("cpu", copy=True)
+    return _Original(saved, _stamp_of(owner, leaf))
 
 
 def _restore(owner: nn.Module, leaf: str, original: _Original) -> None:
     p = getattr(owner, leaf)
-    p.data = original.tensor.to(p.device, copy=True)
-    if isinstance(owner, WanLinear) and leaf == "weight":
-        owner.set_scale(None if original.scale is None else original.scale.to(p.device, copy=True))
+    if isinstance(original.tensor, QuantizedWeight):
+        owner.store_weight(original.tensor.to(p.device, copy=True))
+    else:
+        p.data = original.tensor.to(p.device, copy=True)
     _set_stamp(owner, leaf, original.stamp)
 
 
