@@ -1,0 +1,88 @@
+"""How the ranks share one forward: a CFG (batch) split between two branches and a token split inside each.
+
+With ``cfg_split`` and an even world of N ranks, rank r belongs to branch ``r // (N/2)``
+and holds token share ``r % (N/2)`` of its branch's sequence (2 x 2 on four GPUs: ranks
+0, 1 run cond, 2, 3 uncond). A call whose batch does not divide in two (cfg = 1) runs on
+all N ranks as one sequence-parallel group instead. Every rank creates every group in
+the same order, as ``torch.distributed.new_group`` requires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+from ..errors import ParallelError
+from .distributed import timeout
+from .sequence import ATTENTION_MODES, SequenceParallel
+from .timing import NO_TIMER, CommTimer
+
+
+@dataclass(frozen=True)
+class ParallelOptions:
+    """How a multi-GPU model runs.
+
+    * ``cfg_split``: a batched cond + uncond forward runs cond on one half of the ranks and
+      uncond on the other (needs an even rank count), each half splitting the tokens.
+    * ``attention``: "ulysses" (all-to-all over heads), "ring" (keys/values round the ring),
+      or "auto" (Ulysses when the heads divide by the group size, else ring).
+    * ``shard_weights``: FSDP2 ``fully_shard`` the blocks over all ranks instead of a full copy
+      on each (less memory per GPU, one all-gather of each block's weights per forward).
+    * ``timeout_s``: how long a collective may wait for a peer before the run fails.
+    """
+
+    cfg_split: bool = True
+    attention: str = "auto"
+    shard_weights: bool = False
+    timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_MODES:
+            raise ParallelError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}.")
+        if self.timeout_s <= 0:
+            raise ParallelError(f"timeout_s must be positive, got {self.timeout_s}.")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The groups one forward uses: ``tokens`` (None: this rank has the whole sequence), and the
+    ``batch`` group that exchanges branch results (None: no batch split); ``branch`` = this rank's half."""
+
+    tokens: SequenceParallel | None
+    batch: dist.ProcessGroup | None
+    branches: int
+    branch: int
+
+
+class Layout:
+    """The process groups of the default group, built once per process (collectively)."""
+
+    def __init__(self, options: ParallelOptions, timer: CommTimer = NO_TIMER) -> None:
+        self.options = options
+        self.timer = timer
+        self.world = dist.get_world_size()
+        self.rank = dist.get_rank()
+        mode, limit = options.attention, timeout(options.timeout_s)
+        whole = SequenceParallel(dist.group.WORLD, mode, timer) if self.world > 1 else None
+        self.unsplit = Split(whole, None, 1, 0)
+        self.cfg: Split | None = None
+        if options.cfg_split and self.world % 2 == 0:
+            half = self.world // 2
+            token_groups = [dist.new_group(list(range(b * half, (b + 1) * half)), timeout=limit) for b in range(2)]
+            batch_groups = [dist.new_group([i, half + i], timeout=limit) for i in range(half)]
+            branch = self.rank // half
+            tokens = SequenceParallel(token_groups[branch], mode, timer) if half > 1 else None
+            self.cfg = Split(tokens, batch_groups[self.rank % half], 2, branch)
+
+    def split_for(self, batch: int) -> Split:
+        """The CFG split when ``batch`` divides between the branches, else all ranks on the tokens."""
+        if self.cfg is not None and batch % self.cfg.branches == 0:
+            return self.cfg
+        return self.unsplit
+
+    def describe(self) -> str:
+        if self.cfg is None:
+            return f"{self.world} ranks, sequence parallel ({self.options.attention} attention)"
+        half = self.world // 2
+        return f"{self.world} ranks: CFG split 2 x sequence parallel {half} ({self.options.attention} attention)"
