@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ParallelError
+from .options import launched_by_torchrun
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,9 @@ def teardown() -> None:
 
 def torchrun_env() -> tuple[int, int, int] | None:
     """(rank, world size, local rank) when launched by torchrun with more than one process, else None."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1 or "RANK" not in os.environ:
+    if not launched_by_torchrun():
         return None
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
 
 
 def local_device(device_type: str, local_rank: int) -> torch.device:

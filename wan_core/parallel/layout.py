@@ -13,35 +13,10 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
-from ..errors import ParallelError
 from .distributed import timeout
-from .sequence import ATTENTION_MODES, SequenceParallel
+from .options import ParallelOptions
+from .sequence import SequenceParallel
 from .timing import NO_TIMER, CommTimer
-
-
-@dataclass(frozen=True)
-class ParallelOptions:
-    """How a multi-GPU model runs.
-
-    * ``cfg_split``: a batched cond + uncond forward runs cond on one half of the ranks and
-      uncond on the other (needs an even rank count), each half splitting the tokens.
-    * ``attention``: "ulysses" (all-to-all over heads), "ring" (keys/values round the ring),
-      or "auto" (Ulysses when the heads divide by the group size, else ring).
-    * ``shard_weights``: FSDP2 ``fully_shard`` the blocks over all ranks instead of a full copy
-      on each (less memory per GPU, one all-gather of each block's weights per forward).
-    * ``timeout_s``: how long a collective may wait for a peer before the run fails.
-    """
-
-    cfg_split: bool = True
-    attention: str = "auto"
-    shard_weights: bool = False
-    timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.attention not in ATTENTION_MODES:
-            raise ParallelError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}.")
-        if self.timeout_s <= 0:
-            raise ParallelError(f"timeout_s must be positive, got {self.timeout_s}.")
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from ..dit.attention import attention
 from ..dit.embeddings import TokenTable
 from ..errors import ParallelError
+from .options import ATTENTION_MODES
 from .ring import ring_attention
 from .timing import NO_TIMER, CommTimer
-
-ATTENTION_MODES = ("auto", "ulysses", "ring")
 
 
 @dataclass(frozen=True)
