@@ -107,7 +107,7 @@ class WorkerPool:
             self.shutdown()
             raise ParallelError(f"The GPU workers did not join the process group ({exc}); see the console.") from exc
         link = QueueLink(self.commands, self.answers, self.watch, self.shutdown)
-        self.leader = Leader(Layout(options), link)
+        self.leader = Leader(Layout(options, devices[0]), link)
         log.info("Started %d GPU worker(s): %s", len(self.processes), ", ".join(map(str, devices)))
 
     @property

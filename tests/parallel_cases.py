@@ -13,6 +13,7 @@ import wan_core
 from wan_core.dit.tiny import tiny_dit_state_dict
 from wan_core.parallel import Layout, ParallelOptions
 from wan_core.parallel.distributed import RankInfo
+from wan_core.parallel.fsdp import shard_blocks
 from wan_core.parallel.runner import ForwardCall, run_forward
 from wan_core.tiny_models import TinySizes
 
@@ -55,6 +56,8 @@ def make_call(variant: str, batch: int, grid: tuple[int, int, int], seed: int = 
 def compare(dit, layout: Layout, call: ForwardCall) -> float:
     dit.set_sequence_parallel(None)
     reference = dit(call.x, call.t, call.context, **call.extras)
+    if layout.options.shard_weights:
+        shard_blocks(dit, layout.mesh)
     out = run_forward(dit, layout, call)
     dit.set_sequence_parallel(None)
     return rel_err(out, reference)
@@ -70,6 +73,8 @@ CASES_TWO = [
     ("vace-tokens", "wan2.1-vace", None, 1, (2, 3, 5), ParallelOptions(cfg_split=False)),
     ("t2v-cfg-split", "wan2.1-t2v", None, 2, (1, 5, 7), ParallelOptions(cfg_split=True)),
     ("t2v-batch1-with-cfg-option", "wan2.1-t2v", None, 1, (1, 5, 7), ParallelOptions(cfg_split=True)),
+    ("vace-fsdp-tokens", "wan2.1-vace", None, 1, (1, 5, 7), ParallelOptions(cfg_split=False, shard_weights=True)),
+    ("t2v-fsdp-cfg-split", "wan2.1-t2v", None, 2, (1, 5, 7), ParallelOptions(shard_weights=True)),
 ]
 
 CASES_THREE = [
@@ -89,7 +94,7 @@ def run_cases(info: RankInfo, cases: list, out_path: str) -> None:
     layouts: dict[ParallelOptions, Layout] = {}
     for name, variant, sizes, batch, grid, options in cases:
         if options not in layouts:  # every rank creates the same groups in the same order
-            layouts[options] = Layout(options)
+            layouts[options] = Layout(options, info.device)
         errors[name] = compare(tiny_dit(variant, sizes), layouts[options], make_call(variant, batch, grid))
     if info.rank == 0:
         torch.save(errors, out_path)

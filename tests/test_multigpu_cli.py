@@ -38,7 +38,14 @@ def test_torchrun_generate_equals_one_process(tmp_path):
     env["PYTHONPATH"] = str(ROOT)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "wan_core"]
     proc = subprocess.run(
-        [*command, *_generate_args(tiny, tmp_path / "two.mp4"), "--sp-attention", "ring", "--no-cfg-split"],
+        [
+            *command,
+            *_generate_args(tiny, tmp_path / "two.mp4"),
+            "--sp-attention",
+            "ring",
+            "--no-cfg-split",
+            "--shard-weights",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from ..devices import is_fp8, resolve_device, resolve_dtype
 from .distributed import RankInfo, init_group, local_device, teardown, timeout, torchrun_env
+from .fsdp import shard_blocks
 from .layout import Layout
 from .links import BroadcastInbox, BroadcastLink
 from .options import options_from
@@ -39,9 +40,9 @@ def run(args: argparse.Namespace, generate: Callable[[argparse.Namespace, Leader
     init_group(info, None, options.timeout_s)
     try:
         control = dist.new_group(backend="gloo", timeout=timeout(CONTROL_TIMEOUT_S))
-        layout = Layout(options)
+        layout = Layout(options, info.device)
         if rank != 0:
-            serve(ModelHost(layout, info.device), BroadcastInbox(control))
+            serve(ModelHost(layout), BroadcastInbox(control))
             return 0
         log.info("%s; rank 0 on %s", layout.describe(), info.device)
         leader = Leader(layout, BroadcastLink(control))
@@ -66,6 +67,9 @@ def distribute(pipe: Any, leader: Leader, args: argparse.Namespace, loras: list)
         if not sources[role]:
             continue
         source = sources[role] if len(sources[role]) > 1 else sources[role][0]
-        leader.load(role, DiTSpec(source, weights, args.attention, 0, compute))
+        state = LoraState(tuple(loras), experts[role])
+        leader.load(role, DiTSpec(source, weights, args.attention, 0, compute), loras=state)
         local = getattr(pipe, attr)
-        setattr(pipe, attr, ParallelDiT(leader, role, local, LoraState(tuple(loras), experts[role])))
+        if leader.layout.options.shard_weights:  # rank 0's LoRAs are merged already (pipe.add_loras)
+            shard_blocks(local, leader.layout.mesh)
+        setattr(pipe, attr, ParallelDiT(leader, role, local, state))

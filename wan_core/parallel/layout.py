@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.distributed as dist
 
 from .distributed import timeout
@@ -33,8 +34,9 @@ class Split:
 class Layout:
     """The process groups of the default group, built once per process (collectively)."""
 
-    def __init__(self, options: ParallelOptions, timer: CommTimer = NO_TIMER) -> None:
+    def __init__(self, options: ParallelOptions, device: torch.device, timer: CommTimer = NO_TIMER) -> None:
         self.options = options
+        self.device = torch.device(device)
         self.timer = timer
         self.world = dist.get_world_size()
         self.rank = dist.get_rank()
@@ -49,6 +51,11 @@ class Layout:
             branch = self.rank // half
             tokens = SequenceParallel(token_groups[branch], mode, timer) if half > 1 else None
             self.cfg = Split(tokens, batch_groups[self.rank % half], 2, branch)
+        self.mesh = None  # for FSDP2 weight sharding over all ranks
+        if options.shard_weights:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            self.mesh = init_device_mesh(self.device.type, (self.world,))
 
     def split_for(self, batch: int) -> Split:
         """The CFG split when ``batch`` divides between the branches, else all ranks on the tokens."""

@@ -22,6 +22,7 @@ import torch
 from ..errors import ParallelError, ParallelWorkerError, WanError
 from ..lora import apply_lora_stack, remove_lora
 from ..sampling.experts import Residency
+from .fsdp import is_sharded
 from .layout import Layout
 from .runner import ForwardCall, run_forward
 
@@ -69,6 +70,7 @@ class Load:
     key: str
     spec: DiTSpec
     park: bool = False  # wait on the CPU until its first forward (the A14B low-noise expert)
+    loras: LoraState = field(default_factory=LoraState)  # applied at once (before sharding weights)
 
 
 @dataclass(frozen=True)
@@ -130,18 +132,21 @@ class Hosted:
 class ModelHost:
     """A worker's DiTs by key, on its device (parked ones on the CPU until needed)."""
 
-    def __init__(self, layout: Layout, device: torch.device) -> None:
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.device = torch.device(device)
+        self.device = layout.device
         self.models: dict[str, Hosted] = {}
 
     def load(self, command: Load) -> None:
-        dit = command.spec.load(torch.device("cpu") if command.park else self.device)
-        if self.layout.options.shard_weights:
+        shard = self.layout.options.shard_weights
+        dit = command.spec.load(torch.device("cpu") if command.park or shard else self.device)
+        hosted = Hosted(dit)
+        self._sync_loras(hosted, command.loras)
+        if shard:
             from .fsdp import shard_blocks
 
-            shard_blocks(dit, self.layout)
-        self.models[command.key] = Hosted(dit)
+            shard_blocks(dit, self.layout.mesh)
+        self.models[command.key] = hosted
 
     def drop(self, key: str) -> None:
         self.models.pop(key, None)
@@ -159,6 +164,11 @@ class ModelHost:
     def _sync_loras(hosted: Hosted, state: LoraState) -> None:
         if hosted.loras == state:
             return
+        if is_sharded(hosted.dit):
+            raise ParallelError(
+                "The LoRA stack of a model with sharded weights is fixed when it is loaded; "
+                "load it again with the new LoRAs, or run without weight sharding."
+            )
         for report in reversed(hosted.reports):
             remove_lora(hosted.dit, report)
         hosted.reports, hosted.loras = [], LoraState()
@@ -205,9 +215,9 @@ class Leader:
         self.layout = layout
         self.link = link
 
-    def load(self, key: str, spec: DiTSpec, park: bool = False) -> None:
+    def load(self, key: str, spec: DiTSpec, park: bool = False, loras: LoraState | None = None) -> None:
         self.link.check()
-        self.link.request(Load(key, spec, park))
+        self.link.request(Load(key, spec, park, loras or LoraState()))
 
     def drop(self, key: str) -> None:
         self.link.post(Drop(key))
@@ -253,8 +263,9 @@ class ParallelDiT:
         return self.local.dtype
 
     def to(self, *args: Any, **kwargs: Any) -> ParallelDiT:
-        """Moves rank 0's copy only (the workers keep theirs where they are)."""
-        self.local.to(*args, **kwargs)
+        """Moves rank 0's copy only (the workers keep theirs where they are); sharded weights stay put."""
+        if not is_sharded(self.local):
+            self.local.to(*args, **kwargs)
         return self
 
     def with_loras(self, loras: LoraState) -> ParallelDiT:

@@ -36,6 +36,6 @@ def worker_main(
     inbox = QueueInbox(rank, commands, answers, _parent_alive)
     try:
         init_group(info, init_method, options.timeout_s)
-        serve(ModelHost(Layout(options), info.device), inbox)
+        serve(ModelHost(Layout(options, info.device)), inbox)
     finally:
         teardown()
