@@ -158,6 +158,9 @@ class WorkerPool:
                 proc.terminate()
         for proc in self.processes:
             proc.join(_STOP_GRACE_S)
+        for q in [*self.commands, self.answers]:
+            q.close()
+            q.cancel_join_thread()  # a dead reader must not block this process's exit
         teardown()
         log.info("GPU workers stopped: %s.", reason)
 
