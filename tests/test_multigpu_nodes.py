@@ -28,6 +28,8 @@ from wan_core.progress import RunHooks
 
 DIT = "wan2.1_t2v_1.3B_bf16.safetensors"
 LORA = "wan2.1_t2v_1.3B_example_lora.safetensors"
+HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
 TIMEOUT_S = 20.0
 
 
@@ -41,7 +43,7 @@ def models_dir(tmp_path_factory):
     from wan_core.tiny_build import write_tiny_models
 
     root = tmp_path_factory.mktemp("tiny_multigpu")
-    write_tiny_models(root, names=(DIT, LORA))
+    write_tiny_models(root, names=(DIT, LORA, HIGH, LOW))
     return root
 
 
@@ -66,9 +68,9 @@ def env(models_dir, monkeypatch):
         pool.stop("test finished")
 
 
-def _load(gpus: str = ""):
+def _load(gpus: str = "", model: str = DIT, low: str = "none"):
     loader = nodes.NODE_CLASS_MAPPINGS["WanCoreModelLoader"]()
-    return loader.load(DIT, "none", "fp32", "sdpa", 0, gpus=gpus)["result"][0]
+    return loader.load(model, low, "fp32", "sdpa", 0, gpus=gpus)["result"][0]
 
 
 def _with_lora(handle):
@@ -76,7 +78,7 @@ def _with_lora(handle):
     return nodes.NODE_CLASS_MAPPINGS["WanCoreApplyLoraStack"]().apply(handle, stack)["result"][0]
 
 
-def _sample(handle, seed: int = 1) -> torch.Tensor:
+def _sample(handle, seed: int = 1, steps: int = 2) -> torch.Tensor:
     gen = torch.Generator().manual_seed(5)
     embeds = TextEmbeds([torch.randn(6, 64, generator=gen)], [torch.randn(4, 64, generator=gen)])
     node = nodes.NODE_CLASS_MAPPINGS["WanCoreSampler"]()
@@ -85,7 +87,7 @@ def _sample(handle, seed: int = 1) -> torch.Tensor:
         text_embeds=embeds,
         conditioning=Conditioning(latent_shape=(16, 1, 10, 14)),  # 35 tokens: an odd count
         seed=seed,
-        steps=2,
+        steps=steps,
         cfg=4.0,
         cfg_low_noise=-1.0,
         shift=5.0,
@@ -168,3 +170,13 @@ def test_worker_lifecycle_through_the_nodes(env, monkeypatch):
     gc.collect()
     worker.join(TIMEOUT_S)
     assert not worker.is_alive() and not pool.running
+
+
+def test_a14b_expert_pair_on_two_ranks(env):
+    """Both experts live on the worker too (the low-noise one parked on the CPU until its steps), each with
+    its own LoRA strength, and the run equals the one-process run."""
+    single = _with_lora(_load(model=HIGH, low=LOW))
+    reference = _sample(single, steps=4)
+    handle = _with_lora(_load("cpu,cpu", model=HIGH, low=LOW))
+    assert set(handle.parallel.keys) == {"high", "low"}
+    assert rel_err(_sample(handle, steps=4), reference) <= 1e-5

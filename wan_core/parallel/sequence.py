@@ -122,18 +122,26 @@ class SequenceParallel:
         return self._ulysses(q, k, v, backend, shares.tokens)
 
     def _ulysses(self, q, k, v, backend: str, tokens: int) -> torch.Tensor:
+        full = [self._heads_to_tokens(t, tokens) for t in (q, k, v)]  # each [B, S, H/P, d]
+        return self._tokens_to_heads(attention(*full, backend), q.shape[1])
+
+    def _heads_to_tokens(self, local: torch.Tensor, tokens: int) -> torch.Tensor:
+        """[B, s, H, d] (my tokens, all heads) -> [B, S, H/P, d] (all real tokens, my heads)."""
         p = self.size
-        b, s, h, d = q.shape
-        # [3, B, s, H, d] -> [P, 3, B, s, H/P, d]: chunk j (heads j*H/P...) goes to rank j
-        send = torch.stack([q, k, v]).reshape(3, b, s, p, h // p, d).permute(3, 0, 1, 2, 4, 5).contiguous()
-        recv = self._all_to_all(send)
-        # recv[j] = rank j's tokens for my heads -> [3, B, P*s, H/P, d], then drop the padding rows
-        qkv = recv.permute(1, 2, 0, 3, 4, 5).reshape(3, b, p * s, h // p, d)[:, :, :tokens]
-        out = attention(qkv[0], qkv[1], qkv[2], backend)
-        out = F.pad(out, (0, 0, 0, 0, 0, p * s - tokens))  # [B, P*s, H/P, d]
-        send = out.reshape(b, p, s, h // p, d).permute(1, 0, 2, 3, 4).contiguous()
-        recv = self._all_to_all(send)  # recv[j] = my tokens for rank j's heads
-        return recv.permute(1, 2, 0, 3, 4).reshape(b, s, h, d)
+        b, s, h, d = local.shape
+        send = local.reshape(b, s, p, h // p, d).permute(2, 0, 1, 3, 4).contiguous()  # chunk j -> rank j
+        recv = self._all_to_all(send)  # [P, B, s, H/P, d]: recv[j] = rank j's tokens
+        return recv.transpose(0, 1).reshape(b, p * s, h // p, d)[:, :tokens]  # a view when B = 1
+
+    def _tokens_to_heads(self, out: torch.Tensor, size: int) -> torch.Tensor:
+        """[B, S, H/P, d] -> [B, s, H, d]: the attention output back to the token owners."""
+        p = self.size
+        b, tokens, hp, d = out.shape
+        if tokens < p * size:
+            out = F.pad(out, (0, 0, 0, 0, 0, p * size - tokens))
+        send = out.reshape(b, p, size, hp, d).transpose(0, 1).contiguous()  # chunk j = rank j's tokens
+        recv = self._all_to_all(send)  # [P, B, s, H/P, d]: recv[j] = my tokens, rank j's heads
+        return recv.permute(1, 2, 0, 3, 4).reshape(b, size, p * hp, d)
 
     def _all_to_all(self, send: torch.Tensor) -> torch.Tensor:
         recv = torch.empty_like(send)
