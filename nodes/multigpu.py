@@ -60,7 +60,22 @@ def parse_gpus(text: str, device_type: str | None = None) -> list[torch.device]:
         raise InputError(f"gpus mixes device types ({text!r}); use devices of one kind.")
     if devices[0].type != "cpu" and len({d.index for d in devices}) != len(devices):
         raise InputError(f"gpus lists a device twice ({text!r}); each rank needs its own device.")
+    _check_indices(devices)
     return devices
+
+
+def _check_indices(devices: list[torch.device]) -> None:
+    """Fail at once on an index this process cannot see (e.g. CUDA_VISIBLE_DEVICES hides it)."""
+    module = getattr(torch, devices[0].type, None)
+    count = module.device_count() if devices[0].type != "cpu" and hasattr(module, "device_count") else None
+    if count is None or not module.is_available():
+        return
+    missing = [str(d) for d in devices if (d.index or 0) >= count]
+    if missing:
+        raise InputError(
+            f"gpus names {', '.join(missing)}, but this process sees {count} {devices[0].type} device(s) "
+            "(indices start at 0 and follow CUDA_VISIBLE_DEVICES / ComfyUI's --cuda-device)."
+        )
 
 
 @contextlib.contextmanager

@@ -56,3 +56,23 @@ def test_ring_merge_is_exact_attention():
     for part in (slice(0, 5), slice(5, 13)):
         acc = merge(acc, attention_with_lse(q, k[:, part], v[:, part]))
     assert torch.allclose(acc[0], expected, atol=1e-5)
+
+
+def test_cfg_split_cuts_batched_inputs_and_keeps_shared_ones():
+    from wan_core.parallel.runner import ForwardCall
+
+    x = torch.arange(2.0)[:, None, None, None, None].expand(2, 16, 1, 4, 4)
+    shared_text = torch.zeros(2, 8)  # ONE prompt of 2 tokens, shared by both rows: never cut by token
+    extras = {
+        "vace_context": [torch.arange(2.0).view(2, 1, 1, 1, 1).expand(2, 96, 1, 4, 4), torch.ones(1, 96, 1, 4, 4)],
+        "vace_scale": [1.0, 0.5],
+        "clip_fea": torch.ones(1, 17, 64),
+    }
+    call = ForwardCall(x, torch.tensor([900.0, 800.0]), [shared_text], extras)
+    uncond = call.rows(1, 2)
+    assert uncond.x.shape[0] == 1 and float(uncond.x[0, 0, 0, 0, 0]) == 1.0
+    assert uncond.t.tolist() == [800.0] and uncond.context[0] is shared_text
+    assert [float(v[0, 0, 0, 0, 0]) for v in uncond.extras["vace_context"]] == [1.0, 1.0]
+    assert uncond.extras["vace_scale"] == [1.0, 0.5] and uncond.extras["clip_fea"].shape[0] == 1
+    per_sample = ForwardCall(x, torch.tensor(900.0), [torch.zeros(3, 8), torch.ones(5, 8)])
+    assert [c.shape[0] for c in per_sample.rows(1, 2).context] == [5]

@@ -19,15 +19,21 @@ from .timing import CommTimer
 
 
 def _rows(value: Any, batch: int, branch: int, branches: int) -> Any:
-    """Rows of ``branch`` when ``value`` is batched over ``batch`` (a batch-1 tensor is shared)."""
+    """Rows of ``branch`` of a tensor batched over ``batch`` (a batch-1 tensor is shared); lists element-wise."""
     n = batch // branches
     if isinstance(value, torch.Tensor):
         return value[branch * n : (branch + 1) * n] if value.ndim and value.shape[0] == batch else value
-    if isinstance(value, (list, tuple)):
-        if len(value) == batch and all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in value):
-            return list(value[branch * n : (branch + 1) * n])  # one [L_i, D] text context per sample
+    if isinstance(value, (list, tuple)):  # e.g. several VACE contexts, each [B, 96, T, h, w]
         return [_rows(v, batch, branch, branches) for v in value]
     return value
+
+
+def _context_rows(context: Any, batch: int, branch: int, branches: int) -> Any:
+    """Text contexts: one [L_i, D] per sample (a list of ``batch``), a shared one, or a [B, L, D] tensor."""
+    n = batch // branches
+    if isinstance(context, (list, tuple)):
+        return list(context[branch * n : (branch + 1) * n]) if len(context) == batch else context
+    return _rows(context, batch, branch, branches)
 
 
 def _to_cpu(value: Any) -> Any:
@@ -59,7 +65,7 @@ class ForwardCall:
         return ForwardCall(
             self.x[branch * (b // branches) : (branch + 1) * (b // branches)],
             _rows(self.t, b, branch, branches),
-            _rows(self.context, b, branch, branches),
+            _context_rows(self.context, b, branch, branches),
             {k: _rows(v, b, branch, branches) for k, v in self.extras.items()},
         )
 
