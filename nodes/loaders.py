@@ -80,11 +80,21 @@ class WanModelLoader:
                     min=0,
                     max=40,
                 ),
-            }
+            },
+            "optional": {
+                "gpus": widget(
+                    "STRING",
+                    "Several GPUs for one video, e.g. '0,1': ComfyUI's process runs on the first, a worker process "
+                    "on each other (same weights, kept between prompts). Empty = one GPU.",
+                    default="",
+                ),
+            },
         }
 
-    def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
+    def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap, gpus=""):
         bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
+        if gpus.strip():
+            return self._load_parallel(gpus, model_name, low_noise_model_name, weight_dtype, attention, block_swap)
         high = _load_one_dit(model_name, weight_dtype, attention, block_swap)
         low = None
         if low_noise_model_name != NONE_CHOICE:
@@ -93,6 +103,25 @@ class WanModelLoader:
             _check_experts(high, low)
         handle = WanModelHandle(high=high, low=low)
         return with_ui_text(handle.describe(), handle)
+
+    @staticmethod
+    def _load_parallel(gpus, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
+        from . import multigpu
+
+        names = {"high": model_name}
+        if low_noise_model_name != NONE_CHOICE:
+            names["low"] = low_noise_model_name
+        specs = {
+            role: multigpu.DiTSpec(
+                bridge.model_path("diffusion_models", name), _dtype(weight_dtype), attention, block_swap
+            )
+            for role, name in names.items()
+        }
+        dits, parallel = multigpu.load_parallel(gpus, specs)
+        if "low" in dits:
+            _check_experts(dits["high"], dits["low"])
+        handle = WanModelHandle(high=dits["high"], low=dits.get("low"), parallel=parallel)
+        return with_ui_text(f"{handle.describe()} on {parallel.describe()}", handle)
 
 
 class WanVAELoader:

@@ -159,6 +159,8 @@ class WanSampler:
             steps=steps, shift=shift, cfg=cfg, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
         )
         target = _sampling_target(model, cfg, cfg_low_noise, moe_boundary)
+        if model.parallel is not None:  # every DiT call then runs on all of the model's GPUs
+            target = model.parallel.sampling_target(target, model.loras)
         hooks, close = bridge.make_hooks(steps)
         try:
             with bridge.comfy_errors(), attached_loras(model), torch.inference_mode():

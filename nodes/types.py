@@ -38,6 +38,7 @@ class WanModelHandle:
     high: Any
     low: Any | None = None
     loras: tuple[Any, ...] = field(default_factory=tuple)
+    parallel: Any | None = None  # nodes.multigpu.ParallelModels when loaded with several GPUs
 
     @property
     def config(self):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, WanError, WanInterrupted
+from .parallel import options as parallel_options
 
 log = logging.getLogger("wan_core.cli")
 
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(gen)
     _sampling_arguments(gen)
     _runtime_arguments(gen, out_default=None)
+    parallel_options.add_arguments(gen)
     tiny = sub.add_parser("make-tiny-models", help="write tiny random-weight model files")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -223,10 +225,16 @@ def _emit(text: str) -> None:
     sys.stdout.flush()
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def cmd_generate(args: argparse.Namespace, leader: Any = None) -> int:
+    """``leader``: set on rank 0 of a torchrun launch (see wan_core.parallel.cli)."""
     import time
 
     from .pipeline import WanPipeline
+
+    if leader is None and parallel_options.launched_by_torchrun():
+        from .parallel import cli as parallel_cli
+
+        return parallel_cli.run(args, cmd_generate)
 
     started = time.perf_counter()
     loras = [parse_lora(text) for text in args.lora]
@@ -244,6 +252,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         attention=args.attention,
     )
     pipe.add_loras(loras)
+    if leader is not None:
+        from .parallel.cli import distribute
+
+        distribute(pipe, leader, args, loras)
     width, height = args.size if args.size else (None, None)
     hooks, progress = _run_hooks(args)
     try:

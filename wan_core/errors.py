@@ -41,6 +41,14 @@ class BackendUnavailableError(WanError):
     """An optional backend (flash-attn, sageattention, fp8 matmul) was asked for but is missing."""
 
 
+class ParallelError(WanError):
+    """A multi-GPU run cannot start or continue: bad layout, a dead worker, a collective that timed out."""
+
+
+class ParallelWorkerError(ParallelError):
+    """A worker process of a multi-GPU model died or stopped answering; the group was shut down."""
+
+
 class WanInterrupted(WanError):
     """The caller asked to stop (ComfyUI's interrupt button, Ctrl-C in the CLI)."""
 

@@ -22,6 +22,7 @@ from . import fused
 from .attention import attention
 from .embeddings import TokenTable, split_modulation
 from .rope import apply_rope
+from .token_split import TokenSplit
 
 
 class WanRMSNorm(nn.Module):
@@ -94,14 +95,21 @@ class AttentionProjections(nn.Module):
 
 
 class SelfAttention(AttentionProjections):
-    """Self-attention over all video tokens with 3-D RoPE on q and k."""
+    """Self-attention over all video tokens with 3-D RoPE on q and k.
+
+    With ``sequence_parallel`` set, x holds this rank's share of the tokens and the hook
+    attends over the whole sequence (all-to-all over heads, or ring attention).
+    """
+
+    sequence_parallel: TokenSplit | None = None
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """x [B, S, D] in cdt -> [B, S, D] in cdt; q/k get RMSNorm then RoPE (fp32), then cdt."""
         q = self.norm_q.heads(self.q(x), self.num_heads, rope)
         k = self.norm_k.heads(self.k(x), self.num_heads, rope)
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
-        return self.o(attention(q, k, v, self.backend).flatten(-2))
+        attend = attention if self.sequence_parallel is None else self.sequence_parallel.attention
+        return self.o(attend(q, k, v, self.backend).flatten(-2))
 
 
 class CrossAttention(AttentionProjections):

@@ -18,12 +18,13 @@ from torch import nn
 
 from ..errors import ConditioningError, InputError
 from .attention import check_backend
-from .blocks import Context, WanBlock
+from .blocks import Context, SelfAttention, WanBlock
 from .blockswap import BlockSwap
 from .config import DiTConfig
 from .embeddings import Head, ImageEmbedding, TextEmbedding, embed_timesteps, time_embedding_mlp, time_projection_mlp
 from .rope import RopeCache
-from .vace import VaceBlock, start_vace
+from .token_split import TokenSplit
+from .vace import VaceBlock, VaceState, start_vace
 
 
 class WanDiT(nn.Module):
@@ -60,6 +61,7 @@ class WanDiT(nn.Module):
             )
         self.rope = RopeCache(c.head_dim)
         self.block_swap: BlockSwap | None = None
+        self.sequence_parallel: TokenSplit | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,6 +88,13 @@ class WanDiT(nn.Module):
         for module in self.modules():
             if hasattr(module, "backend"):
                 module.backend = self.attention_backend
+
+    def set_sequence_parallel(self, split: TokenSplit | None) -> None:
+        """Split the tokens of every forward across ranks (``wan_core.parallel``); None = one process."""
+        self.sequence_parallel = split
+        for module in self.modules():
+            if isinstance(module, SelfAttention):
+                module.sequence_parallel = split
 
     def compile_blocks(self, **compile_kwargs) -> None:
         """Optional: ``torch.compile`` each block (fuses the fp32 norm/modulation/RoPE element-wise ops).
@@ -147,8 +156,15 @@ class WanDiT(nn.Module):
             e, e0 = self._embed_time(self._timesteps(t, batch, grid, ref_tokens))
             ctx = self._embed_context(context, clip_fea, batch)
             rope = self.rope.get((grid[0] + (1 if ref_tokens else 0), grid[1], grid[2]), x.device)
-            x = self._run_blocks(x, e0, ctx, rope, vace_context, vace_scale, ref_tokens)
-            out = self.head(x[:, ref_tokens:], e if e.shape[1] == 1 else e[:, ref_tokens:])
+            vace = self._start_vace(x, vace_context, vace_scale, ref_tokens)
+            split = self.sequence_parallel
+            if split is not None:  # from here on each rank holds only its share of the tokens
+                x, e, e0, rope, vace = split.scatter_inputs(x, e, e0, rope, vace)
+            x = self._run_blocks(x, e0, ctx, rope, vace)
+            if split is None:
+                out = self.head(x[:, ref_tokens:], e if e.shape[1] == 1 else e[:, ref_tokens:])
+            else:
+                out = split.gather(self.head(x, e))[:, ref_tokens:]
             return self._unpatchify(out, grid, batch, tokens)
 
     def _patchify_input(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -215,16 +231,18 @@ class WanDiT(nn.Module):
                 image = self.img_emb(clip_fea.to(self.device), batch).to(self.compute_dtype)
         return Context(text, image)
 
-    def _run_blocks(self, x, e0, ctx: Context, rope, vace_context, vace_scale, ref_tokens: int) -> torch.Tensor:
+    def _start_vace(self, x, vace_context, vace_scale, ref_tokens: int) -> VaceState | None:
+        if vace_context is None:
+            return None
+        if not self.config.has_vace:
+            raise ConditioningError(f"{self.config.variant} is not a VACE model; remove the VACE conditioning.")
+        if ref_tokens:
+            raise ConditioningError("A reference latent (ref_conv) cannot be combined with VACE.")
+        return start_vace(self.vace_patch_embedding, self.vace_blocks[0], vace_context, vace_scale, x, self.dtype)
+
+    def _run_blocks(self, x, e0, ctx: Context, rope, vace: VaceState | None) -> torch.Tensor:
         cdt = self.compute_dtype
-        vace = hint_at = None
-        if vace_context is not None:
-            if not self.config.has_vace:
-                raise ConditioningError(f"{self.config.variant} is not a VACE model; remove the VACE conditioning.")
-            if ref_tokens:
-                raise ConditioningError("A reference latent (ref_conv) cannot be combined with VACE.")
-            vace = start_vace(self.vace_patch_embedding, self.vace_blocks[0], vace_context, vace_scale, x, cdt)
-            hint_at = {layer: j for j, layer in enumerate(self.config.vace_layers)}
+        hint_at = {layer: j for j, layer in enumerate(self.config.vace_layers)}
         for i, block in enumerate(self.blocks):
             x = block(x, e0, ctx, rope, cdt)
             if vace is not None and i in hint_at:

@@ -1,0 +1,75 @@
+"""``torchrun --nproc-per-node N -m wan_core generate ...``: one video on N GPUs.
+
+Every process parses the same command line. Rank 0 runs the ordinary generate command
+(text encoder, sampler, VAE, writing the file); its DiT calls go to all ranks. The
+other ranks only join the group, load the DiT(s) rank 0 names and serve forwards until
+rank 0 is done. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..devices import is_fp8, resolve_device, resolve_dtype
+from .distributed import RankInfo, init_group, local_device, teardown, timeout, torchrun_env
+from .fsdp import shard_blocks
+from .layout import Layout
+from .links import BroadcastInbox, BroadcastLink
+from .options import options_from
+from .service import DiTSpec, Leader, LoraState, ModelHost, ParallelDiT, serve
+
+log = logging.getLogger(__name__)
+
+# Workers wait for rank 0's next command while it encodes text or decodes video: hours are fine.
+CONTROL_TIMEOUT_S = 4 * 3600.0
+
+
+def run(args: argparse.Namespace, generate: Callable[[argparse.Namespace, Leader], int]) -> int:
+    """Join the group; rank 0 calls ``generate(args, leader)``, the others serve until it returns."""
+    rank, world, local_rank = torchrun_env()  # type: ignore[misc]
+    device_type = resolve_device(args.device).type
+    info = RankInfo(rank, world, local_device(device_type, local_rank))
+    options = options_from(args)
+    init_group(info, None, options.timeout_s)
+    try:
+        control = dist.new_group(backend="gloo", timeout=timeout(CONTROL_TIMEOUT_S))
+        layout = Layout(options, info.device)
+        if rank != 0:
+            serve(ModelHost(layout), BroadcastInbox(control))
+            return 0
+        log.info("%s; rank 0 on %s", layout.describe(), info.device)
+        leader = Leader(layout, BroadcastLink(control))
+        args.device = str(info.device)
+        try:
+            return generate(args, leader)
+        finally:
+            with contextlib.suppress(RuntimeError):
+                leader.stop()
+    finally:
+        teardown()
+
+
+def distribute(pipe: Any, leader: Leader, args: argparse.Namespace, loras: list) -> None:
+    """Load the pipeline's DiT(s) on every worker and put rank 0's stand-ins into the pipeline."""
+    device = torch.device(args.device)
+    weights = resolve_dtype(args.dtype, device)
+    compute = resolve_dtype(None, device) if is_fp8(weights) else weights
+    sources = {"high": args.model, "low": args.model_low}
+    experts = {"high": "high" if args.model_low else None, "low": "low"}
+    for role, attr in (("high", "dit"), ("low", "dit_low")):
+        if not sources[role]:
+            continue
+        source = sources[role] if len(sources[role]) > 1 else sources[role][0]
+        state = LoraState(tuple(loras), experts[role])
+        leader.load(role, DiTSpec(source, weights, args.attention, 0, compute), loras=state)
+        local = getattr(pipe, attr)
+        if leader.layout.options.shard_weights:  # rank 0's LoRAs are merged already (pipe.add_loras)
+            shard_blocks(local, leader.layout.mesh)
+        setattr(pipe, attr, ParallelDiT(leader, role, local, state))
