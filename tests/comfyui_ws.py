@@ -7,6 +7,7 @@ Connect with a client id, announce the editor's feature flags (so live previews 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 
@@ -19,7 +20,9 @@ PREVIEW_IMAGE_WITH_METADATA = 4
 class ComfyWebSocket:
     def __init__(self, host: str, port: int, client_id: str, timeout: float = 60.0):
         self.timeout = timeout
-        self.ws = connect(f"ws://{host}:{port}/ws?clientId={client_id}", open_timeout=timeout, max_size=None)
+        self._stack = contextlib.ExitStack()
+        url = f"ws://{host}:{port}/ws?clientId={client_id}"
+        self.ws = self._stack.enter_context(connect(url, open_timeout=timeout, max_size=None))
         self.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
 
     def send_json(self, message: dict) -> None:
@@ -31,7 +34,7 @@ class ComfyWebSocket:
         return json.loads(message) if isinstance(message, str) else message
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 def preview_image(frame: bytes):

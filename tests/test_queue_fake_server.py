@@ -223,3 +223,25 @@ def test_status_reports_done_running_and_failed(fake, tmp_path):
     assert code == 1 and "4 jobs: 2 completed, 1 queued or running, 1 failed" in text, text
     assert "prompt gone: lost" in text and "Value not in list" in text
     assert output_bytes(graph(seed=1)) in [(out / r["outputs"][0]["file"]).read_bytes() for r in _completed(out)]
+
+
+def test_one_progress_bar_per_running_job_with_node_and_step(fake, tmp_path, capsys):
+    """The fake sends /ws progress for node 2 (titled "Save"): the job's bar shows that node and its steps."""
+    from wan_queue.client import ComfyServer
+    from wan_queue.jobs import make_jobs
+    from wan_queue.runner import BatchRunner, RunOptions
+    from wan_queue.servers import ServerPool
+
+    fake.run_s = 0.6
+    (job,) = make_jobs(graph(), [{}])
+
+    async def run():
+        pool = ServerPool([ComfyServer(fake.address)], {"FakeLoader", "FakeSave"}, per_server=1, backoff_max_s=1)
+        try:
+            return await BatchRunner([job], pool, RunOptions(tmp_path, progress=True, poll_s=0.2)).run()
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()).completed == 1
+    err = capsys.readouterr().err
+    assert f"{job.id[:8]} Save" in err and "2/2" in err, err

@@ -97,10 +97,21 @@ def _jobs(args: argparse.Namespace, workflow: dict, object_info: dict | None) ->
     return make_jobs(api, params, object_info)
 
 
+def _load_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"cannot read the {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise WorkflowError(f"the {what} {path} is not a JSON object")
+    return data
+
+
 async def _run(args: argparse.Namespace) -> int:
-    workflow = json.loads(args.workflow.read_text())
+    workflow = _load_json(args.workflow, "workflow")
     servers = [ComfyServer(a) for a in args.server or [DEFAULT_SERVER]]
-    object_info, source = (json.loads(args.object_info.read_text()), None) if args.object_info else (None, None)
+    object_info = _load_json(args.object_info, "--object-info file") if args.object_info else None
+    source = None
     pool = ServerPool(servers, set(), args.per_server, backoff_max_s=30.0)
     try:
         if object_info is None and not (args.dry_run and not is_ui_workflow(workflow)):

@@ -17,7 +17,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from .errors import PromptRejected, ServerDown
+from .errors import PromptRejected, ServerDown, ServerError
 from .jobs import LocalFile
 from .manifest import atomic_write
 
@@ -54,9 +54,17 @@ class ComfyServer:
             raise ServerDown(f"{self.url} answered {method} {path} with HTTP {response.status_code}")
         return response
 
+    def _check(self, response: httpx.Response) -> None:
+        if response.is_error:
+            request = response.request
+            raise ServerError(
+                f"{self.url} answered {request.method} {request.url.path} with HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+
     async def get_json(self, path: str, params: dict | None = None) -> Any:
         response = await self._request("GET", path, params=params)
-        response.raise_for_status()
+        self._check(response)
         return response.json()
 
     async def object_info(self) -> dict:
@@ -81,7 +89,7 @@ class ComfyServer:
             except json.JSONDecodeError:
                 body = {"error": {"message": response.text}}
             raise PromptRejected(f"{self.url} rejected the prompt", body)
-        response.raise_for_status()
+        self._check(response)
         return response.json()
 
     async def upload(self, local: LocalFile) -> str:
@@ -89,7 +97,7 @@ class ComfyServer:
         with open(local.path, "rb") as handle:
             files = {"image": (local.upload_name, handle, "application/octet-stream")}
             response = await self._request("POST", "/upload/image", files=files, data={"overwrite": "true"})
-        response.raise_for_status()
+        self._check(response)
         answer = response.json()
         return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
 
@@ -100,7 +108,9 @@ class ComfyServer:
         digest, size = hashlib.sha256(), 0
         try:
             async with self._http.stream("GET", "/view", params=params) as response:
-                response.raise_for_status()
+                if response.is_error:
+                    await response.aread()
+                    self._check(response)
                 with atomic_write(dest) as handle:
                     async for chunk in response.aiter_bytes():
                         digest.update(chunk)

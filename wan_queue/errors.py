@@ -19,6 +19,10 @@ class ServerDown(QueueError):
     """A server did not answer (refused, reset, timed out); the job goes back to the queue."""
 
 
+class ServerError(QueueError):
+    """A server answered a request with an HTTP error (other than a rejected prompt)."""
+
+
 class PromptRejected(QueueError):
     """``/prompt`` answered 400: the message lists the server's ``node_errors`` per node and input."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import NoServerError, PromptRejected, ServerDown, WorkflowError
+from .errors import NoServerError, PromptRejected, QueueError, ServerDown, WorkflowError
 from .jobs import Job
 from .manifest import COMPLETED, FAILED, QUEUED, Manifest, outputs_present
 from .report import describe_execution_error, describe_rejection
@@ -67,6 +67,7 @@ class BatchRunner:
         self.summary = Summary(jobs=len(jobs))
         self.overall: tqdm | None = None
         self.errors_seen: dict[str, str] = {}  # message -> first job that failed with it
+        self.active: set[asyncio.Task] = set()  # job tasks
 
     # ------------------------------------------------------------------ main loop
 
@@ -93,47 +94,50 @@ class BatchRunner:
         )
         listeners = [asyncio.create_task(self._listen(slot)) for slot in self.pool.slots]
         try:
-            active = {asyncio.create_task(self._resume(job, record)) for job, record in resume}
-            await self._dispatch(active)
-        finally:
-            for task in listeners:
+            self.active = {asyncio.create_task(self._resume(job, record)) for job, record in resume}
+            await self._dispatch()
+        finally:  # on Ctrl-C too: job tasks end (temp files removed), the manifest holds whole lines only
+            tasks = [*listeners, *self.active]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*listeners, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.overall.close()
         return self.summary
 
     def _no_bars(self) -> bool | None:
         return None if self.options.progress is None else not self.options.progress
 
-    async def _dispatch(self, active: set[asyncio.Task]) -> None:
+    async def _dispatch(self) -> None:
         stuck_since: float | None = None
-        while self.todo or active:
+        while self.todo or self.active:
             slot = await self.pool.pick() if self.todo else None
             if slot is not None:
                 stuck_since = None
                 job = self.todo.popleft()
                 slot.ours.add(job.id)
-                active.add(asyncio.create_task(self._run_job(job, slot)))
+                self.active.add(asyncio.create_task(self._run_job(job, slot)))
                 continue
             if self.todo and not self.pool.usable():
                 raise WorkflowError("no server can run this workflow: " + self._server_states())
-            if self.todo and not active:
+            if self.todo and not self.active:
                 stuck_since = stuck_since or time.monotonic()
                 if time.monotonic() - stuck_since > self.options.give_up_s:
                     raise NoServerError(
                         f"no server took a job for {self.options.give_up_s:.0f} s: {self._server_states()}. "
                         "Start them and rerun the same command: finished jobs are kept, queued ones resumed."
                     )
-            active = await self._wait_some(active)
+            await self._wait_some()
 
-    async def _wait_some(self, active: set[asyncio.Task]) -> set[asyncio.Task]:
-        if not active:
+    async def _wait_some(self) -> None:
+        """Until a job task ends or ``poll_s`` passes (a server may have room again)."""
+        if not self.active:
             await asyncio.sleep(self.options.poll_s)
-            return active
-        done, pending = await asyncio.wait(active, timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED)
+            return
+        done, self.active = await asyncio.wait(
+            self.active, timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED
+        )
         for task in done:
             task.result()  # a bug inside a job task must not pass silently
-        return pending
 
     def _server_states(self) -> str:
         return "; ".join(
@@ -162,6 +166,8 @@ class BatchRunner:
             self._failed(job, slot, prompt_id, message)
         except ServerDown as exc:
             self._lost(job, slot, prompt_id, str(exc))
+        except QueueError as exc:  # e.g. an output the server cannot serve
+            self._failed(job, slot, prompt_id, str(exc))
         finally:
             slot.ours.discard(job.id)
 
@@ -172,6 +178,8 @@ class BatchRunner:
             await self._follow(job, slot, record["prompt_id"], record.get("queued_at", time.time()))
         except ServerDown as exc:
             self._lost(job, slot, record["prompt_id"], str(exc))
+        except QueueError as exc:
+            self._failed(job, slot, record["prompt_id"], str(exc))
         finally:
             slot.ours.discard(job.id)
 

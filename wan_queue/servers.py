@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .client import ComfyServer
 from .convert import missing_node_types
-from .errors import ServerDown
+from .errors import ServerDown, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class ServerPool:
             running, pending = await slot.server.queue()
             if not slot.up:
                 await self._recover(slot)
-        except ServerDown as exc:
+        except (ServerDown, ServerError) as exc:
             self.mark_down(slot, str(exc))
             return None
         return len(running) + len(pending) + slot.posting
