@@ -219,3 +219,15 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
     with atomic_write(target) as handle:
         handle.write(b"whole")
     assert target.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [target]
+
+
+def test_the_tool_imports_neither_comfy_nor_torch():
+    """It runs on machines without ComfyUI or torch: importing the whole CLI pulls in neither."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "import sys, wan_queue.cli; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'comfy', 'nodes', 'folder_paths', 'wan_core')]; print(bad)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

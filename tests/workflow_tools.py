@@ -15,7 +15,6 @@ stand-ins here, with the same inputs, outputs and display names.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from typing import Any
 from wan_queue import convert
 from wan_queue.convert import VIRTUAL_NODES, is_link
 from wan_queue.errors import WorkflowError
+from wan_queue.params import apply_params
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
@@ -369,13 +369,9 @@ def api_parents(api: dict) -> dict[str, list[str]]:
 
 
 def override_api(api: dict, values: dict[str, Any]) -> dict:
-    """A copy of ``api`` with every widget input named in ``values`` replaced (e.g. width, steps)."""
-    api = copy.deepcopy(api)
-    for node in api.values():
-        for name, value in values.items():
-            if name in node["inputs"] and not is_link(node["inputs"][name]):
-                node["inputs"][name] = value
-    return api
+    """A copy of ``api`` with every widget input named in ``values`` replaced (e.g. width, steps), by the
+    queue tool's ``--set`` rules; a name no node has is an error."""
+    return apply_params(api, values)
 
 
 def execute_api(api: dict, defs: dict[str, type] | None = None, workflow: dict | None = None) -> dict[str, Any]:
