@@ -90,6 +90,8 @@ class FakeComfyUI:
         self.posted: list[str] = []  # prompt ids accepted, over restarts
         self.executed: list[str] = []
         self.paused = False
+        self.cancelled: list[str] = []  # prompt ids removed through POST /queue {"delete": [...]}
+        self.resume_on_cancel = False  # unpause once a client cancels prompts
         self.on_done = None  # callback(fake, prompt_id) after a prompt finishes (runs on the server loop)
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self._loop = asyncio.new_event_loop()
@@ -210,7 +212,9 @@ class FakeComfyUI:
 
     async def _queue_delete(self, request: web.Request) -> web.Response:
         drop = set((await request.json()).get("delete", []))
+        self.cancelled += [p[0] for p in self.pending if p[0] in drop]
         self.pending = [p for p in self.pending if p[0] not in drop]
+        self.paused = self.paused and not self.resume_on_cancel
         return web.Response()
 
     async def _history(self, request: web.Request) -> web.Response:

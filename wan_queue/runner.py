@@ -18,11 +18,11 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from .errors import NoServerError, PromptRejected, QueueError, ServerDown, WorkflowError
+from .errors import NoServerError, PromptRejected, QueueError, ServerDown, ServerError, WorkflowError
 from .jobs import Job
 from .manifest import COMPLETED, FAILED, QUEUED, Manifest, outputs_present
 from .report import describe_execution_error, describe_rejection
@@ -96,6 +96,7 @@ class BatchRunner:
         try:
             self.active = {asyncio.create_task(self._resume(job, record)) for job, record in resume}
             await self._dispatch()
+            await self.pool.cancel_abandoned()
         finally:  # on Ctrl-C too: job tasks end (temp files removed), the manifest holds whole lines only
             tasks = [*listeners, *self.active]
             for task in tasks:
@@ -254,7 +255,10 @@ class BatchRunner:
                 for ref in items if isinstance(items, list) else []:
                     if not (isinstance(ref, dict) and "filename" in ref):
                         continue
-                    name = ref["filename"] if ref["filename"] not in used else f"{node_id}_{ref['filename']}"
+                    base = PurePosixPath(str(ref["filename"]).replace("\\", "/")).name  # never a path out of OUT
+                    if base in ("", ".", ".."):
+                        raise ServerError(f"{slot.url} named an output {ref['filename']!r}: not a file name")
+                    name = base if base not in used else f"{node_id}_{base}"
                     used.add(name)
                     rel = Path(job.id) / name
                     sha, size = await slot.server.download(ref, self.options.out_dir / rel)

@@ -116,6 +116,17 @@ class ServerPool:
             best = key if best is None or key[:3] < best[:3] else best
         return best[3] if best else None
 
+    async def cancel_abandoned(self) -> None:
+        """At the end of a batch: cancel prompts we requeued elsewhere on servers that answer again."""
+        for slot in (s for s in self.slots if s.abandoned):
+            try:
+                await slot.server.cancel(slot.abandoned)
+                slot.abandoned.clear()
+            except (ServerDown, ServerError) as exc:
+                log.warning(
+                    "%s: prompts %s were queued elsewhere and may still run there (%s)", slot.url, slot.abandoned, exc
+                )
+
     def usable(self) -> list[ServerSlot]:
         return [s for s in self.slots if s.dispatch and not s.unusable]
 
