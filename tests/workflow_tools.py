@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from wan_queue import convert
-from wan_queue.convert import VIRTUAL_NODES, is_link
+from wan_queue.convert import VIRTUAL_NODES, is_link  # noqa: F401  (VIRTUAL_NODES: re-exported for the tests)
 from wan_queue.errors import WorkflowError
 from wan_queue.params import apply_params
 
@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 API_DIR = WORKFLOWS / "api"
 CONTROL_DEFAULT = "fixed"  # the control value our graphs ship with: a workflow reruns reproducibly
-__all__ = ["VIRTUAL_NODES"]
 
 
 # --------------------------------------------------------------------------- native stand-ins

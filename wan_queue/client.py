@@ -38,6 +38,7 @@ class ComfyServer:
         self.url = server_url(address)
         self.client_id = uuid.uuid4().hex  # events of the prompts we queue are sent to this id
         self._http = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=5.0))
+        self._model_folders: dict[str, list[str]] | None = None
 
     def __repr__(self) -> str:
         return f"ComfyServer({self.url})"
@@ -121,8 +122,11 @@ class ComfyServer:
         return digest.hexdigest(), size
 
     async def model_folders(self) -> dict[str, list[str]]:
-        """{model folder: file names} as the server sees them (``/models``)."""
-        return {folder: await self.get_json(f"/models/{folder}") for folder in await self.get_json("/models")}
+        """{model folder: file names} as the server sees them (``/models``); asked once per run."""
+        if self._model_folders is None:
+            folders = await self.get_json("/models")
+            self._model_folders = {folder: await self.get_json(f"/models/{folder}") for folder in folders}
+        return self._model_folders
 
     async def cancel(self, prompt_ids: list[str]) -> None:
         """Remove pending prompts and interrupt running ones (prompts we gave up on and queued elsewhere).

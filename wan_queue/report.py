@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 
 from .client import ComfyServer
 from .convert import combo_choices, declared_inputs
-from .errors import ServerDown
+from .errors import QueueError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def _missing_model_hint(server: ComfyServer, object_info: dict, class_type
         return None
     try:
         folder = model_folder(await server.model_folders(), combo_choices(spec), name)
-    except (ServerDown, ValueError) as exc:
+    except (QueueError, ValueError) as exc:
         log.debug("model folders of %s: %s", server.url, exc)
         folder = None
     if folder is None:
