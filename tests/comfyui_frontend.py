@@ -1,11 +1,8 @@
-"""The ComfyUI frontend's rules (1.27) for loading a UI workflow, checked against a live ``/object_info``.
+"""Checks of a UI workflow against a live ``/object_info`` by the ComfyUI frontend's rules (1.27).
 
-Read from the frontend's sources (litegraph ``LGraphNode.configure``/``serialize``, ``useIntWidget``,
-``uploadImage.ts``, ``workflowSchema.ts``): a node's serialised ``widgets_values`` are its widget inputs in
-``input_order`` (required, then optional), each INT named seed/noise_seed (or any input with
-``control_after_generate``) followed by its control value, and an ``upload`` button value after all other
-widgets of a node with an upload combo (image_upload, video_upload or animated_image_upload). Values are
-assigned by position, so a wrong count shifts every value.
+The rules that lay out a node's ``widgets_values`` (and convert a UI workflow to the API format) live in
+:mod:`wan_queue.convert`; here: whether each value is one the editor accepts (counts, combo choices,
+ranges, control values), link types, the workflow schema, and what the editor reads from a dropped video.
 """
 
 from __future__ import annotations
@@ -14,64 +11,15 @@ import json
 import re
 import urllib.parse
 
-from workflow_tools import VIRTUAL_NODES
-
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
-CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
-
-
-def _kind(spec: list) -> str:
-    return "COMBO" if isinstance(spec[0], list) else str(spec[0])
-
-
-def _opts(spec: list) -> dict:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def _choices(spec: list) -> list:
-    return spec[0] if isinstance(spec[0], list) else _opts(spec).get("options", [])
-
-
-def frontend_widgets(node_info: dict) -> list[tuple[str, list | None]]:
-    """(name, spec) per serialised widget value, in the frontend's order; spec None = an extra value.
-
-    Widgets come in ``input_order`` (required, then optional); an INT named seed/noise_seed (or any
-    input with ``control_after_generate``) is followed by its control combo. A required combo flagged
-    image/video/animated_image_upload makes uploadImage.ts add a required ``upload`` input; it is not in
-    ``input_order``, so getOrderedInputSpecs puts its button after every other widget, optional ones
-    included, and the button serialises its value ("image") like any widget without ``serialize: false``.
-    """
-    out: list[tuple[str, list | None]] = []
-    for section in ("required", "optional"):
-        specs = node_info["input"].get(section, {})
-        for name in node_info.get("input_order", {}).get(section, list(specs)):
-            spec, kind = specs[name], _kind(specs[name])
-            if kind not in WIDGET_TYPES or _opts(spec).get("forceInput"):
-                continue
-            out.append((name, spec))
-            seed_like = kind == "INT" and name in ("seed", "noise_seed")
-            if _opts(spec).get("control_after_generate", seed_like):
-                out.append((f"{name}.control_after_generate", None))
-    if has_upload_button(node_info):
-        out.append(("upload", None))
-    return out
-
-
-def has_upload_button(node_info: dict) -> bool:
-    """uploadImage.ts isMediaUploadComboInput, over the required inputs."""
-    return any(
-        _kind(spec) == "COMBO" and any(_opts(spec).get(k) is True for k in UPLOAD_OPTIONS)
-        for spec in node_info["input"].get("required", {}).values()
-    )
+from wan_queue.convert import CONTROL_VALUES, combo_choices, input_kind, input_options, widget_slots
 
 
 def _value_problem(name: str, spec: list | None, value) -> str | None:
     if spec is None:
         return None if not name.endswith("control_after_generate") or value in CONTROL_VALUES else f"{name}={value!r}"
-    kind, opts = _kind(spec), _opts(spec)
+    kind, opts = input_kind(spec), input_options(spec)
     if kind == "COMBO":
-        return None if value in _choices(spec) else f"{name}={value!r} is not offered ({_choices(spec)[:6]})"
+        return None if value in combo_choices(spec) else f"{name}={value!r} is not offered ({combo_choices(spec)[:6]})"
     if kind in ("INT", "FLOAT"):
         ok = (
             isinstance(value, (int, float)) and not isinstance(value, bool) and (kind == "FLOAT" or value == int(value))
@@ -87,7 +35,7 @@ def _value_problem(name: str, spec: list | None, value) -> str | None:
 
 def node_problems(node: dict, node_info: dict) -> list[str]:
     where = f"node {node['id']} ({node['type']})"
-    widgets, values = frontend_widgets(node_info), node.get("widgets_values", [])
+    widgets, values = widget_slots(node_info), node.get("widgets_values", [])
     if len(values) != len(widgets):
         return [f"{where}: {len(values)} widget values, the editor has {len(widgets)}: {[w for w, _ in widgets]}"]
     return [
@@ -106,7 +54,7 @@ def link_problems(workflow: dict, info: dict) -> list[str]:
             **info[dst_node["type"]]["input"].get("required", {}),
             **info[dst_node["type"]]["input"].get("optional", {}),
         }
-        in_type = _kind(specs[name]) if name in specs else None
+        in_type = input_kind(specs[name]) if name in specs else None
         if not ltype == out_type == in_type:
             problems.append(f"link {link_id}: {ltype!r} from an output {out_type!r} into {name!r} typed {in_type!r}")
     return problems
@@ -198,22 +146,6 @@ def schema_problems(workflow: dict) -> list[str]:
             ):
                 problems.append(f"node {node['id']}: output {slot!r}")
     return problems
-
-
-def frontend_api(workflow: dict, info: dict) -> dict:
-    """The API prompt the editor would queue for a UI workflow, by the rules of :func:`frontend_widgets`."""
-    links = {lk[0]: lk for lk in workflow["links"]}
-    api = {}
-    for node in workflow["nodes"]:
-        if node["type"] in VIRTUAL_NODES or node.get("mode", 0) in (2, 4):
-            continue
-        named = zip(frontend_widgets(info[node["type"]]), node["widgets_values"])
-        inputs = {name: value for (name, spec), value in named if spec is not None}
-        for inp in node.get("inputs", []):
-            if inp.get("link") is not None:
-                inputs[inp["name"]] = [str(links[inp["link"]][1]), links[inp["link"]][2]]
-        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"]}
-    return api
 
 
 # --------------------------------------------------------------------------- dropping a video on the editor

@@ -1,18 +1,18 @@
-"""The frontend rules used by the real-ComfyUI test (no ComfyUI needed): widget layout on hand-written
-/object_info entries, and the metadata the editor reads from a dropped video."""
+"""The frontend rules used by the real-ComfyUI test and wan_queue (no ComfyUI needed): widget layout on
+hand-written /object_info entries, and the metadata the editor reads from a dropped video."""
 
 from __future__ import annotations
 
 import pytest
 from comfyui_frontend import (
-    frontend_api,
-    frontend_widgets,
     link_problems,
     mp4_editor_metadata,
     node_problems,
     schema_problems,
     webp_editor_metadata,
 )
+
+from wan_queue.convert import ui_to_api, widget_slots
 
 SAMPLER = {
     "input": {
@@ -65,28 +65,28 @@ def _node(node_id: int, node_type: str, values: list, inputs: list | None = None
 
 
 def test_widget_order_has_seed_control_and_upload_after_required_widgets():
-    assert [n for n, _ in frontend_widgets(SAMPLER)] == [
+    assert [n for n, _ in widget_slots(SAMPLER)] == [
         "seed",
         "seed.control_after_generate",
         "mode",
         "strength",
         "flag",
     ]
-    assert [n for n, _ in frontend_widgets(LOAD_IMAGE)] == ["image", "n", "upload"]
+    assert [n for n, _ in widget_slots(LOAD_IMAGE)] == ["image", "n", "upload"]
 
 
 def test_upload_button_of_any_media_combo_comes_after_every_widget():
     """uploadImage.ts adds ``upload`` to the required inputs but not to input_order: its button goes last,
     after optional widgets too; a combo without an upload flag (or a socket) adds none."""
-    assert [n for n, _ in frontend_widgets(LOAD_VIDEO)] == ["video", "frames", "upload"]
-    assert [n for n, _ in frontend_widgets(V2_COMBO)] == ["clip", "upload"]
+    assert [n for n, _ in widget_slots(LOAD_VIDEO)] == ["video", "frames", "upload"]
+    assert [n for n, _ in widget_slots(V2_COMBO)] == ["clip", "upload"]
     plain = {"input": {"required": {"video": [["x.mp4"], {"video_upload": False}]}}, "output": []}
-    assert [n for n, _ in frontend_widgets(plain)] == ["video"]
+    assert [n for n, _ in widget_slots(plain)] == ["video"]
     node = _node(1, "LoadVideo", ["x.mp4", 3, "image"])
     assert node_problems(node, LOAD_VIDEO) == []
     assert "widget values" in node_problems(_node(1, "LoadVideo", ["x.mp4", 3]), LOAD_VIDEO)[0]
     workflow = {"links": [], "nodes": [node]}
-    assert frontend_api(workflow, {"LoadVideo": LOAD_VIDEO})["1"]["inputs"] == {"video": "x.mp4", "frames": 3}
+    assert ui_to_api(workflow, {"LoadVideo": LOAD_VIDEO})["1"]["inputs"] == {"video": "x.mp4", "frames": 3}
 
 
 def test_problems_found_for_count_range_choice_and_control_value():
@@ -112,7 +112,7 @@ def test_links_schema_and_api_conversion():
     }
     assert link_problems(workflow, INFO) == ["link 1: 'IMAGE' from an output 'IMAGE' into 'model' typed 'MODEL'"]
     assert schema_problems(workflow) == []
-    assert frontend_api(workflow, INFO)["2"]["inputs"] == {
+    assert ui_to_api(workflow, INFO)["2"]["inputs"] == {
         "seed": 3,
         "mode": "b",
         "strength": 0.5,

@@ -28,12 +28,8 @@ free port and checks, against the running server:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -42,45 +38,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-from comfyui_frontend import frontend_api, link_problems, mp4_editor_metadata, node_problems, schema_problems
+from comfyui_frontend import link_problems, mp4_editor_metadata, node_problems, schema_problems
+from comfyui_server import LINK_NAME, ComfyUIProcess, comfyui_path, pack_linked, write_extra_model_paths
+from comfyui_server import get_json as _get
 from conftest import ROOT
 from workflow_tools import API_DIR, VIRTUAL_NODES, WORKFLOWS, load_json, override_api
+
+from wan_queue.convert import ui_to_api
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 SMALL = {"width": 32, "height": 32, "length": 5, "steps": 2}
-START_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600
-LINK_NAME = "comfyui-wan-core-under-test"
-SKIP_HELP = (
-    "set COMFYUI_PATH to a ComfyUI checkout (0.3.64+) and COMFYUI_PYTHON to a Python that has ComfyUI's "
-    "requirements and this pack's requirements.txt (default: the Python running pytest)"
-)
 REAL_VAE = "wan21_vae_released_width.safetensors"
 GGUF_DIT = "wan2.1_t2v_1.3B-Q4_K_M.gguf"  # the tiny T2V DiT as a GGUF (K-quant / Q8_0 blocks)
-
-
-def _skip(reason: str) -> None:
-    print(f"SKIP real-ComfyUI test: {reason}")
-    pytest.skip(reason)
-
-
-def _comfyui_path() -> Path:
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        _skip(f"COMFYUI_PATH is not set: {SKIP_HELP}")
-    root = Path(path)
-    if not (root / "main.py").is_file():
-        _skip(f"COMFYUI_PATH={path} has no main.py: {SKIP_HELP}")
-    return root
-
-
-def _comfyui_python() -> str:
-    """The interpreter that runs ComfyUI: $COMFYUI_PYTHON, else the one running the tests."""
-    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
-    if not Path(python).is_file():
-        raise AssertionError(f"COMFYUI_PYTHON={python} does not exist: {SKIP_HELP}")
-    return python
 
 
 def _write_released_width_vae(path: Path) -> None:
@@ -98,17 +69,6 @@ def _write_released_width_vae(path: Path) -> None:
     save_file(tiny_vae_state_dict("2.1", seed=5, sizes=sizes, dtype=torch.bfloat16), str(path))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 30):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
@@ -119,12 +79,6 @@ def _post(url: str, payload: dict) -> dict:
             return json.loads(body) if body else {}
     except urllib.error.HTTPError as exc:  # ComfyUI answers 400 with the validation errors
         raise AssertionError(f"/prompt rejected the workflow: {exc.read().decode(errors='replace')}") from exc
-
-
-def _write_extra_model_paths(path: Path, models: Path) -> None:
-    folders = ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras")
-    lines = ["wan_core_tiny:", f"    base_path: {models}"] + [f"    {f}: {f}" for f in folders]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def _write_gguf_dit(folder: Path, name: str) -> None:
@@ -138,81 +92,26 @@ def _write_gguf_dit(folder: Path, name: str) -> None:
     write_gguf(folder / name, sd, {prefix + k: t for k, t in types.items()})
 
 
-def _wait_until_up(base: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.time() + START_TIMEOUT_S
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"ComfyUI exited with {process.returncode} (is COMFYUI_PYTHON right? {SKIP_HELP}):\n"
-                f"{log_path.read_text()[-4000:]}"
-            )
-        try:
-            _get(f"{base}/system_stats", timeout=5)
-            return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"ComfyUI did not start within {START_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def comfyui(tmp_path_factory):
-    root = _comfyui_path()
+    root = comfyui_path()
     from wan_core.tiny_build import write_tiny_models
 
     work = tmp_path_factory.mktemp("comfyui_real")
-    models, inputs, outputs = work / "models", work / "input", work / "output"
+    models = work / "models"
     write_tiny_models(models)
     _write_released_width_vae(models / "vae" / REAL_VAE)
     _write_gguf_dit(models / "diffusion_models", GGUF_DIT)
-    shutil.copytree(WORKFLOWS / "inputs", inputs)
-    outputs.mkdir()
-    _write_extra_model_paths(work / "extra_model_paths.yaml", models)
-    link = root / "custom_nodes" / LINK_NAME
-    if not link.exists():
-        link.symlink_to(ROOT, target_is_directory=True)
-    port = _free_port()
-    log_path = work / "comfyui.log"
-    (work / "user").mkdir()
-    # only this pack among the custom nodes; user data, temp files and the database outside the checkout
-    cmd = [
-        _comfyui_python(),
-        "main.py",
-        "--cpu",
-        "--listen",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--extra-model-paths-config",
-        str(work / "extra_model_paths.yaml"),
-        "--input-directory",
-        str(inputs),
-        "--output-directory",
-        str(outputs),
-        "--user-directory",
-        str(work / "user"),
-        "--temp-directory",
-        str(work / "temp"),
-        "--database-url",
-        "sqlite:///:memory:",
-        "--disable-all-custom-nodes",
-        "--whitelist-custom-nodes",
-        LINK_NAME,
-    ]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(base, process, log_path)
-        info = _get(f"{base}/object_info", timeout=120)
-        yield {"base": base, "outputs": outputs, "log": log_path, "info": info}
-    finally:
-        process.terminate()
+    write_extra_model_paths(work / "extra_model_paths.yaml", models)
+    server = ComfyUIProcess(root, work, work / "extra_model_paths.yaml")
+    shutil.copytree(WORKFLOWS / "inputs", server.inputs)
+    with pack_linked(root):
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if link.is_symlink():
-            link.unlink()
+            server.start()
+            info = _get(f"{server.base}/object_info", timeout=120)
+            yield {"base": server.base, "outputs": server.outputs, "log": server.log_path, "info": info}
+        finally:
+            server.stop()
 
 
 # --------------------------------------------------------------------------- registration
@@ -272,11 +171,7 @@ def test_ui_workflow_loads_in_the_editor(comfyui, name):
     ]
     problems += link_problems(workflow, info) + schema_problems(workflow)
     assert not problems, "\n".join(problems)
-    twin = {
-        nid: {"inputs": n["inputs"], "class_type": n["class_type"]}
-        for nid, n in load_json(API_DIR / f"{name}.json").items()
-    }
-    assert frontend_api(workflow, info) == twin
+    assert ui_to_api(workflow, info) == load_json(API_DIR / f"{name}.json")  # titles: the served display names
 
 
 # --------------------------------------------------------------------------- execution

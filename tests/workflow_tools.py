@@ -1,34 +1,35 @@
 """Workflow helpers for tests and for building the shipped graphs.
 
 * :class:`GraphBuilder` writes ComfyUI editor ("UI") format workflows from node definitions.
-* :func:`ui_to_api` converts a UI workflow to the API format queued through ``/prompt``,
-  using each node's INPUT_TYPES for the widget order (as ComfyUI's frontend does, including
-  the extra ``control_after_generate`` value after a seed and the trailing ``upload`` button value of
-  LoadImage / Wan Load Video).
+* :func:`ui_to_api` converts a UI workflow to the API format queued through ``/prompt``. The editor's
+  widget rules (order, the ``control_after_generate`` value after a seed, the trailing ``upload`` button
+  value of LoadImage / Wan Load Video) live in :mod:`wan_queue.convert`, which applies them to
+  ``/object_info`` entries; :func:`object_info` gives those entries for our node classes, as ComfyUI
+  serves them.
 * :func:`validate_ui` checks node types, link types, widget counts, order and ranges.
 * :func:`execute_api` runs an API graph through the node classes in topological order.
 
 ComfyUI's own nodes the workflows use (LoadImage, Note, MarkdownNote) get small standalone
-stand-ins here, with the same inputs and outputs.
+stand-ins here, with the same inputs, outputs and display names.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from wan_queue import convert
+from wan_queue.convert import VIRTUAL_NODES, is_link  # noqa: F401  (VIRTUAL_NODES: re-exported for the tests)
+from wan_queue.errors import WorkflowError
+from wan_queue.params import apply_params
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 API_DIR = WORKFLOWS / "api"
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-VIRTUAL_NODES = ("Note", "MarkdownNote")
-SEED_NAMES = ("seed", "noise_seed")
-UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
-UPLOAD_VALUE = "image"  # the upload button's value, serialised by the editor for images and videos alike
+CONTROL_DEFAULT = "fixed"  # the control value our graphs ship with: a workflow reruns reproducibly
 
 
 # --------------------------------------------------------------------------- native stand-ins
@@ -74,6 +75,7 @@ class MarkdownNote(Note):
 
 
 NATIVE_NODES = {"LoadImage": LoadImage, "Note": Note, "MarkdownNote": MarkdownNote}
+NATIVE_DISPLAY_NAMES = {"LoadImage": "Load Image", "Note": "Note", "MarkdownNote": "Markdown Note"}
 
 
 def node_definitions() -> dict[str, type]:
@@ -83,86 +85,78 @@ def node_definitions() -> dict[str, type]:
     return {**nodes.NODE_CLASS_MAPPINGS, **NATIVE_NODES}
 
 
+def _display_names() -> dict[str, str]:
+    import nodes
+
+    return {**nodes.NODE_DISPLAY_NAME_MAPPINGS, **NATIVE_DISPLAY_NAMES}
+
+
 # --------------------------------------------------------------------------- input specs
 
 
-def _input_kind(spec: tuple) -> str:
-    kind = spec[0]
-    return "COMBO" if isinstance(kind, (list, tuple)) else str(kind)
+def node_info(cls: type, node_type: str | None = None) -> dict:
+    """The ``/object_info`` entry ComfyUI serves for a node class (JSON, so tuples are lists)."""
+    node_type = node_type or cls.__name__
+    sections = {k: v for k, v in cls.INPUT_TYPES().items() if k in ("required", "optional")}
+    return {
+        "input": json.loads(json.dumps(sections)),
+        "input_order": {k: list(v) for k, v in sections.items()},
+        "output": list(cls.RETURN_TYPES),
+        "output_name": list(_return_names(cls)),
+        "name": node_type,
+        "display_name": _display_names().get(node_type, node_type),
+        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+    }
 
 
-def _options(spec: tuple) -> dict:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+def object_info(defs: dict[str, type] | None = None) -> dict[str, dict]:
+    """``/object_info`` for node classes (default: ours plus the native stand-ins)."""
+    return {name: node_info(cls, name) for name, cls in (defs or node_definitions()).items()}
 
 
-def all_inputs(cls: type) -> list[tuple[str, tuple, bool]]:
+def _input_kind(spec) -> str:
+    return convert.input_kind(spec)
+
+
+def _options(spec) -> dict:
+    return convert.input_options(spec)
+
+
+def all_inputs(cls: type) -> list[tuple[str, list, bool]]:
     """(name, spec, required) of every declared input, in declaration order (required first)."""
-    types = cls.INPUT_TYPES()
-    out = [(n, s, True) for n, s in types.get("required", {}).items()]
-    return out + [(n, s, False) for n, s in types.get("optional", {}).items()]
+    return convert.declared_inputs(node_info(cls))
 
 
-def is_widget(spec: tuple) -> bool:
-    return _input_kind(spec) in WIDGET_TYPES and not _options(spec).get("forceInput")
+def widget_specs(cls: type) -> list[tuple[str, list]]:
+    return [(name, spec) for name, spec, _ in all_inputs(cls) if convert.is_widget_input(spec)]
 
 
-def widget_specs(cls: type) -> list[tuple[str, tuple]]:
-    return [(name, spec) for name, spec, _ in all_inputs(cls) if is_widget(spec)]
+def socket_specs(cls: type) -> list[tuple[str, list, bool]]:
+    return [(name, spec, req) for name, spec, req in all_inputs(cls) if not convert.is_widget_input(spec)]
 
 
-def socket_specs(cls: type) -> list[tuple[str, tuple, bool]]:
-    return [(name, spec, req) for name, spec, req in all_inputs(cls) if not is_widget(spec)]
-
-
-def _extra_values(name: str, spec: tuple) -> list:
-    """Values the frontend stores right after a widget's own: the seed's control_after_generate."""
-    opts = _options(spec)
-    if _input_kind(spec) == "INT" and (name in SEED_NAMES or opts.get("control_after_generate")):
-        return ["fixed"]
-    return []
-
-
-def has_upload_button(cls: type) -> bool:
-    """Whether the editor adds an upload button: a required combo flagged image/video/animated_image_upload.
-
-    The frontend (uploadImage.ts) adds a required ``upload`` input that is not in ``input_order``, so its
-    widget comes after every other widget, optional ones included, and serialises its value ``"image"``.
-    """
-    return any(
-        req and _input_kind(spec) == "COMBO" and any(_options(spec).get(k) for k in UPLOAD_OPTIONS)
-        for _name, spec, req in all_inputs(cls)
-    )
-
-
-def _upload_values(cls: type) -> list:
-    return [UPLOAD_VALUE] if has_upload_button(cls) else []
+def _default(spec):
+    choices = convert.combo_choices(spec) if _input_kind(spec) == "COMBO" else []
+    return _options(spec).get("default", choices[0] if choices else None)
 
 
 def ui_widget_values(cls: type, values: dict[str, Any]) -> list:
-    """widgets_values (editor order, with the frontend's extra values) for the given named values."""
+    """widgets_values (editor order, with the editor's extra values) for the given named values."""
     out: list = []
-    for name, spec in widget_specs(cls):
-        out.append(values[name] if name in values else _options(spec).get("default", _first_choice(spec)))
-        out.extend(_extra_values(name, spec))
-    return out + _upload_values(cls)
-
-
-def _first_choice(spec: tuple):
-    return spec[0][0] if _input_kind(spec) == "COMBO" and spec[0] else None
+    for name, spec in convert.widget_slots(node_info(cls)):
+        if spec is None:
+            out.append(convert.UPLOAD_VALUE if name == "upload" else CONTROL_DEFAULT)
+        else:
+            out.append(values[name] if name in values else _default(spec))
+    return out
 
 
 def named_widget_values(cls: type, widgets_values: list) -> dict[str, Any]:
     """Inverse of :func:`ui_widget_values`: {name: value}; raises ValueError on a count mismatch."""
-    values, i = {}, 0
-    for name, spec in widget_specs(cls):
-        if i >= len(widgets_values):
-            raise ValueError(f"{cls.__name__}: widgets_values too short at {name!r}: {widgets_values}")
-        values[name] = widgets_values[i]
-        i += 1 + len(_extra_values(name, spec))
-    i += len(_upload_values(cls))
-    if i != len(widgets_values):
-        raise ValueError(f"{cls.__name__}: {len(widgets_values)} widget values, expected {i}: {widgets_values}")
-    return values
+    try:
+        return convert.named_widget_values(node_info(cls), widgets_values, cls.__name__)
+    except WorkflowError as exc:
+        raise ValueError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- builder
@@ -249,12 +243,10 @@ def default_size(cls: type) -> tuple[int, int]:
     """A node size that fits its slots and widgets (multiline text boxes get more room)."""
     slots = max(len(socket_specs(cls)), len(cls.RETURN_TYPES))
     height = 36 + 22 * slots
-    for _name, spec in widget_specs(cls):
-        height += 110 if _options(spec).get("multiline") else 26
-        height += 26 * len(_extra_values(_name, spec))
-    if has_upload_button(cls):
-        height += 26
-    if getattr(cls, "OUTPUT_NODE", False) or has_upload_button(cls):
+    for _name, spec in convert.widget_slots(node_info(cls)):
+        height += 110 if spec is not None and _options(spec).get("multiline") else 26
+    upload = convert.has_upload_button(node_info(cls))
+    if getattr(cls, "OUTPUT_NODE", False) or upload:
         height += 280  # room for the image / video preview
     return 360, height + (96 if cls.__name__ == "WanSampler" else 0)  # + the sigma plot (js)
 
@@ -281,22 +273,8 @@ def topological_order(parents: dict[int, Iterable[int]]) -> list[int]:
 
 
 def ui_to_api(workflow: dict, defs: dict[str, type] | None = None) -> dict:
-    """The API-format prompt ({id: {inputs, class_type, _meta}}) for a UI workflow."""
-    defs = defs or node_definitions()
-    links = {lk[0]: lk for lk in workflow["links"]}
-    api: dict[str, dict] = {}
-    for node in sorted(workflow["nodes"], key=lambda n: n["id"]):
-        if node["type"] in VIRTUAL_NODES or node.get("mode", 0) in (2, 4):
-            continue
-        cls = defs[node["type"]]
-        inputs: dict[str, Any] = dict(named_widget_values(cls, node.get("widgets_values", [])))
-        for inp in node.get("inputs", []):
-            if inp.get("link") is not None:
-                link = links[inp["link"]]
-                inputs[inp["name"]] = [str(link[1]), link[2]]
-        title = node.get("title") or node["type"]
-        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title}}
-    return api
+    """The API-format prompt ({id: {inputs, class_type, _meta}}) for a UI workflow (wan_queue's converter)."""
+    return convert.ui_to_api(workflow, object_info(defs))
 
 
 # --------------------------------------------------------------------------- validation
@@ -305,7 +283,8 @@ def ui_to_api(workflow: dict, defs: dict[str, type] | None = None) -> dict:
 def _check_value(name: str, spec: tuple, value: Any) -> str | None:
     kind, opts = _input_kind(spec), _options(spec)
     if kind == "COMBO":
-        return None if value in spec[0] else f"{name}={value!r} not in {list(spec[0])[:8]}"
+        choices = convert.combo_choices(spec)
+        return None if value in choices else f"{name}={value!r} not in {choices[:8]}"
     if kind == "BOOLEAN":
         return None if isinstance(value, bool) else f"{name}={value!r} is not a boolean"
     if kind == "STRING":
@@ -346,10 +325,9 @@ def _validate_node(node: dict, cls: type) -> list[str]:
     except ValueError as exc:
         return [f"{where}: {exc}"]
     errors = [f"{where}: {msg}" for name, spec in widget_specs(cls) if (msg := _check_value(name, spec, values[name]))]
-    for name, spec in widget_specs(cls):
-        for extra, expected in zip(_extra_values(name, spec), _extra_after(node, cls, name)):
-            if extra == "fixed" and expected not in ("fixed", "increment", "decrement", "randomize"):
-                errors.append(f"{where}: control_after_generate value {expected!r} after {name}")
+    for (name, _spec), value in zip(convert.widget_slots(node_info(cls)), node.get("widgets_values", [])):
+        if name.endswith(".control_after_generate") and value not in convert.CONTROL_VALUES:
+            errors.append(f"{where}: control_after_generate value {value!r} after {name.split('.')[0]}")
     connected = {i["name"]: i for i in node.get("inputs", [])}
     for name, spec, required in socket_specs(cls):
         inp = connected.get(name)
@@ -363,16 +341,6 @@ def _validate_node(node: dict, cls: type) -> list[str]:
         if slot >= len(cls.RETURN_TYPES) or out["type"] != cls.RETURN_TYPES[slot]:
             errors.append(f"{where}: output {slot} typed {out['type']!r}, expected {cls.RETURN_TYPES[slot : slot + 1]}")
     return errors
-
-
-def _extra_after(node: dict, cls: type, name: str) -> list:
-    i = 0
-    for wname, spec in widget_specs(cls):
-        n_extra = len(_extra_values(wname, spec))
-        if wname == name:
-            return node["widgets_values"][i + 1 : i + 1 + n_extra]
-        i += 1 + n_extra
-    return []
 
 
 def _validate_link(link: list, nodes: dict, defs: dict) -> list[str]:
@@ -396,21 +364,13 @@ def _validate_link(link: list, nodes: dict, defs: dict) -> list[str]:
 
 
 def api_parents(api: dict) -> dict[str, list[str]]:
-    return {nid: [v[0] for v in node["inputs"].values() if _is_link(v)] for nid, node in api.items()}
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+    return {nid: [v[0] for v in node["inputs"].values() if is_link(v)] for nid, node in api.items()}
 
 
 def override_api(api: dict, values: dict[str, Any]) -> dict:
-    """A copy of ``api`` with every widget input named in ``values`` replaced (e.g. width, steps)."""
-    api = copy.deepcopy(api)
-    for node in api.values():
-        for name, value in values.items():
-            if name in node["inputs"] and not _is_link(node["inputs"][name]):
-                node["inputs"][name] = value
-    return api
+    """A copy of ``api`` with every widget input named in ``values`` replaced (e.g. width, steps), by the
+    queue tool's ``--set`` rules; a name no node has is an error."""
+    return apply_params(api, values)
 
 
 def execute_api(api: dict, defs: dict[str, type] | None = None, workflow: dict | None = None) -> dict[str, Any]:
@@ -430,7 +390,7 @@ def _execute(api: dict, defs: dict[str, type], workflow: dict | None) -> dict[st
     for nid in topological_order(api_parents(api)):
         node = api[nid]
         cls = defs[node["class_type"]]
-        kwargs = {k: (done[v[0]]["result"][v[1]] if _is_link(v) else v) for k, v in node["inputs"].items()}
+        kwargs = {k: (done[v[0]]["result"][v[1]] if is_link(v) else v) for k, v in node["inputs"].items()}
         hidden = cls.INPUT_TYPES().get("hidden", {})
         if "prompt" in hidden:
             kwargs["prompt"] = api
