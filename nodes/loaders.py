@@ -8,11 +8,11 @@ the inputs are unchanged, so a file is not reloaded on every queue.
 from __future__ import annotations
 
 import wan_core
-from wan_core.errors import InputError
+from wan_core.modelset import ModelSet
 
 from . import comfy_bridge as bridge
 from .common import NONE_CHOICE, combo, model_combo, widget, with_ui_text
-from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE, WanModelHandle
+from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 WEIGHT_DTYPES = [*DTYPES, "fp8_e4m3fn", "fp8_e5m2"]
@@ -32,17 +32,6 @@ def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int,
         block_swap=block_swap,
         offload_device=bridge.offload_device(),
     )
-
-
-def _check_experts(high, low) -> None:
-    """Both A14B experts must be the same kind of model (same task and channels)."""
-    a, b = high.config, low.config
-    if (a.task, a.in_dim, a.out_dim, a.dim) != (b.task, b.in_dim, b.out_dim, b.dim):
-        raise InputError(
-            f"The two experts do not match: model is {a.variant} (dim {a.dim}, in {a.in_dim}) but "
-            f"low_noise_model is {b.variant} (dim {b.dim}, in {b.in_dim}). Pick the high- and "
-            "low-noise files of the same Wan2.2 A14B model, or set low_noise_model_name to 'none'."
-        )
 
 
 class WanModelLoader:
@@ -89,9 +78,8 @@ class WanModelLoader:
         if low_noise_model_name != NONE_CHOICE:
             # parked on the offload device; the sampler moves each expert in when its steps start
             low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device())
-            _check_experts(high, low)
-        handle = WanModelHandle(high=high, low=low)
-        return with_ui_text(handle.describe(), handle)
+        models = ModelSet(high=high, low=low)  # checks that the two experts belong together
+        return with_ui_text(models.describe(), models)
 
 
 class WanVAELoader:

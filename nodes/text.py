@@ -24,7 +24,7 @@ def _negative_for(model, negative: str) -> str:
         return negative
     if model is None:
         return default_negative_prompt("wan2.1", "t2v")
-    return default_negative_prompt(model.config.family, model.config.task)
+    return default_negative_prompt(model.family, model.config.task)
 
 
 class WanTextEncode:
