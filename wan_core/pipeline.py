@@ -291,8 +291,7 @@ class WanPipeline:
     def run(self, request: GenerateParams, inputs: GenerateInputs, hooks: RunHooks) -> GenerateResult:
         """The whole pipeline: resolve defaults, encode text/images, sample, decode."""
         timings: dict[str, float] = {}
-        mode = choose_mode(self.dit.config, inputs)
-        resolved = resolve_params(self.dit.config, self.vae.config, request, inputs, mode, self.models.family)
+        mode, resolved = self.resolve(request, inputs)
         tick = time.perf_counter()
         positive, negative = self.encode_prompts(resolved.prompt, resolved.negative_prompt)
         clip_fea = self.encode_clip(mode, inputs)
@@ -322,6 +321,11 @@ class WanPipeline:
             sum(timings.values()),
         )
         return GenerateResult(frames=frames, fps=float(resolved.fps), latent=latent.cpu(), params=meta, timings=timings)
+
+    def resolve(self, request: GenerateParams, inputs: GenerateInputs) -> tuple[str, ResolvedParams]:
+        """The mode the loaded DiT runs for these inputs, and the settings with every default filled in."""
+        mode = choose_mode(self.dit.config, inputs)
+        return mode, resolve_params(self.dit.config, self.vae.config, request, inputs, mode, self.models.family)
 
     def encode_prompts(self, prompt: str, negative: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """umT5 embeddings: ([ [L_pos, D] ], [ [L_neg, D] ]) on the compute device."""
