@@ -107,9 +107,6 @@ class TensorSource(Mapping):
     def dtype(self, key: str) -> torch.dtype:
         return self._infos[key].dtype
 
-    def total_bytes(self) -> int:
-        return sum(i.nbytes for i in self._infos.values())
-
     def renamed(self, rename: Callable[[str], str | None]) -> TensorSource:
         """A view with keys mapped by ``rename`` (None drops the key); no data is read."""
         mapping: dict[str, str] = {}
@@ -137,10 +134,11 @@ class TensorSource(Mapping):
         wanted = set(keys)
         return self.renamed(lambda k: k if k in wanted else None)
 
-    def with_prefix_stripped(self, prefix: str) -> TensorSource:
-        """Keys starting with ``prefix`` lose it; other keys are dropped."""
+    def with_prefix_stripped(self, prefix: str, others: Callable[[str], str | None] | None = None) -> TensorSource:
+        """Keys starting with ``prefix`` lose it; ``others`` names what the remaining keys become
+        (None: they are dropped). The one implementation of prefix stripping."""
         n = len(prefix)
-        return self.renamed(lambda k: k[n:] if k.startswith(prefix) else None)
+        return self.renamed(lambda k: k[n:] if k.startswith(prefix) else (others(k) if others else None))
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,16 +333,32 @@ def common_prefix(keys: Iterable[str], candidates: Iterable[str], min_share: flo
     return ""
 
 
-def strip_known_prefix(src: TensorSource, candidates: Iterable[str] = KNOWN_PREFIXES) -> TensorSource:
+def strip_known_prefix(
+    src: TensorSource,
+    candidates: Iterable[str] = KNOWN_PREFIXES,
+    others: Callable[[str], str | None] | None = lambda key: key,
+) -> TensorSource:
     """Drop a wrapper prefix (ComfyUI's ``model.diffusion_model.`` etc.) when most keys carry it.
 
-    Keys without the prefix (e.g. a ``scaled_fp8`` marker stored bare) are kept as is.
+    Keys without the prefix follow ``others`` (default: kept as they are, e.g. a ``scaled_fp8``
+    marker stored bare; None drops them).
     """
     prefix = common_prefix(src.keys(), candidates)
-    if not prefix:
-        return src
-    n = len(prefix)
-    return src.renamed(lambda k: k[n:] if k.startswith(prefix) else k)
+    return src.with_prefix_stripped(prefix, others) if prefix else src
+
+
+def strip_wrappers(name: str, prefixes: Iterable[str]) -> str:
+    """One tensor name without its leading wrapper prefixes, removed repeatedly
+    (``base_model.model.transformer.x`` -> ``x``); a name that is only a prefix is kept."""
+    prefixes = tuple(prefixes)
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if name.startswith(prefix) and len(name) > len(prefix):
+                name = name[len(prefix) :]
+                changed = True
+    return name
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,7 @@ class WanPipeline:
         mode, resolved = self.resolve(request, inputs)
         tick = time.perf_counter()
         positive, negative = self.encode_prompts(resolved.prompt, resolved.negative_prompt)
-        clip_fea = self.encode_clip(mode, inputs)
+        clip_fea = self.encode_clip(inputs)
         timings["encode_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         with on_device(self.vae, self.device, self.offload):
@@ -335,7 +335,7 @@ class WanPipeline:
             self.text_encoder.release()
         return [pos.to(self.device)], [neg.to(self.device)]
 
-    def encode_clip(self, mode: str, inputs: GenerateInputs) -> torch.Tensor | None:
+    def encode_clip(self, inputs: GenerateInputs) -> torch.Tensor | None:
         """CLIP-H tokens [1, 257 | 514, width] for models with an image embedding, else None."""
         if not self.dit.config.clip_dim or inputs.image is None:
             return None

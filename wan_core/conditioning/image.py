@@ -46,11 +46,6 @@ def to_signed_chw(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2) * 2.0 - 1.0
 
 
-def frames_to_video(frames: torch.Tensor) -> torch.Tensor:
-    """``[F, 3, H, W]`` (any range) -> a one-sample video ``[1, 3, F, H, W]``."""
-    return frames.permute(1, 0, 2, 3)[None]
-
-
 def center_crop_to_aspect(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Crop ``[N, C, H, W]`` symmetrically to the aspect ratio width:height (the larger side is cut)."""
     h, w = x.shape[-2:]

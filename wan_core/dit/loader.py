@@ -33,14 +33,13 @@ from collections.abc import Callable
 import torch
 
 from ..checkpoints import (
-    KNOWN_PREFIXES,
     SCALED_FP8_MARKER,
     CheckpointInput,
     TensorSource,
-    common_prefix,
     materialize,
     open_checkpoint,
     scaled_fp8_dtype,
+    strip_known_prefix,
 )
 from ..devices import compute_dtype_for, is_fp8, resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
@@ -57,11 +56,8 @@ FP32_PARAM_SUFFIXES = ("modulation", "emb_pos")
 
 def official_source(source: CheckpointInput | TensorSource) -> TensorSource:
     """Open ``source`` and present it with official tensor names (prefix stripped, diffusers renamed)."""
-    src = open_checkpoint(source)
-    prefix = common_prefix(src.keys(), KNOWN_PREFIXES)
-    if prefix:  # keep only the DiT's tensors of an all-in-one file (+ a bare scaled_fp8 marker)
-        n = len(prefix)
-        src = src.renamed(lambda k: k[n:] if k.startswith(prefix) else (k if k == SCALED_FP8_MARKER else None))
+    # keep only the DiT's tensors of an all-in-one file (+ a bare scaled_fp8 marker)
+    src = strip_known_prefix(open_checkpoint(source), others=lambda k: k if k == SCALED_FP8_MARKER else None)
     if is_diffusers_layout(src.keys()):
         src = src.renamed(_official_name)
     return src

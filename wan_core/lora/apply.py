@@ -165,7 +165,7 @@ def _runtime_adapter(t: Target, strength: _Strength) -> RuntimeAdapter:
     return RuntimeAdapter(strength, 1.0, bias=d.diff.reshape(-1))
 
 
-def _merge_entries(t: Target, model: nn.Module) -> list[tuple[nn.Module, str, DeltaFn]]:
+def _merge_entries(t: Target) -> list[tuple[nn.Module, str, DeltaFn]]:
     """(owner, leaf, ΔW function) for each parameter the delta changes (lowrank up_bias: also the bias)."""
     d = t.delta
     entries: list[tuple[nn.Module, str, DeltaFn]] = [(t.owner, t.leaf, d.weight_delta)]
@@ -178,8 +178,8 @@ def _merge_entries(t: Target, model: nn.Module) -> list[tuple[nn.Module, str, De
 
 
 @torch.no_grad()
-def _merge(t: Target, model: nn.Module, handle: LoraHandle, keep_original: bool) -> None:
-    for owner, leaf, fn in _merge_entries(t, model):
+def _merge(t: Target, handle: LoraHandle, keep_original: bool) -> None:
+    for owner, leaf, fn in _merge_entries(t):
         handle.merge(owner, leaf, fn, keep_original)
 
 
@@ -221,7 +221,7 @@ def apply_lora(
             handle.adapters.append((t.owner, adapter))
             runtime += 1
         else:
-            _merge(t, model, handle, keep_original)
+            _merge(t, handle, keep_original)
     report = LoraReport(
         weights.name,
         len(plan.targets),
