@@ -7,7 +7,10 @@ the inputs are unchanged, so a file is not reloaded on every queue.
 
 from __future__ import annotations
 
+import torch
+
 import wan_core
+from wan_core.dit.model import WanDiT
 from wan_core.modelset import ModelSet
 
 from . import comfy_bridge as bridge
@@ -23,7 +26,9 @@ def _dtype(name: str) -> str | None:
     return None if name == "auto" else name
 
 
-def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int, device=None):
+def _load_one_dit(
+    name: str, weight_dtype: str, attention: str, block_swap: int, device: torch.device | None = None
+) -> WanDiT:
     return wan_core.load_dit(
         bridge.model_path("diffusion_models", name),
         device=device or bridge.compute_device(),
@@ -71,7 +76,9 @@ class WanModelLoader:
             }
         }
 
-    def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
+    def load(
+        self, model_name: str, low_noise_model_name: str, weight_dtype: str, attention: str, block_swap: int
+    ) -> dict:
         bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
         high = _load_one_dit(model_name, weight_dtype, attention, block_swap)
         low = None
@@ -100,7 +107,7 @@ class WanVAELoader:
             }
         }
 
-    def load(self, vae_name, dtype):
+    def load(self, vae_name: str, dtype: str) -> dict:
         vae = wan_core.load_vae(bridge.model_path("vae", vae_name), device=bridge.compute_device(), dtype=_dtype(dtype))
         cfg = vae.config
         return with_ui_text(f"wan{cfg.version} VAE (z{cfg.z_dim}, /{cfg.spatial_stride})", vae)
@@ -131,7 +138,7 @@ class WanTextEncoderLoader:
             }
         }
 
-    def load(self, text_encoder_name, device, dtype, keep_loaded):
+    def load(self, text_encoder_name: str, device: str, dtype: str, keep_loaded: bool) -> dict:
         target = bridge.compute_device() if device == "auto" else "cpu"
         te = wan_core.load_text_encoder(
             bridge.model_path("text_encoders", text_encoder_name),
@@ -158,7 +165,7 @@ class WanCLIPVisionLoader:
             }
         }
 
-    def load(self, clip_name):
+    def load(self, clip_name: str) -> dict:
         clip = wan_core.load_clip_vision(bridge.model_path("clip_vision", clip_name), device=bridge.compute_device())
         cfg = clip.config
         return with_ui_text(f"CLIP vision (w{cfg.width}, {cfg.tokens} tokens)", clip)
