@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Union, cast
 
 import torch
 
@@ -179,9 +179,11 @@ def read_tensor(info: TensorInfo) -> torch.Tensor:
     """Read one tensor's bytes straight into a new CPU tensor."""
     buf = torch.empty(info.nbytes, dtype=torch.uint8)
     if info.nbytes:
+        if info.path is None:
+            raise CheckpointError("This tensor lives in memory, not in a file; read it from its TensorSource.")
         with open(info.path, "rb") as f:
             f.seek(info.offset)
-            got = f.readinto(buf.numpy())
+            got = f.readinto(buf.numpy().data)
         if got != info.nbytes:
             raise CheckpointError(
                 f"{info.path} is truncated: expected {info.nbytes} bytes at offset {info.offset}, "
@@ -274,7 +276,7 @@ def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
     if isinstance(source, TensorSource):
         return source
     if isinstance(source, Mapping):
-        return source_from_dict(source)
+        return source_from_dict(cast(Mapping[str, torch.Tensor], source))
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
@@ -466,7 +468,7 @@ def materialize(
     tensor's dtype (default: keep the stored dtype). Names in ``optional`` may be
     absent (they keep their initial value, which must not be on the meta device).
     """
-    targets = dict(module.named_parameters(remove_duplicate=False))
+    targets: dict[str, torch.Tensor] = dict(module.named_parameters(remove_duplicate=False))
     targets.update(dict(module.named_buffers(remove_duplicate=False)))
     optional = set(optional)
     required = {k for k in targets if k not in optional}

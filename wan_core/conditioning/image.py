@@ -117,7 +117,7 @@ def lanczos_cover_crop(image: torch.Tensor, width: int, height: int) -> torch.Te
     pil = Image.fromarray(array)
     scale = max(width / pil.width, height / pil.height)
     new_w, new_h = round(pil.width * scale), round(pil.height * scale)
-    pil = pil.resize((new_w, new_h), Image.LANCZOS)
+    pil = pil.resize((new_w, new_h), Image.Resampling.LANCZOS)
     left, top = (new_w - width) // 2, (new_h - height) // 2
     pil = pil.crop((left, top, left + width, top + height))
     out = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).to(image.device)

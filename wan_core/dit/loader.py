@@ -90,7 +90,7 @@ def make_dtype_rule(
 ) -> Callable[[str, torch.dtype], torch.dtype]:
     """Per-tensor storage dtype following the module docstring's policy."""
     linear = _linear_param_names(model)
-    fp8_store = dtype is not None and is_fp8(dtype)
+    fp8_store = dtype if dtype is not None and is_fp8(dtype) else None
 
     def rule(name: str, stored: torch.dtype) -> torch.dtype:
         if name not in linear:
@@ -99,8 +99,8 @@ def make_dtype_rule(
             return compute
         if is_fp8(stored):
             return stored
-        if fp8_store:
-            return dtype if name.startswith("blocks.") and name.endswith(".weight") else compute
+        if fp8_store is not None:
+            return fp8_store if name.startswith("blocks.") and name.endswith(".weight") else compute
         if dtype is not None:
             return dtype
         return stored if stored in (torch.float16, torch.bfloat16) else compute

@@ -13,6 +13,8 @@ converted per call by :class:`~wan_core.ops.WanLinear`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -21,7 +23,15 @@ from .attention import check_backend
 from .blocks import Context, WanBlock
 from .blockswap import BlockSwap
 from .config import DiTConfig
-from .embeddings import Head, ImageEmbedding, TextEmbedding, embed_timesteps, time_embedding_mlp, time_projection_mlp
+from .embeddings import (
+    Head,
+    ImageEmbedding,
+    TextEmbedding,
+    TokenTable,
+    embed_timesteps,
+    time_embedding_mlp,
+    time_projection_mlp,
+)
 from .rope import RopeCache
 from .vace import VaceBlock, start_vace
 
@@ -47,6 +57,7 @@ class WanDiT(nn.Module):
         )
         self.head = Head(c.dim, c.out_dim * c.patch_volume, c.eps, device=device)
         if c.has_vace:
+            assert c.vace_in_dim is not None  # detected together with vace_layers
             self.vace_patch_embedding = nn.Conv3d(
                 c.vace_in_dim, c.dim, c.patch_size, stride=c.patch_size, device=device
             )
@@ -55,6 +66,7 @@ class WanDiT(nn.Module):
                 for j in range(len(c.vace_layers))
             )
         if c.has_ref_conv:
+            assert c.ref_conv_in_dim is not None  # detected together with has_ref_conv
             self.ref_conv = nn.Conv2d(
                 c.ref_conv_in_dim, c.dim, c.patch_size[1:], stride=c.patch_size[1:], device=device
             )
@@ -85,7 +97,7 @@ class WanDiT(nn.Module):
         self.attention_backend = check_backend(backend)
         for module in self.modules():
             if hasattr(module, "backend"):
-                module.backend = self.attention_backend
+                setattr(module, "backend", self.attention_backend)  # noqa: B010 (nn.Module.__setattr__ is typed for tensors)
 
     def compile_blocks(self, **compile_kwargs) -> None:
         """Optional: ``torch.compile`` each block (fuses the fp32 norm/modulation/RoPE element-wise ops).
@@ -109,9 +121,10 @@ class WanDiT(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         """``.to()``/``.cuda()`` etc. leave swapped blocks on their offload device."""
-        if getattr(self, "block_swap", None) is None:
+        swap = getattr(self, "block_swap", None)  # _apply also runs inside nn.Module.__init__, before it is set
+        if swap is None:
             return super()._apply(fn, recurse)
-        with self.block_swap.hidden():
+        with swap.hidden():
             return super()._apply(fn, recurse)
 
     # ----------------------------------------------------------------------------------
@@ -200,7 +213,7 @@ class WanDiT(nn.Module):
             t = torch.cat([t[:, :1].expand(-1, ref_tokens), t], dim=1)
         return t.expand(batch, -1) if t.shape[0] == 1 else t
 
-    def _embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | TokenTable]:
         return embed_timesteps(t, self.config.freq_dim, self.time_embedding, self.time_projection)
 
     def _embed_context(self, context, clip_fea: torch.Tensor | None, batch: int) -> Context:
@@ -217,18 +230,19 @@ class WanDiT(nn.Module):
 
     def _run_blocks(self, x, e0, ctx: Context, rope, vace_context, vace_scale, ref_tokens: int) -> torch.Tensor:
         cdt = self.compute_dtype
-        vace = hint_at = None
+        vace, hint_at = None, {}
         if vace_context is not None:
             if not self.config.has_vace:
                 raise ConditioningError(f"{self.config.variant} is not a VACE model; remove the VACE conditioning.")
             if ref_tokens:
                 raise ConditioningError("A reference latent (ref_conv) cannot be combined with VACE.")
-            vace = start_vace(self.vace_patch_embedding, self.vace_blocks[0], vace_context, vace_scale, x, cdt)
+            vace_blocks = cast(list[VaceBlock], self.vace_blocks)
+            vace = start_vace(self.vace_patch_embedding, vace_blocks[0], vace_context, vace_scale, x, cdt)
             hint_at = {layer: j for j, layer in enumerate(self.config.vace_layers)}
         for i, block in enumerate(self.blocks):
             x = block(x, e0, ctx, rope, cdt)
             if vace is not None and i in hint_at:
-                x = x + vace.step(self.vace_blocks[hint_at[i]], e0, ctx, rope, cdt)
+                x = x + vace.step(cast(VaceBlock, self.vace_blocks[hint_at[i]]), e0, ctx, rope, cdt)
         return x
 
     def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int], batch: int, tokens: int) -> torch.Tensor:

@@ -67,6 +67,7 @@ class RuntimeAdapter:
                 y = F.linear(y, up)
         if bias is not None:
             y = bias if y is None else y + bias
+        assert y is not None  # an adapter carries factors or a bias
         return y * s
 
 
@@ -114,17 +115,18 @@ def _add_to_param(owner: nn.Module, leaf: str, delta_fn: DeltaFn, amount: float)
     tensors shared with the caller's state dict (loaders may alias them) stay unchanged.
     """
     p = getattr(owner, leaf)
-    scaled = isinstance(owner, WanLinear) and leaf == "weight" and owner.scale_weight is not None
-    base = owner.dequantized_weight(torch.float32) if scaled else p.detach().float()
+    linear = owner if isinstance(owner, WanLinear) and leaf == "weight" else None
+    scaled = linear is not None and linear.scale_weight is not None
+    base = linear.dequantized_weight(torch.float32) if linear is not None and scaled else p.detach().float()
     new = base + amount * delta_fn(p.device, p.shape)
-    if isinstance(owner, WanLinear) and leaf == "weight" and is_fp8(p.dtype):
+    if linear is not None and is_fp8(p.dtype):
         q, scale = quantize_tensor(new, p.dtype)
         p.data = q
-        owner.set_scale(scale)
+        linear.set_scale(scale)
     else:
         p.data = new.to(p.dtype)
-        if scaled:
-            owner.set_scale(None)
+        if linear is not None and scaled:
+            linear.set_scale(None)
     _set_stamp(owner, leaf, next(_STAMPS))
 
 

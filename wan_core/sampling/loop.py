@@ -163,7 +163,8 @@ class _Run:
         neg = None if negative is None else [c.to(self.device) for c in as_context_list(negative, batch, "negative")]
         token_mask = None
         if cond.frame_lock is not None:
-            token_mask = cond.frame_lock.token_mask(tuple(cond.latent_shape[1:]), self.plan[0][0].config.patch_size)
+            _, frames, height, width = cond.latent_shape
+            token_mask = cond.frame_lock.token_mask((frames, height, width), self.plan[0][0].config.patch_size)
         guidance = Guidance(settings.batch_cfg)
         self.x = _locked(cond, initial_latent(cond, settings, self.schedule, self.device))
         current = None
