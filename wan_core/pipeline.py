@@ -53,7 +53,7 @@ from .lora import LoraSpec
 from .memory import move, on_device
 from .modelset import ModelSet
 from .progress import NO_HOOKS, RunHooks
-from .sampling import Experts, SamplerSettings
+from .sampling import Experts, SamplerSettings, sample
 from .text.loader import TextEncoder
 from .vae.config import VAEConfig
 from .vae.model import WanVAE
@@ -372,8 +372,6 @@ class WanPipeline:
         The sampler moves each DiT to the device when its steps start; with ``offload``
         they return to the CPU afterwards.
         """
-        from .sampling import sample
-
         target, settings = self.sampler_inputs(resolved)
         try:
             return sample(target, positive, negative, cond, settings, hooks=hooks, device=self.device)
