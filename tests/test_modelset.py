@@ -126,3 +126,15 @@ def test_node_and_pipeline_switch_experts_at_the_same_step_with_the_same_guidanc
     assert node_experts == pipe_experts == ["high"] * switch + ["low"] * (steps - switch)
     low_cfg = cfg if cfg_low < 0 else cfg_low
     assert node_cfgs == pipe_cfgs == [cfg] * switch + [low_cfg] * (steps - switch)
+
+
+def test_expert_boundary_is_a_fraction_of_the_timestep_range():
+    from types import SimpleNamespace
+
+    from wan_core.sampling import Experts
+
+    i2v = SimpleNamespace(config=SimpleNamespace(task="i2v"))
+    assert Experts(high=i2v, low=i2v).switch_timestep() == pytest.approx(900.0)  # official I2V boundary 0.9
+    assert Experts(high=i2v, low=i2v, boundary=0.5).switch_timestep() == pytest.approx(500.0)
+    with pytest.raises(InputError, match="fraction of the timestep range"):
+        Experts(high=i2v, low=i2v, boundary=875.0)  # the old 0..1000 unit is refused, not reinterpreted
