@@ -15,11 +15,13 @@ and run anywhere:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,10 +30,10 @@ from wan_core.progress import RunHooks
 
 log = logging.getLogger(__name__)
 
-try:  # ComfyUI present: these imports succeed only inside a ComfyUI process
-    import comfy.model_management as _mm
-    import comfy.utils as _comfy_utils
-    import folder_paths as _folder_paths
+try:  # ComfyUI present: these imports succeed only inside a ComfyUI process (it ships no types: Any)
+    _mm: Any = importlib.import_module("comfy.model_management")
+    _comfy_utils: Any = importlib.import_module("comfy.utils")
+    _folder_paths: Any = importlib.import_module("folder_paths")
 
     IN_COMFYUI = True
 except ImportError:
@@ -40,7 +42,7 @@ except ImportError:
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras")
-MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin", ".gguf")
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
 
 # Standalone extra model folders: {"vae": ["/some/dir", ...]} (like extra_model_paths.yaml).
@@ -149,9 +151,7 @@ def save_path(prefix: str, width: int, height: int) -> tuple[Path, str, int, str
 def metadata_enabled() -> bool:
     """False when ComfyUI runs with --disable-metadata (then saved files carry no prompt/workflow)."""
     if IN_COMFYUI:
-        from comfy.cli_args import args
-
-        return not args.disable_metadata
+        return not importlib.import_module("comfy.cli_args").args.disable_metadata
     return True
 
 
@@ -198,7 +198,7 @@ def _preview_payload(preview: torch.Tensor | None):
     return ("JPEG", Image.fromarray(arr.numpy()), 512)
 
 
-def make_hooks(total: int, want_preview: bool = True) -> tuple[RunHooks, object]:
+def make_hooks(total: int, want_preview: bool = True) -> tuple[RunHooks, Callable[[], None]]:
     """RunHooks wired to ComfyUI's progress bar + live preview + interrupt button (tqdm standalone).
 
     Returns (hooks, closer); call ``closer()`` when done (closes the tqdm bar).

@@ -6,6 +6,10 @@ Frames are ComfyUI IMAGE batches [F, H, W, 3] 0..1 in and out; the work is done 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
+
 from wan_core.conditioning import control
 
 from . import comfy_bridge as bridge
@@ -24,8 +28,9 @@ class _ControlNode:
     FUNCTION = "process"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
+    run: Callable[..., torch.Tensor]  # each node's processing, with its own inputs
 
-    def process(self, **kwargs):
+    def process(self, **kwargs: object) -> tuple[torch.Tensor]:
         with bridge.comfy_errors():
             return (self.run(**kwargs),)
 
@@ -47,7 +52,7 @@ class WanCannyEdges(_ControlNode):
             }
         }
 
-    def run(self, frames, low_threshold, high_threshold):
+    def run(self, frames: torch.Tensor, low_threshold: int, high_threshold: int) -> torch.Tensor:
         return control.canny(frames, low_threshold, high_threshold)
 
 
@@ -58,7 +63,7 @@ class WanSoftEdges(_ControlNode):
     def INPUT_TYPES(cls):
         return {"required": {"frames": _frames(), "method": combo(["sobel", "laplacian"], "Gradient operator.")}}
 
-    def run(self, frames, method):
+    def run(self, frames: torch.Tensor, method: str) -> torch.Tensor:
         return control.soft_edge(frames, method=method)
 
 
@@ -69,7 +74,7 @@ class WanDepthPassthrough(_ControlNode):
     def INPUT_TYPES(cls):
         return {"required": {"frames": socket("IMAGE", "Depth map frames (any depth estimator's output).")}}
 
-    def run(self, frames):
+    def run(self, frames: torch.Tensor) -> torch.Tensor:
         return control.normalize_depth(frames)
 
 
@@ -80,7 +85,7 @@ class WanPosePassthrough(_ControlNode):
     def INPUT_TYPES(cls):
         return {"required": {"frames": socket("IMAGE", "Rendered pose frames.")}}
 
-    def run(self, frames):
+    def run(self, frames: torch.Tensor) -> torch.Tensor:
         return control.pose_frames(frames)
 
 
@@ -98,7 +103,7 @@ class WanFitFrames(_ControlNode):
             }
         }
 
-    def run(self, frames, width, height, mode):
+    def run(self, frames: torch.Tensor, width: int, height: int, mode: control.FitMode) -> torch.Tensor:
         return control.fit_frames(frames, width, height, mode=mode)
 
 
@@ -124,7 +129,9 @@ class WanResampleFrames(_ControlNode):
             }
         }
 
-    def run(self, frames, source_fps, target_fps, length, use_length):
+    def run(
+        self, frames: torch.Tensor, source_fps: float, target_fps: float, length: int, use_length: bool
+    ) -> torch.Tensor:
         return control.resample_video(
             frames, source_fps, dst_fps=target_fps or None, frames=length if use_length else None
         )

@@ -7,9 +7,15 @@ The builders take ComfyUI-style IMAGE / MASK tensors directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from wan_core import conditioning as wc
+from wan_core.conditioning import Conditioning
+from wan_core.conditioning.image import ResizeMode
+from wan_core.modelset import ModelSet
+from wan_core.vae.model import WanVAE
 
 from . import comfy_bridge as bridge
 from .common import combo, frames_widget, size_widget, socket, widget
@@ -37,8 +43,9 @@ class _ConditioningNode:
     FUNCTION = "build"
     RETURN_TYPES = (WAN_CONDITIONING,)
     RETURN_NAMES = ("conditioning",)
+    make: Callable[..., Conditioning]  # each node's builder call, with its own inputs
 
-    def build(self, **kwargs):
+    def build(self, **kwargs: object) -> tuple[Conditioning]:
         with bridge.comfy_errors(), torch.inference_mode():
             return (self.make(**kwargs),)
 
@@ -57,7 +64,7 @@ class WanEmptyVideoLatent:
     def INPUT_TYPES(cls):
         return {"required": _size_inputs()}
 
-    def build(self, vae, width, height, length):
+    def build(self, vae: WanVAE, width: int, height: int, length: int) -> tuple[Conditioning, dict]:
         cfg = vae.config
         cond = wc.t2v_conditioning(cfg.z_dim, length, width, height, cfg.spatial_stride)
         return (cond, {"samples": torch.zeros((1, *cond.latent_shape))})
@@ -80,7 +87,16 @@ class WanImageToVideo(_ConditioningNode):
             "optional": {"clip_embeds": _clip_input()},
         }
 
-    def make(self, vae, width, height, length, start_image, resize, clip_embeds=None):
+    def make(
+        self,
+        vae: WanVAE,
+        width: int,
+        height: int,
+        length: int,
+        start_image: torch.Tensor,
+        resize: ResizeMode,
+        clip_embeds: torch.Tensor | None = None,
+    ) -> Conditioning:
         return wc.i2v_conditioning(vae, start_image[:1], length, width, height, clip_fea=clip_embeds, resize=resize)
 
 
@@ -103,7 +119,17 @@ class WanFirstLastFrameToVideo(_ConditioningNode):
             },
         }
 
-    def make(self, vae, width, height, length, start_image, end_image, resize, clip_embeds=None):
+    def make(
+        self,
+        vae: WanVAE,
+        width: int,
+        height: int,
+        length: int,
+        start_image: torch.Tensor,
+        end_image: torch.Tensor,
+        resize: ResizeMode,
+        clip_embeds: torch.Tensor | None = None,
+    ) -> Conditioning:
         return wc.flf2v_conditioning(
             vae, start_image[:1], end_image[:1], length, width, height, clip_fea=clip_embeds, resize=resize
         )
@@ -122,7 +148,9 @@ class WanTI2VLatent(_ConditioningNode):
             "optional": {"start_image": socket("IMAGE", "Optional first frame (image-to-video).")},
         }
 
-    def make(self, vae, width, height, length, start_image=None):
+    def make(
+        self, vae: WanVAE, width: int, height: int, length: int, start_image: torch.Tensor | None = None
+    ) -> Conditioning:
         image = None if start_image is None else start_image[:1]
         return wc.ti2v_conditioning(vae, image, length, width, height)
 
@@ -167,18 +195,18 @@ class WanVaceToVideo(_ConditioningNode):
 
     def make(
         self,
-        vae,
-        width,
-        height,
-        length,
-        strength,
-        start_percent,
-        end_percent,
-        control_video=None,
-        control_masks=None,
-        reference_image=None,
-        previous=None,
-    ):
+        vae: WanVAE,
+        width: int,
+        height: int,
+        length: int,
+        strength: float,
+        start_percent: float,
+        end_percent: float,
+        control_video: torch.Tensor | None = None,
+        control_masks: torch.Tensor | None = None,
+        reference_image: torch.Tensor | None = None,
+        previous: Conditioning | None = None,
+    ) -> Conditioning:
         cond = wc.vace_conditioning(
             vae,
             length,
@@ -212,7 +240,17 @@ class WanFunControlToVideo(_ConditioningNode):
             },
         }
 
-    def make(self, vae, width, height, length, control_video, start_image=None, clip_embeds=None, model=None):
+    def make(
+        self,
+        vae: WanVAE,
+        width: int,
+        height: int,
+        length: int,
+        control_video: torch.Tensor,
+        start_image: torch.Tensor | None = None,
+        clip_embeds: torch.Tensor | None = None,
+        model: ModelSet | None = None,
+    ) -> Conditioning:
         image = None if start_image is None else start_image[:1]
         extra = 2 * vae.config.z_dim if model is None else model.config.extra_channels
         return wc.fun_control_conditioning(
@@ -241,7 +279,16 @@ class WanFunInpaintToVideo(_ConditioningNode):
             },
         }
 
-    def make(self, vae, width, height, length, start_image=None, end_image=None, clip_embeds=None):
+    def make(
+        self,
+        vae: WanVAE,
+        width: int,
+        height: int,
+        length: int,
+        start_image: torch.Tensor | None = None,
+        end_image: torch.Tensor | None = None,
+        clip_embeds: torch.Tensor | None = None,
+    ) -> Conditioning:
         first = None if start_image is None else start_image[:1]
         last = None if end_image is None else end_image[:1]
         return wc.fun_inp_conditioning(

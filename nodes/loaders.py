@@ -7,12 +7,15 @@ the inputs are unchanged, so a file is not reloaded on every queue.
 
 from __future__ import annotations
 
+import torch
+
 import wan_core
-from wan_core.errors import InputError
+from wan_core.dit.model import WanDiT
+from wan_core.modelset import ModelSet
 
 from . import comfy_bridge as bridge
 from .common import NONE_CHOICE, combo, model_combo, widget, with_ui_text
-from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE, WanModelHandle
+from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 WEIGHT_DTYPES = [*DTYPES, "fp8_e4m3fn", "fp8_e5m2", "int8"]
@@ -23,7 +26,9 @@ def _dtype(name: str) -> str | None:
     return None if name == "auto" else name
 
 
-def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int, device=None):
+def _load_one_dit(
+    name: str, weight_dtype: str, attention: str, block_swap: int, device: torch.device | None = None
+) -> WanDiT:
     return wan_core.load_dit(
         bridge.model_path("diffusion_models", name),
         device=device or bridge.compute_device(),
@@ -32,17 +37,6 @@ def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int,
         block_swap=block_swap,
         offload_device=bridge.offload_device(),
     )
-
-
-def _check_experts(high, low) -> None:
-    """Both A14B experts must be the same kind of model (same task and channels)."""
-    a, b = high.config, low.config
-    if (a.task, a.in_dim, a.out_dim, a.dim) != (b.task, b.in_dim, b.out_dim, b.dim):
-        raise InputError(
-            f"The two experts do not match: model is {a.variant} (dim {a.dim}, in {a.in_dim}) but "
-            f"low_noise_model is {b.variant} (dim {b.dim}, in {b.in_dim}). Pick the high- and "
-            "low-noise files of the same Wan2.2 A14B model, or set low_noise_model_name to 'none'."
-        )
 
 
 class WanModelLoader:
@@ -91,7 +85,15 @@ class WanModelLoader:
             },
         }
 
-    def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap, gpus=""):
+    def load(
+        self,
+        model_name: str,
+        low_noise_model_name: str,
+        weight_dtype: str,
+        attention: str,
+        block_swap: int,
+        gpus: str = "",
+    ) -> dict:
         bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
         if gpus.strip():
             return self._load_parallel(gpus, model_name, low_noise_model_name, weight_dtype, attention, block_swap)
@@ -100,12 +102,13 @@ class WanModelLoader:
         if low_noise_model_name != NONE_CHOICE:
             # parked on the offload device; the sampler moves each expert in when its steps start
             low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device())
-            _check_experts(high, low)
-        handle = WanModelHandle(high=high, low=low)
-        return with_ui_text(handle.describe(), handle)
+        models = ModelSet(high=high, low=low)  # checks that the two experts belong together
+        return with_ui_text(models.describe(), models)
 
     @staticmethod
-    def _load_parallel(gpus, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
+    def _load_parallel(
+        gpus: str, model_name: str, low_noise_model_name: str, weight_dtype: str, attention: str, block_swap: int
+    ) -> dict:
         from . import multigpu
 
         names = {"high": model_name}
@@ -118,10 +121,8 @@ class WanModelLoader:
             for role, name in names.items()
         }
         dits, parallel = multigpu.load_parallel(gpus, specs)
-        if "low" in dits:
-            _check_experts(dits["high"], dits["low"])
-        handle = WanModelHandle(high=dits["high"], low=dits.get("low"), parallel=parallel)
-        return with_ui_text(f"{handle.describe()} on {parallel.describe()}", handle)
+        models = ModelSet(high=dits["high"], low=dits.get("low"), placement=parallel)  # the one pair check
+        return with_ui_text(f"{models.describe()} on {parallel.describe()}", models)
 
 
 class WanVAELoader:
@@ -142,7 +143,7 @@ class WanVAELoader:
             }
         }
 
-    def load(self, vae_name, dtype):
+    def load(self, vae_name: str, dtype: str) -> dict:
         vae = wan_core.load_vae(bridge.model_path("vae", vae_name), device=bridge.compute_device(), dtype=_dtype(dtype))
         cfg = vae.config
         return with_ui_text(f"wan{cfg.version} VAE (z{cfg.z_dim}, /{cfg.spatial_stride})", vae)
@@ -173,7 +174,7 @@ class WanTextEncoderLoader:
             }
         }
 
-    def load(self, text_encoder_name, device, dtype, keep_loaded):
+    def load(self, text_encoder_name: str, device: str, dtype: str, keep_loaded: bool) -> dict:
         target = bridge.compute_device() if device == "auto" else "cpu"
         te = wan_core.load_text_encoder(
             bridge.model_path("text_encoders", text_encoder_name),
@@ -200,7 +201,7 @@ class WanCLIPVisionLoader:
             }
         }
 
-    def load(self, clip_name):
+    def load(self, clip_name: str) -> dict:
         clip = wan_core.load_clip_vision(bridge.model_path("clip_vision", clip_name), device=bridge.compute_device())
         cfg = clip.config
         return with_ui_text(f"CLIP vision (w{cfg.width}, {cfg.tokens} tokens)", clip)

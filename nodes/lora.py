@@ -10,6 +10,7 @@ import re
 
 from wan_core.errors import InputError
 from wan_core.lora import LoraSpec
+from wan_core.modelset import ModelSet
 
 from . import comfy_bridge as bridge
 from .common import combo, model_combo, socket, widget, with_ui_text
@@ -81,7 +82,15 @@ class WanLoraStack:
             "optional": {"lora_stack": socket(WAN_LORA_STACK, "A previous stack to extend.")},
         }
 
-    def stack(self, lora_name, strength, strength_low_noise, mode, blocks, lora_stack=None):
+    def stack(
+        self,
+        lora_name: str,
+        strength: float,
+        strength_low_noise: float,
+        mode: str,
+        blocks: str,
+        lora_stack: tuple[LoraSpec, ...] | None = None,
+    ) -> tuple[tuple[LoraSpec, ...]]:
         spec = LoraSpec(
             path=bridge.model_path("loras", lora_name),
             strength=strength,
@@ -108,7 +117,7 @@ class WanApplyLoraStack:
             }
         }
 
-    def apply(self, model, lora_stack):
+    def apply(self, model: ModelSet, lora_stack: tuple[LoraSpec, ...]) -> dict:
         handle = model.with_loras(tuple(lora_stack))
         return with_ui_text(f"{len(handle.loras)} LoRA(s)", handle)
 

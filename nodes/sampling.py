@@ -2,58 +2,49 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import torch
 
-from wan_core.conditioning import validate_conditioning
-from wan_core.lora import apply_lora_stack, remove_lora
+from wan_core.conditioning import Conditioning, validate_conditioning
+from wan_core.modelset import ModelSet
 from wan_core.sampling import Experts, SamplerSettings, sample
+from wan_core.sampling.model import DiTLike
 
 from . import comfy_bridge as bridge
 from .common import combo, socket, widget
 from .convert import latent_from_comfy, latent_to_comfy
-from .types import CATEGORY, WAN_CONDITIONING, WAN_MODEL, WAN_TEXT_EMBEDS, WanModelHandle
+from .types import CATEGORY, WAN_CONDITIONING, WAN_MODEL, WAN_TEXT_EMBEDS, TextEmbeds
 
 log = logging.getLogger(__name__)
 
 SOLVERS = ["unipc", "dpm++", "euler"]
 
 
-@contextlib.contextmanager
-def attached_loras(model: WanModelHandle) -> Iterator[None]:
-    """Attach the handle's LoRAs to its DiT(s) for the duration of one sampling call.
+def sampler_inputs(
+    model: ModelSet,
+    seed: int,
+    steps: int,
+    cfg: float,
+    cfg_low_noise: float,
+    shift: float,
+    solver: str,
+    denoise: float,
+    moe_boundary: float,
+    batch_size: int,
+) -> tuple[DiTLike | Experts, SamplerSettings]:
+    """The widgets in wan_core's conventions: the sampling target and the settings.
 
-    Merged LoRAs keep a CPU copy of the weights they change, so removing them restores the
-    cached model bit-exactly (subtracting would drift bf16/fp8 weights a little every run).
+    cfg_low_noise -1 means "same as cfg" (and is ignored for one DiT); a pair becomes the
+    settings' (low_noise, high_noise) cfg. moe_boundary 0 means "the official boundary".
     """
-    applied = []
-    try:
-        if model.loras:
-            experts = [("high" if model.is_moe else None, model.high)]
-            if model.is_moe:
-                experts.append(("low", model.low))
-            for expert, dit in experts:
-                for report in apply_lora_stack(dit, list(model.loras), expert=expert, keep_original=True):
-                    applied.append((dit, report))
-        yield
-    finally:
-        for dit, report in reversed(applied):
-            remove_lora(dit, report)
-
-
-def _sampling_target(model: WanModelHandle, cfg: float, cfg_low: float, boundary: float):
-    if not model.is_moe:
-        return model.high
-    return Experts(
-        high=model.high,
-        low=model.low,
-        boundary=boundary * 1000.0 if boundary > 0 else None,
-        cfg_high=cfg,
-        cfg_low=cfg if cfg_low < 0 else cfg_low,
+    guidance: float | tuple[float, float] = cfg
+    if model.is_pair and cfg_low_noise >= 0.0:
+        guidance = (cfg_low_noise, cfg)
+    settings = SamplerSettings(
+        steps=steps, shift=shift, cfg=guidance, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
     )
+    return model.sampling_target(boundary=moe_boundary if moe_boundary > 0.0 else None), settings
 
 
 class WanSampler:
@@ -138,32 +129,29 @@ class WanSampler:
 
     def run(
         self,
-        model,
-        text_embeds,
-        conditioning,
-        seed,
-        steps,
-        cfg,
-        cfg_low_noise,
-        shift,
-        solver,
-        denoise,
-        moe_boundary,
-        batch_size,
-        latent=None,
-    ):
+        model: ModelSet,
+        text_embeds: TextEmbeds,
+        conditioning: Conditioning,
+        seed: int,
+        steps: int,
+        cfg: float,
+        cfg_low_noise: float,
+        shift: float,
+        solver: str,
+        denoise: float,
+        moe_boundary: float,
+        batch_size: int,
+        latent: dict | None = None,
+    ) -> tuple[dict]:
         validate_conditioning(conditioning, model.config)
         if latent is not None and denoise < 1.0:
             conditioning = conditioning.with_(init_latent=latent_from_comfy(latent)[:1])
-        settings = SamplerSettings(
-            steps=steps, shift=shift, cfg=cfg, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
+        target, settings = sampler_inputs(
+            model, seed, steps, cfg, cfg_low_noise, shift, solver, denoise, moe_boundary, batch_size
         )
-        target = _sampling_target(model, cfg, cfg_low_noise, moe_boundary)
-        if model.parallel is not None:  # every DiT call then runs on all of the model's GPUs
-            target = model.parallel.sampling_target(target, model.loras)
         hooks, close = bridge.make_hooks(steps)
         try:
-            with bridge.comfy_errors(), attached_loras(model), torch.inference_mode():
+            with bridge.comfy_errors(), model.attached_loras(), torch.inference_mode():
                 z = sample(
                     target,
                     text_embeds.positive,

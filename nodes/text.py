@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+
 from wan_core.configs import default_negative_prompt
+from wan_core.modelset import ModelSet
+from wan_core.text.loader import TextEncoder
+from wan_core.vision.loader import ClipVision
 
 from . import comfy_bridge as bridge
 from .common import combo, socket, widget
@@ -18,13 +23,13 @@ from .types import (
 )
 
 
-def _negative_for(model, negative: str) -> str:
+def _negative_for(model: ModelSet | None, negative: str) -> str:
     """The user's negative prompt, or the official one of the model's task (spec 7.5) when empty."""
     if negative.strip():
         return negative
     if model is None:
         return default_negative_prompt("wan2.1", "t2v")
-    return default_negative_prompt(model.config.family, model.config.task)
+    return default_negative_prompt(model.family, model.config.task)
 
 
 class WanTextEncode:
@@ -59,7 +64,9 @@ class WanTextEncode:
             },
         }
 
-    def encode(self, text_encoder, positive, negative, model=None):
+    def encode(
+        self, text_encoder: TextEncoder, positive: str, negative: str, model: ModelSet | None = None
+    ) -> tuple[TextEmbeds]:
         negative = _negative_for(model, negative)
         with bridge.comfy_errors():
             pos, neg = text_encoder.encode([positive, negative])
@@ -89,9 +96,9 @@ class WanCLIPVisionEncode:
             },
         }
 
-    def encode(self, clip_vision, image, crop, end_image=None):
-        import torch
-
+    def encode(
+        self, clip_vision: ClipVision, image: torch.Tensor, crop: str, end_image: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor]:
         images = image[:1] if end_image is None else torch.cat([image[:1], end_image[:1]], dim=0)
         tokens = clip_vision.encode(images, crop=crop)
         return (clip_pair_tokens(tokens),)

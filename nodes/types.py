@@ -8,12 +8,11 @@ ComfyUI: IMAGE, MASK and LATENT in ComfyUI's own conventions (see convert.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from wan_core.dit.config import variant_name
+from wan_core.modelset import ModelSet
 
 WAN_MODEL = "WAN_MODEL"
 WAN_VAE = "WAN_VAE"
@@ -27,41 +26,8 @@ WAN_LORA_STACK = "WAN_LORA_STACK"
 CATEGORY = "Wan video"
 
 
-@dataclass(frozen=True)
-class WanModelHandle:
-    """A loaded DiT (``high``), the optional Wan2.2 A14B low-noise expert, and LoRAs to attach.
-
-    The DiTs are shared with ComfyUI's output cache and are never modified
-    permanently: LoRAs are attached by the sampler and removed afterwards.
-    """
-
-    high: Any
-    low: Any | None = None
-    loras: tuple[Any, ...] = field(default_factory=tuple)
-    parallel: Any | None = None  # nodes.multigpu.ParallelModels when loaded with several GPUs
-
-    @property
-    def config(self):
-        return self.high.config
-
-    @property
-    def is_moe(self) -> bool:
-        return self.low is not None
-
-    def with_loras(self, specs: tuple[Any, ...]) -> WanModelHandle:
-        return replace(self, loras=self.loras + tuple(specs))
-
-    def describe(self) -> str:
-        """The loader badge: the detected variant, or the Wan2.2 expert pair's name.
-
-        Only Wan2.2 (A14B) ships high/low-noise expert pairs, but its T2V experts have exactly the keys
-        and shapes of Wan2.1 T2V-14B, so the DiT alone reports wan2.1-t2v-14b: with a low-noise expert
-        the pair is named from the task and size instead (e.g. wan2.2-t2v-a14b).
-        """
-        if self.low is None:
-            return self.high.config.variant
-        cfg = self.high.config
-        return f"{variant_name('wan2.2', cfg.task, cfg.size_label)} (high + low noise experts)"
+# What travels through a WAN_MODEL socket: one DiT or the A14B pair, plus the LoRAs to attach.
+WanModelHandle = ModelSet
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from wan_core import video_io
+from wan_core.vae.model import WanVAE
 from wan_core.vae.tiling import TileOptions
 
 from . import comfy_bridge as bridge
@@ -15,7 +16,7 @@ from .types import CATEGORY, WAN_VAE
 _CAT = f"{CATEGORY}/video"
 
 
-def _tiling(tiled: bool, tile_size: int, tile_overlap: int):
+def _tiling(tiled: bool, tile_size: int, tile_overlap: int) -> TileOptions | None:
     return TileOptions(tile_size=tile_size, overlap=tile_overlap) if tiled else None
 
 
@@ -49,7 +50,7 @@ class WanVAEDecode:
             }
         }
 
-    def decode(self, vae, latent, tiled, tile_size, tile_overlap):
+    def decode(self, vae: WanVAE, latent: dict, tiled: bool, tile_size: int, tile_overlap: int) -> tuple[torch.Tensor]:
         z = latent_from_comfy(latent)
         hooks, close = bridge.make_hooks(z.shape[2], want_preview=False)
         try:
@@ -77,7 +78,7 @@ class WanVAEEncode:
             }
         }
 
-    def encode(self, vae, frames, tiled, tile_size, tile_overlap):
+    def encode(self, vae: WanVAE, frames: torch.Tensor, tiled: bool, tile_size: int, tile_overlap: int) -> tuple[dict]:
         hooks, close = bridge.make_hooks(frames.shape[0], want_preview=False)
         try:
             with bridge.comfy_errors(), torch.inference_mode():
@@ -113,7 +114,16 @@ class WanSaveVideo:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def save(self, frames, fps, filename_prefix, format, crf, prompt=None, extra_pnginfo=None):
+    def save(
+        self,
+        frames: torch.Tensor,
+        fps: float,
+        filename_prefix: str,
+        format: str,
+        crf: int,
+        prompt: dict | None = None,
+        extra_pnginfo: dict | None = None,
+    ) -> dict:
         height, width = int(frames.shape[1]), int(frames.shape[2])
         folder, stem, counter, subfolder = bridge.save_path(filename_prefix, width, height)
         name = f"{stem}_{counter:05}_.{format}"
@@ -159,18 +169,18 @@ class WanLoadVideo:
             }
         }
 
-    def load(self, video, max_frames):
+    def load(self, video: str, max_frames: int) -> tuple[torch.Tensor, float, int]:
         with bridge.comfy_errors():
             frames, fps = video_io.read_video(bridge.input_path(video), max_frames=max_frames or None)
         return (frames, float(fps), int(frames.shape[0]))
 
     @classmethod
-    def IS_CHANGED(cls, video, max_frames):
+    def IS_CHANGED(cls, video: str, max_frames: int) -> float | str:
         path = bridge.input_dir() / video
         return path.stat().st_mtime if path.is_file() else ""
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video, max_frames):
+    def VALIDATE_INPUTS(cls, video: str, max_frames: int) -> bool | str:
         if not (bridge.input_dir() / video).is_file():
             return f"Video file {video!r} is not in the input folder."
         return True

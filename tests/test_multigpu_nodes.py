@@ -178,5 +178,5 @@ def test_a14b_expert_pair_on_two_ranks(env):
     single = _with_lora(_load(model=HIGH, low=LOW))
     reference = _sample(single, steps=4)
     handle = _with_lora(_load("cpu,cpu", model=HIGH, low=LOW))
-    assert set(handle.parallel.keys) == {"high", "low"}
+    assert set(handle.placement.keys) == {"high", "low"}
     assert rel_err(_sample(handle, steps=4), reference) <= 1e-5

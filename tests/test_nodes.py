@@ -271,6 +271,7 @@ def test_lora_stack_chains_and_parses_block_filters(tmp_path, monkeypatch):
 
 def _fake_sampler(monkeypatch, result_channels=16, fail=None):
     import nodes.sampling as ns
+    import wan_core.modelset as modelset
 
     calls = {"apply": [], "remove": []}
 
@@ -284,13 +285,13 @@ def _fake_sampler(monkeypatch, result_channels=16, fail=None):
     monkeypatch.setattr(ns, "sample", fake_sample)
     monkeypatch.setattr(ns, "validate_conditioning", lambda cond, cfg: calls.setdefault("validated", cfg))
     monkeypatch.setattr(
-        ns,
+        modelset,
         "apply_lora_stack",
         lambda dit, specs, expert=None, keep_original=False: (
             calls["apply"].append((dit, expert, keep_original)) or [f"report-{expert}"]
         ),
     )
-    monkeypatch.setattr(ns, "remove_lora", lambda dit, report: calls["remove"].append((dit, report)))
+    monkeypatch.setattr(modelset, "remove_lora", lambda dit, report: calls["remove"].append((dit, report)))
     return calls
 
 
@@ -338,9 +339,9 @@ def test_sampler_moe_experts_and_loras_removed_even_on_error(monkeypatch):
     model = WanModelHandle(high=high, low=low, loras=("spec",))
     with pytest.raises(WanInterrupted):
         node.run(**_sampler_args(model, cfg=4.0, cfg_low_noise=3.0, moe_boundary=0.875))
-    target = calls["sample"][0]
+    target, settings = calls["sample"][0], calls["sample"][4]
     assert isinstance(target, Experts) and target.high is high and target.low is low
-    assert target.boundary == pytest.approx(875.0) and (target.cfg_high, target.cfg_low) == (4.0, 3.0)
+    assert target.boundary == pytest.approx(0.875) and settings.cfg == (3.0, 4.0)  # (low_noise, high_noise)
     assert calls["apply"] == [(high, "high", True), (low, "low", True)]
     assert calls["remove"] == [(low, "report-low"), (high, "report-high")]
 
@@ -360,7 +361,10 @@ def test_loader_badge_names_the_wan22_expert_pair(task, size, badge):
     assert pair.describe() == f"{badge} (high + low noise experts)"
     real = released_config("wan2.1-t2v-14b")  # what the loader detects for a released T2V-A14B expert file
     assert (
-        WanModelHandle(high=FakeDiT(task=real.task, size_label=real.size_label), low=FakeDiT())
+        WanModelHandle(
+            high=FakeDiT(task=real.task, size_label=real.size_label),
+            low=FakeDiT(task=real.task, size_label=real.size_label),
+        )
         .describe()
         .startswith("wan2.2-t2v-a14b ")
     )

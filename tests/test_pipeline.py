@@ -229,6 +229,9 @@ def test_lora_changes_the_video(pipes, files):
     styled = pipe.generate("lora", seed=1, **SMALL)
     assert not torch.allclose(plain.latent, styled.latent)
     assert styled.params["loras"] == [{"file": LORA, "strength": 1.0, "strength_low": None}]
+    pipe.remove_loras()
+    restored = pipe.generate("lora", seed=1, **SMALL)
+    assert restored.params["loras"] == [] and rel_err(restored.latent, plain.latent) < 1e-5
 
 
 def test_inputs_that_do_not_fit_raise_clear_errors(pipes):
@@ -258,7 +261,7 @@ def test_resolve_params_follows_the_official_defaults():
     vae21, vae22 = SimpleNamespace(spatial_stride=8), SimpleNamespace(spatial_stride=16)
     none = GenerateInputs()
     r = resolve_params(_fake_config("wan2.1", "t2v", "1.3b"), vae21, GenerateParams("x", seed=1), none, "t2v")
-    assert (r["width"], r["height"], r["frames"], r["steps"], r["shift"], r["cfg"], r["fps"]) == (
+    assert (r.width, r.height, r.frames, r.steps, r.shift, r.cfg, r.fps) == (
         832,
         480,
         81,
@@ -267,22 +270,22 @@ def test_resolve_params_follows_the_official_defaults():
         5.0,
         16,
     )
-    assert r["negative_prompt"].startswith("色调艳丽，过曝")
+    assert r.negative_prompt.startswith("色调艳丽，过曝")
     i2v = _fake_config("wan2.1", "i2v", "14b")
     r = resolve_params(i2v, vae21, GenerateParams("x", width=832, height=480), GenerateInputs(image=_image(0)), "i2v")
-    assert (r["steps"], r["shift"]) == (40, 3.0) and r["negative_prompt"].startswith("镜头晃动，")
+    assert (r.steps, r.shift) == (40, 3.0) and r.negative_prompt.startswith("镜头晃动，")
     # no size: the official max-area rule at the image's aspect (1280*720 area, 3:5 image)
     r = resolve_params(i2v, vae21, GenerateParams("x"), GenerateInputs(image=_image(0, 600, 1000)), "i2v")
-    assert (r["width"], r["height"], r["shift"]) == (1232, 736, 5.0)
+    assert (r.width, r.height, r.shift) == (1232, 736, 5.0)
     a14b = _fake_config("wan2.1", "t2v", "14b")  # A14B T2V experts are detected as Wan2.1 T2V-14B
-    r = resolve_params(a14b, vae21, GenerateParams("x"), none, "t2v", two_experts=True)
-    assert (r["steps"], r["shift"], r["cfg"]) == (40, 12.0, (3.0, 4.0))
+    r = resolve_params(a14b, vae21, GenerateParams("x"), none, "t2v", family="wan2.2")
+    assert (r.steps, r.shift, r.cfg) == (40, 12.0, (3.0, 4.0))
     r = resolve_params(_fake_config("wan2.2", "ti2v", "5b"), vae22, GenerateParams("x"), none, "ti2v")
-    assert (r["width"], r["height"], r["frames"], r["fps"], r["steps"]) == (1280, 704, 121, 24, 50)
+    assert (r.width, r.height, r.frames, r.fps, r.steps) == (1280, 704, 121, 24, 50)
     r = resolve_params(
         _fake_config("wan2.1", "flf2v", "14b"), vae21, GenerateParams("x", width=64, height=64, frames=5), none, "flf2v"
     )
-    assert r["shift"] == 16.0 and r["negative_prompt"].startswith("镜头切换，镜头晃动，")
+    assert r.shift == 16.0 and r.negative_prompt.startswith("镜头切换，镜头晃动，")
 
 
 def test_offload_gives_the_same_video_and_releases_the_text_encoder(files, pipes):

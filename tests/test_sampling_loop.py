@@ -29,6 +29,14 @@ class FakeDiT(torch.nn.Module):
         self.calls: list[dict] = []
         self.keep_x = keep_x
 
+    @property
+    def device(self) -> torch.device:  # the sampler's DiT contract (wan_core.sampling.model.DiTLike)
+        return self.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
     def forward(self, x, t, context, clip_fea=None, y=None, vace_context=None, vace_scale=1.0):
         b = x.shape[0]
         self.calls.append(
@@ -101,8 +109,8 @@ def test_same_seed_same_latent_and_seed_batch():
 
 def test_moe_switch_step_and_per_expert_cfg():
     high, low = FakeDiT(), FakeDiT(gain=-0.5)
-    experts = Experts(high=high, low=low, cfg_high=4.0, cfg_low=1.0)  # boundary from task t2v -> 875
-    run(experts, SamplerSettings(steps=40, shift=12.0))
+    experts = Experts(high=high, low=low)  # boundary from task t2v -> 875
+    run(experts, SamplerSettings(steps=40, shift=12.0, cfg=(1.0, 4.0)))  # (low_noise, high_noise)
     assert len(high.calls) == 26 and all(c["batch"] == 2 and int(c["t"][0]) >= 875 for c in high.calls)
     assert len(low.calls) == 14 and all(c["batch"] == 1 and int(c["t"][0]) < 875 for c in low.calls)
     i2v_high, i2v_low = FakeDiT(task="i2v"), FakeDiT(task="i2v")

@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Union, cast
 
 import torch
 
@@ -113,9 +113,6 @@ class TensorSource(Mapping):
     def dtype(self, key: str) -> torch.dtype:
         return self._infos[key].dtype
 
-    def total_bytes(self) -> int:
-        return sum(i.nbytes for i in self._infos.values())
-
     def renamed(self, rename: Callable[[str], str | None]) -> TensorSource:
         """A view with keys mapped by ``rename`` (None drops the key); no data is read."""
         mapping: dict[str, str] = {}
@@ -143,10 +140,11 @@ class TensorSource(Mapping):
         wanted = set(keys)
         return self.renamed(lambda k: k if k in wanted else None)
 
-    def with_prefix_stripped(self, prefix: str) -> TensorSource:
-        """Keys starting with ``prefix`` lose it; other keys are dropped."""
+    def with_prefix_stripped(self, prefix: str, others: Callable[[str], str | None] | None = None) -> TensorSource:
+        """Keys starting with ``prefix`` lose it; ``others`` names what the remaining keys become
+        (None: they are dropped). The one implementation of prefix stripping."""
         n = len(prefix)
-        return self.renamed(lambda k: k[n:] if k.startswith(prefix) else None)
+        return self.renamed(lambda k: k[n:] if k.startswith(prefix) else (others(k) if others else None))
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,9 +185,11 @@ def read_tensor(info: TensorInfo) -> torch.Tensor:
     """Read one tensor's bytes straight into a new CPU tensor."""
     buf = torch.empty(info.nbytes, dtype=torch.uint8)
     if info.nbytes:
+        if info.path is None:
+            raise CheckpointError("This tensor lives in memory, not in a file; read it from its TensorSource.")
         with open(info.path, "rb") as f:
             f.seek(info.offset)
-            got = f.readinto(buf.numpy())
+            got = f.readinto(buf.numpy().data)
         if got != info.nbytes:
             raise CheckpointError(
                 f"{info.path} is truncated: expected {info.nbytes} bytes at offset {info.offset}, "
@@ -282,7 +282,7 @@ def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
     if isinstance(source, TensorSource):
         return source
     if isinstance(source, Mapping):
-        return source_from_dict(source)
+        return source_from_dict(cast(Mapping[str, torch.Tensor], source))
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
@@ -345,16 +345,32 @@ def common_prefix(keys: Iterable[str], candidates: Iterable[str], min_share: flo
     return ""
 
 
-def strip_known_prefix(src: TensorSource, candidates: Iterable[str] = KNOWN_PREFIXES) -> TensorSource:
+def strip_known_prefix(
+    src: TensorSource,
+    candidates: Iterable[str] = KNOWN_PREFIXES,
+    others: Callable[[str], str | None] | None = lambda key: key,
+) -> TensorSource:
     """Drop a wrapper prefix (ComfyUI's ``model.diffusion_model.`` etc.) when most keys carry it.
 
-    Keys without the prefix (e.g. a ``scaled_fp8`` marker stored bare) are kept as is.
+    Keys without the prefix follow ``others`` (default: kept as they are, e.g. a ``scaled_fp8``
+    marker stored bare; None drops them).
     """
     prefix = common_prefix(src.keys(), candidates)
-    if not prefix:
-        return src
-    n = len(prefix)
-    return src.renamed(lambda k: k[n:] if k.startswith(prefix) else k)
+    return src.with_prefix_stripped(prefix, others) if prefix else src
+
+
+def strip_wrappers(name: str, prefixes: Iterable[str]) -> str:
+    """One tensor name without its leading wrapper prefixes, removed repeatedly
+    (``base_model.model.transformer.x`` -> ``x``); a name that is only a prefix is kept."""
+    prefixes = tuple(prefixes)
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if name.startswith(prefix) and len(name) > len(prefix):
+                name = name[len(prefix) :]
+                changed = True
+    return name
 
 
 @dataclass(frozen=True)
@@ -462,7 +478,7 @@ def materialize(
     tensor's dtype (default: keep the stored dtype). Names in ``optional`` may be
     absent (they keep their initial value, which must not be on the meta device).
     """
-    targets = dict(module.named_parameters(remove_duplicate=False))
+    targets: dict[str, torch.Tensor] = dict(module.named_parameters(remove_duplicate=False))
     targets.update(dict(module.named_buffers(remove_duplicate=False)))
     optional = set(optional)
     required = {k for k in targets if k not in optional}

@@ -44,7 +44,7 @@ def parse_cfg(text: str | None) -> float | tuple[float, float] | None:
         raise InputError(f"--cfg must be a number or 'low,high' (e.g. 3,4); got {text!r}.") from None
     if len(values) not in (1, 2):
         raise InputError(f"--cfg takes one or two numbers; got {text!r}.")
-    return values[0] if len(values) == 1 else values
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def parse_lora(text: str) -> Any:

@@ -76,6 +76,18 @@ def is_storage_dtype(dtype: torch.dtype) -> bool:
     return is_fp8(dtype) or dtype == torch.int8
 
 
+def compute_dtype_for(storage: torch.dtype | None, device: torch.device | str | None = None) -> torch.dtype:
+    """The dtype a model computes in when its weights are stored in ``storage``.
+
+    fp8 and int8 are storage formats only (weights are dequantised per layer), and None means
+    "keep what the file has": both compute in the device's default (``resolve_dtype``).
+    Any other dtype is also the compute dtype.
+    """
+    if storage is None or is_storage_dtype(storage):
+        return resolve_dtype(None, device)
+    return storage
+
+
 def empty_cache(device: torch.device | str | None = None) -> None:
     """Return cached allocator memory to the driver (after interrupts, between experts)."""
     gc.collect()

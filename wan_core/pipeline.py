@@ -16,6 +16,8 @@ take the official per-task defaults (``wan_core.configs.defaults_for``).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -27,10 +29,36 @@ from typing import Any, Union
 
 import torch
 
-from .devices import empty_cache, is_storage_dtype, resolve_device, resolve_dtype
+from .checkpoints import CheckpointInput
+from .conditioning import (
+    Conditioning,
+    best_output_size,
+    check_frames,
+    check_size,
+    check_vae,
+    flf2v_conditioning,
+    fun_control_conditioning,
+    i2v_conditioning,
+    official_i2v_size,
+    t2v_conditioning,
+    ti2v_conditioning,
+    vace_conditioning,
+    validate_conditioning,
+)
+from .configs import TaskDefaults, default_negative_prompt, defaults_for
+from .devices import compute_dtype_for, empty_cache, resolve_device, resolve_dtype
+from .dit.config import DiTConfig
+from .dit.model import WanDiT
 from .errors import ConditioningError, InputError
+from .lora import LoraSpec
 from .memory import move, on_device
+from .modelset import ModelSet
 from .progress import NO_HOOKS, RunHooks
+from .sampling import Experts, SamplerSettings, sample
+from .text.loader import TextEncoder
+from .vae.config import VAEConfig
+from .vae.model import WanVAE
+from .vision.loader import ClipVision
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +69,10 @@ PathLike = Union[str, os.PathLike]
 class GenerateParams:
     """What to generate. ``None`` means "the official default for the loaded model's task".
 
-    frames: pixel frames (4n+1); width/height: pixels; cfg: one scale, or a
-    (low_noise, high_noise) pair for the two A14B experts (the official order); seed None draws a random one (recorded in the result).
+    frames: pixel frames (4n+1); width/height: pixels; cfg: one scale, or a (low_noise,
+    high_noise) pair for the two A14B experts (the official order); seed None draws a random
+    one (recorded in the result); boundary: where the A14B low-noise expert takes over, as a
+    fraction of the timestep range (0, 1] (None: the official 0.875 T2V / 0.9 I2V).
     """
 
     prompt: str
@@ -72,6 +102,35 @@ class GenerateInputs:
     reference_images: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class ResolvedParams:
+    """GenerateParams with every default filled in and the size checked: what one run uses.
+
+    Built once by :func:`resolve_params` from the task defaults; becomes the video's metadata.
+    """
+
+    prompt: str
+    negative_prompt: str
+    frames: int
+    width: int
+    height: int
+    steps: int
+    cfg: float | tuple[float, float]
+    shift: float
+    solver: str
+    seed: int
+    fps: float
+    vace_strength: float
+    boundary: float | None
+
+    def sampler_settings(self) -> SamplerSettings:
+        return SamplerSettings(steps=self.steps, shift=self.shift, cfg=self.cfg, solver=self.solver, seed=self.seed)
+
+    def as_metadata(self) -> dict[str, Any]:
+        """A JSON-able dict (a cfg pair stays a tuple here; JSON writes it as a list)."""
+        return asdict(self)
+
+
 @dataclass
 class GenerateResult:
     """frames: float32 [F, H, W, 3] in 0..1 on CPU; latent: normalised [1, C, T, h, w];
@@ -90,7 +149,7 @@ class GenerateResult:
         return write_video(self.frames, path, fps=self.fps, metadata=self.params)
 
 
-def _name_of(source: Any) -> str | None:
+def _name_of(source: object) -> str | None:
     if isinstance(source, (str, os.PathLike)):
         return Path(source).name
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike)):
@@ -108,33 +167,42 @@ class WanPipeline:
 
     def __init__(
         self,
-        dit: Any,
-        vae: Any,
-        text_encoder: Any,
-        clip_vision: Any = None,
-        dit_low: Any = None,
+        dit: WanDiT,
+        vae: WanVAE,
+        text_encoder: TextEncoder,
+        clip_vision: ClipVision | None = None,
+        dit_low: WanDiT | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         offload: bool = False,
         names: dict[str, str | None] | None = None,
     ) -> None:
-        self.dit, self.dit_low, self.vae = dit, dit_low, vae
-        self.text_encoder, self.clip_vision = text_encoder, clip_vision
+        self.models = ModelSet(high=dit, low=dit_low)  # checks that two experts belong together
+        self.vae, self.text_encoder, self.clip_vision = vae, text_encoder, clip_vision
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.offload = offload
         self.names = dict(names or {})
-        self.loras: list[dict[str, Any]] = []
-        _check_pair(dit, dit_low, vae)
+        self._attached_loras = contextlib.ExitStack()
+        check_vae(dit.config, vae.config)
+
+    @property
+    def dit(self) -> WanDiT:
+        """The DiT (the high-noise expert for Wan2.2 A14B)."""
+        return self.models.high
+
+    @property
+    def dit_low(self) -> WanDiT | None:
+        return self.models.low
 
     @classmethod
     def from_files(
         cls,
-        model: Any,
+        model: CheckpointInput,
         vae: PathLike,
         text_encoder: PathLike,
         clip_vision: PathLike | None = None,
-        model_low: Any = None,
+        model_low: CheckpointInput | None = None,
         tokenizer: PathLike | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
@@ -148,22 +216,24 @@ class WanPipeline:
         low-noise one). ``offload`` None means: offload on accelerators, not on CPU.
         ``text_cache``: the text encoder's embedding disk cache folder (False: memory only).
         """
-        import wan_core
+        from .text.loader import load_text_encoder
+        from .vae.loader import load_vae
+        from .vision.loader import load_clip_vision
 
         dev = resolve_device(device)
         weights = resolve_dtype(dtype, dev)  # fp8 / int8 here = storage of the DiT's Linear weights
-        cdtype = resolve_dtype(None, dev) if is_storage_dtype(weights) else weights
+        cdtype = compute_dtype_for(weights, dev)
         offload = dev.type != "cpu" if offload is None else offload
         home = torch.device("cpu") if offload else dev
         started = time.perf_counter()
         dit = _load_dit(model, home, weights, cdtype, attention)
         dit_low = _load_dit(model_low, home, weights, cdtype, attention) if model_low else None
-        vae_model = wan_core.load_vae(vae, device=home, dtype=cdtype)
-        te = wan_core.load_text_encoder(
+        vae_model = load_vae(vae, device=home, dtype=cdtype)
+        te = load_text_encoder(
             text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype, cache_dir=text_cache, keep_loaded=not offload
         )
         # CLIP-H (0.6 B) stays on the compute device: it cannot move, and it is small next to a 14B DiT
-        clip = wan_core.load_clip_vision(clip_vision, device=dev, dtype=cdtype) if clip_vision else None
+        clip = load_clip_vision(clip_vision, device=dev, dtype=cdtype) if clip_vision else None
         log.info("Loaded %s in %.1f s", dit.config.variant, time.perf_counter() - started)
         names = {
             "model": _name_of(model),
@@ -176,21 +246,28 @@ class WanPipeline:
 
     # ------------------------------------------------------------------ LoRA
 
-    def add_loras(self, specs: Sequence[Any]) -> None:
-        """Apply ``wan_core.lora.LoraSpec`` entries (to both experts for A14B)."""
-        from .lora import apply_lora_stack
+    def add_loras(self, specs: Sequence[LoraSpec]) -> None:
+        """Attach LoRAs (per-expert strengths for A14B) until :meth:`remove_loras`.
 
+        The pipeline owns its DiTs, so the LoRAs stay attached across ``generate`` calls and
+        merged ones keep no copy of the original weights (removing them subtracts).
+        """
         if not specs:
             return
-        if self.dit_low is None:
-            apply_lora_stack(self.dit, list(specs))
-        else:
-            apply_lora_stack(self.dit, list(specs), expert="high")
-            apply_lora_stack(self.dit_low, list(specs), expert="low")
-        for spec in specs:
-            self.loras.append(
-                {"file": _name_of(spec.path) or "<dict>", "strength": spec.strength, "strength_low": spec.strength_low}
-            )
+        added = ModelSet(high=self.models.high, low=self.models.low, loras=tuple(specs))
+        self._attached_loras.enter_context(added.attached_loras(keep_original=False))
+        self.models = self.models.with_loras(specs)
+
+    def remove_loras(self) -> None:
+        """Detach every LoRA added with :meth:`add_loras`."""
+        self._attached_loras.close()
+        self.models = dataclasses.replace(self.models, loras=())
+
+    def _lora_metadata(self) -> list[dict[str, Any]]:
+        return [
+            {"file": _name_of(spec.path) or "<dict>", "strength": spec.strength, "strength_low": spec.strength_low}
+            for spec in self.models.loras
+        ]
 
     # ------------------------------------------------------------------ generation
 
@@ -215,30 +292,25 @@ class WanPipeline:
     def run(self, request: GenerateParams, inputs: GenerateInputs, hooks: RunHooks) -> GenerateResult:
         """The whole pipeline: resolve defaults, encode text/images, sample, decode."""
         timings: dict[str, float] = {}
-        mode = choose_mode(self.dit.config, inputs)
-        resolved = resolve_params(
-            self.dit.config, self.vae.config, request, inputs, mode, two_experts=self.dit_low is not None
-        )
+        mode, resolved = self.resolve(request, inputs)
         tick = time.perf_counter()
-        positive, negative = self.encode_prompts(resolved["prompt"], resolved["negative_prompt"])
-        clip_fea = self.encode_clip(mode, inputs)
+        positive, negative = self.encode_prompts(resolved.prompt, resolved.negative_prompt)
+        clip_fea = self.encode_clip(inputs)
         timings["encode_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         with on_device(self.vae, self.device, self.offload):
-            cond = build_conditioning(
-                mode, self.vae, inputs, resolved, clip_fea, int(getattr(self.dit.config, "extra_channels", 0) or 0)
-            )
-        validate(cond, self.dit.config, self.vae.config)
+            cond = build_conditioning(mode, self.vae, inputs, resolved, clip_fea, self.dit.config.extra_channels)
+        validate_conditioning(cond, self.dit.config, self.vae.config)
         latent = self.sample(positive, negative, cond, resolved, hooks)
         timings["sample_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         frames = self.decode(latent, hooks)
         timings["decode_s"] = time.perf_counter() - tick
         meta = {
-            **resolved,
+            **resolved.as_metadata(),
             "mode": mode,
-            "variant": self.dit.config.variant,
-            "loras": list(self.loras),
+            "variant": self.models.variant,
+            "loras": self._lora_metadata(),
             **{k: v for k, v in self.names.items() if v},
         }
         log.info(
@@ -249,21 +321,24 @@ class WanPipeline:
             mode,
             sum(timings.values()),
         )
-        return GenerateResult(
-            frames=frames, fps=float(resolved["fps"]), latent=latent.cpu(), params=meta, timings=timings
-        )
+        return GenerateResult(frames=frames, fps=float(resolved.fps), latent=latent.cpu(), params=meta, timings=timings)
+
+    def resolve(self, request: GenerateParams, inputs: GenerateInputs) -> tuple[str, ResolvedParams]:
+        """The mode the loaded DiT runs for these inputs, and the settings with every default filled in."""
+        mode = choose_mode(self.dit.config, inputs)
+        return mode, resolve_params(self.dit.config, self.vae.config, request, inputs, mode, self.models.family)
 
     def encode_prompts(self, prompt: str, negative: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """umT5 embeddings: ([ [L_pos, D] ], [ [L_neg, D] ]) on the compute device."""
         with torch.no_grad():
             pos, neg = self.text_encoder.encode([prompt, negative])  # the encoder picks its own device
-        if self.offload and hasattr(self.text_encoder, "release"):
+        if self.offload:
             self.text_encoder.release()
         return [pos.to(self.device)], [neg.to(self.device)]
 
-    def encode_clip(self, mode: str, inputs: GenerateInputs) -> torch.Tensor | None:
+    def encode_clip(self, inputs: GenerateInputs) -> torch.Tensor | None:
         """CLIP-H tokens [1, 257 | 514, width] for models with an image embedding, else None."""
-        if not getattr(self.dit.config, "clip_dim", None) or inputs.image is None:
+        if not self.dit.config.clip_dim or inputs.image is None:
             return None
         if self.clip_vision is None:
             raise InputError(
@@ -277,28 +352,20 @@ class WanPipeline:
             tokens = [self.clip_vision.encode(img) for img in images]  # each [1, 257, W]
         return torch.cat(tokens, dim=1)
 
-    def experts(self, resolved: dict[str, Any]) -> Any:
-        """The DiT, or ``Experts(high, low, boundary)`` for Wan2.2 A14B (cfg pairs go in the settings).
+    def sampler_inputs(self, resolved: ResolvedParams) -> tuple[WanDiT | Experts, SamplerSettings]:
+        """The sampling target (the DiT or the A14B experts) and the settings for one run.
 
         With ``offload`` the sampler keeps only the active expert on the device when memory is short.
         """
-        if self.dit_low is None:
-            return self.dit
-        from .sampling import Experts
-
-        return Experts(
-            high=self.dit,
-            low=self.dit_low,
-            boundary=resolved.get("boundary"),
-            offload="auto" if self.offload else "never",
-        )
+        target = self.models.sampling_target(resolved.boundary, offload="auto" if self.offload else "never")
+        return target, resolved.sampler_settings()
 
     def sample(
         self,
         positive: list[torch.Tensor],
         negative: list[torch.Tensor],
-        cond: Any,
-        resolved: dict[str, Any],
+        cond: Conditioning,
+        resolved: ResolvedParams,
         hooks: RunHooks,
     ) -> torch.Tensor:
         """Run the sampler -> normalised latent [1, C, T, h, w] (VACE reference frames already trimmed).
@@ -306,17 +373,9 @@ class WanPipeline:
         The sampler moves each DiT to the device when its steps start; with ``offload``
         they return to the CPU afterwards.
         """
-        from .sampling import SamplerSettings, sample
-
-        settings = SamplerSettings(
-            steps=int(resolved["steps"]),
-            shift=float(resolved["shift"]),
-            cfg=resolved["cfg"],
-            solver=str(resolved["solver"]),
-            seed=int(resolved["seed"]),
-        )
+        target, settings = self.sampler_inputs(resolved)
         try:
-            return sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks, device=self.device)
+            return sample(target, positive, negative, cond, settings, hooks=hooks, device=self.device)
         finally:
             if self.offload:
                 move([self.dit, self.dit_low], "cpu")
@@ -332,38 +391,23 @@ class WanPipeline:
         return video[0].float().clamp(-1, 1).add(1).mul(0.5).permute(1, 2, 3, 0).contiguous().cpu()
 
 
-def _load_dit(source: Any, device: torch.device, weights: torch.dtype, compute: torch.dtype, attention: str) -> Any:
+def _load_dit(
+    source: CheckpointInput, device: torch.device, weights: torch.dtype, compute: torch.dtype, attention: str
+) -> WanDiT:
     """A DiT on ``device`` with Linear weights in ``weights`` (fp8 files stay fp8), computing in ``compute``."""
-    import wan_core
+    from .dit.loader import load_dit
 
-    dit = wan_core.load_dit(source, device=device, dtype=weights, attention=attention)
-    if hasattr(dit, "set_compute_dtype"):
-        dit.set_compute_dtype(compute)  # loaded on the CPU for offloading: keep the accelerator's dtype
+    dit = load_dit(source, device=device, dtype=weights, attention=attention)
+    dit.set_compute_dtype(compute)  # loaded on the CPU for offloading: keep the accelerator's dtype
     return dit
-
-
-def _check_pair(dit: Any, dit_low: Any, vae: Any) -> None:
-    """The two experts must be the same variant; the VAE must give the DiT its latent channels."""
-    if dit_low is not None and dit_low.config.variant != dit.config.variant:
-        raise InputError(
-            f"The high-noise model is {dit.config.variant} but the low-noise model is "
-            f"{dit_low.config.variant}: load the two experts of one Wan2.2 A14B release."
-        )
-    want, have = dit.config.latent_channels, vae.config.z_dim
-    if want != have:
-        hint = "wan2.2_vae.safetensors" if want == 48 else "wan_2.1_vae.safetensors"
-        raise ConditioningError(
-            f"The VAE has {have} latent channels (Wan{vae.config.version}) but "
-            f"{dit.config.variant} expects {want}: load {hint}."
-        )
 
 
 # ---------------------------------------------------------------- decisions: mode, settings, conditioning
 
-MODES = ("t2v", "i2v", "flf2v", "ti2v", "vace", "fun-control", "fun-inp")
+MODES = ("t2v", "i2v", "flf2v", "ti2v", "vace", "fun-control")
 
 
-def _given(inputs: Any) -> set[str]:
+def _given(inputs: GenerateInputs) -> set[str]:
     return {name for name, value in vars(inputs).items() if value is not None}
 
 
@@ -373,34 +417,26 @@ def _reject(variant: str, given: set[str], allowed: set[str], hint: str) -> None
         raise ConditioningError(f"{variant} cannot use {', '.join(extra)} ({hint}).")
 
 
-def model_kind(config: Any) -> str:
-    """The DiT's task, with Fun models named as such (their task may read "i2v")."""
-    variant = str(config.variant).lower()
-    for fun in ("fun-control", "fun-inp"):
-        if fun in variant or fun == str(config.task):
-            return fun
-    return str(config.task)
+def choose_mode(config: DiTConfig, inputs: GenerateInputs) -> str:
+    """One of MODES for DiT ``config`` and the non-None fields of ``inputs``.
 
-
-def choose_mode(config: Any, inputs: Any) -> str:
-    """One of MODES for DiT ``config`` and the non-None fields of ``inputs`` (GenerateInputs)."""
-    kind, given, variant = model_kind(config), _given(inputs), config.variant
-    if kind == "t2v":
+    Fun-InP models are detected as I2V (same keys and shapes) and run as such.
+    """
+    task, given, variant = config.task, _given(inputs), config.variant
+    if task == "t2v":
         _reject(variant, given, set(), "a text-to-video model: load an I2V/FLF2V/VACE/TI2V model for image inputs")
         return "t2v"
-    if kind in ("i2v", "flf2v", "fun-inp"):
+    if task in ("i2v", "flf2v"):
         _reject(variant, given, {"image", "last_image"}, "it takes a start image and optionally an end image")
         if "image" not in given:
             raise InputError(f"{variant} is an image-to-video model: give a start image (--image).")
-        if kind == "flf2v" and "last_image" not in given:
+        if task == "flf2v" and "last_image" not in given:
             raise InputError(f"{variant} is a first-last-frame model: give --image and --last-image.")
-        if kind == "fun-inp":
-            return kind
         return "flf2v" if "last_image" in given else "i2v"
-    if kind == "ti2v":
+    if task == "ti2v":
         _reject(variant, given, {"image"}, "TI2V-5B takes text and optionally a start image")
         return "ti2v"
-    if kind == "vace":
+    if task == "vace":
         _reject(
             variant,
             given,
@@ -408,48 +444,20 @@ def choose_mode(config: Any, inputs: Any) -> str:
             "VACE takes a control video, a mask and reference images; pass a start image as a reference",
         )
         return "vace"
-    if kind == "fun-control":
+    if task == "fun-control":
         _reject(variant, given, {"control_video", "image"}, "Fun-Control takes a control video and a start image")
         if "control_video" not in given:
             raise InputError(f"{variant} is a Fun-Control model: give a control video (--control-video).")
-        return kind
+        return task
     raise ConditioningError(
-        f"The standalone pipeline does not support {variant} (task {config.task!r}); "
-        f"supported tasks: {', '.join(MODES)}."
+        f"The standalone pipeline does not support {variant} (task {task!r}); supported tasks: {', '.join(MODES)}."
     )
 
 
-def defaults_family(config: Any, two_experts: bool) -> str:
-    """Wan2.2 A14B T2V experts are key-identical to Wan2.1 T2V-14B: two experts mean Wan2.2 defaults."""
-    return "wan2.2" if two_experts else str(config.family)
-
-
-def _defaults(config: Any, two_experts: bool, width: int | None, height: int | None) -> Any:
+def _defaults(config: DiTConfig, family: str, width: int | None, height: int | None) -> TaskDefaults:
     """Task defaults; a given size refines them (Wan2.1 I2V at 480p uses shift 3), else the model size does."""
-    from .configs import defaults_for
-
-    label = f"{width}*{height}" if width and height else getattr(config, "size_label", None)
-    return defaults_for(defaults_family(config, two_experts), config.task, label)
-
-
-def _negative(config: Any, given: str | None, two_experts: bool) -> str:
-    if given:
-        return given
-    from .configs import default_negative_prompt
-
-    return default_negative_prompt(defaults_family(config, two_experts), config.task)
-
-
-def check_size(width: int, height: int, frames: int, multiple: int) -> None:
-    """Pixel sizes must be multiples of VAE stride x patch (16 for Wan2.1, 32 for Wan2.2 VAE); F = 4n+1."""
-    if width <= 0 or height <= 0 or width % multiple or height % multiple:
-        raise InputError(
-            f"Size {width}x{height} is not a multiple of {multiple} (VAE stride x patch size): "
-            f"use e.g. {max(multiple, width // multiple * multiple)}x"
-            f"{max(multiple, height // multiple * multiple)}."
-        )
-    if frames < 1 or (frames - 1) % 4:
-        raise InputError(f"The frame count must be 4n+1 (1, 5, 9, ..., 81); got {frames}: use {(frames // 4) * 4 + 1}.")
+    label = f"{width}*{height}" if width and height else config.size_label
+    return defaults_for(family, config.task, label)
 
 
 def size_from_image(image: torch.Tensor, mode: str, area: int, vae_stride: int) -> tuple[int, int]:
@@ -457,72 +465,78 @@ def size_from_image(image: torch.Tensor, mode: str, area: int, vae_stride: int) 
 
     TI2V-5B: ``best_output_size`` (multiples of 32); I2V/FLF2V: ``lat = 2*floor(sqrt(area*a)/stride/2)``.
     """
-    from .conditioning import best_output_size, official_i2v_size
-
     img_h, img_w = int(image.shape[1]), int(image.shape[2])
     if mode == "ti2v":
         return best_output_size(img_w, img_h, 2 * vae_stride, 2 * vae_stride, area)
     return official_i2v_size(img_h, img_w, area, stride=vae_stride)
 
 
+def _size(
+    request: GenerateParams, inputs: GenerateInputs, mode: str, base: TaskDefaults, vae_stride: int
+) -> tuple[int, int]:
+    """The requested size; unset sides follow the input image (I2V/FLF2V/TI2V) or the task default."""
+    if request.width is not None and request.height is not None:
+        return request.width, request.height
+    width, height = base.width, base.height
+    if inputs.image is not None and mode in ("i2v", "flf2v", "ti2v"):
+        width, height = size_from_image(inputs.image, mode, base.width * base.height, vae_stride)
+    return request.width or width, request.height or height
+
+
 def resolve_params(
-    config: Any, vae_config: Any, request: Any, inputs: Any, mode: str, two_experts: bool = False
-) -> dict[str, Any]:
-    """GenerateParams with every None replaced by the task default; sizes checked.
+    config: DiTConfig,
+    vae_config: VAEConfig,
+    request: GenerateParams,
+    inputs: GenerateInputs,
+    mode: str,
+    family: str | None = None,
+) -> ResolvedParams:
+    """GenerateParams with every None replaced by the task default; the size and frame count checked.
 
-    Returns a JSON-able dict (it becomes the video's metadata).
+    ``family`` picks the defaults (``ModelSet.family``: an A14B expert pair is Wan2.2 even though
+    its T2V experts are detected as Wan2.1); None = the DiT's own family.
     """
-    out = dict(asdict(request))
-    base = _defaults(config, two_experts, out["width"], out["height"])
-    for name in ("steps", "shift", "cfg", "solver", "frames", "fps"):
-        if out[name] is None:
-            out[name] = getattr(base, name)
-    multiple = int(vae_config.spatial_stride) * 2
-    if out["width"] is None or out["height"] is None:
-        width, height = base.width, base.height
-        if inputs.image is not None and mode in ("i2v", "flf2v", "ti2v", "fun-inp"):
-            width, height = size_from_image(
-                inputs.image, mode, base.width * base.height, int(vae_config.spatial_stride)
-            )
-        out["width"] = out["width"] or width
-        out["height"] = out["height"] or height
-    if out["seed"] is None:
-        out["seed"] = random.SystemRandom().randrange(2**32)
-    out["negative_prompt"] = _negative(config, out["negative_prompt"], two_experts)
-    if isinstance(out["cfg"], list):
-        out["cfg"] = tuple(out["cfg"])
-    check_size(int(out["width"]), int(out["height"]), int(out["frames"]), multiple)
-    return out
-
-
-def _builder(name: str) -> Any:
-    """``wan_core.conditioning.<name>`` (imported late: the package pulls in the VAE helpers)."""
-    from . import conditioning
-
-    return getattr(conditioning, name)
+    family = family or config.family
+    base = _defaults(config, family, request.width, request.height)
+    stride = int(vae_config.spatial_stride)
+    width, height = _size(request, inputs, mode, base, stride)
+    cfg = request.cfg if request.cfg is not None else base.cfg
+    resolved = ResolvedParams(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or default_negative_prompt(family, config.task),
+        frames=request.frames if request.frames is not None else base.frames,
+        width=width,
+        height=height,
+        steps=request.steps if request.steps is not None else base.steps,
+        cfg=(float(cfg[0]), float(cfg[1])) if isinstance(cfg, (tuple, list)) else cfg,
+        shift=request.shift if request.shift is not None else base.shift,
+        solver=request.solver if request.solver is not None else base.solver,
+        seed=request.seed if request.seed is not None else random.SystemRandom().randrange(2**32),
+        fps=request.fps if request.fps is not None else base.fps,
+        vace_strength=request.vace_strength,
+        boundary=request.boundary,
+    )
+    check_size(int(resolved.width), int(resolved.height), 2 * stride)
+    check_frames(int(resolved.frames))
+    return resolved
 
 
 def build_conditioning(
-    mode: str, vae: Any, inputs: Any, r: dict[str, Any], clip_fea: torch.Tensor | None, extra_channels: int = 0
-) -> Any:
-    """The Conditioning for ``mode`` (checked against the DiT by :func:`validate`)."""
-    frames, width, height = int(r["frames"]), int(r["width"]), int(r["height"])
+    mode: str,
+    vae: WanVAE,
+    inputs: GenerateInputs,
+    r: ResolvedParams,
+    clip_fea: torch.Tensor | None,
+    extra_channels: int = 0,
+) -> Conditioning:
+    """The Conditioning for ``mode`` (checked against the DiT by ``validate_conditioning``)."""
+    frames, width, height = int(r.frames), int(r.width), int(r.height)
     if mode == "t2v":
-        return _builder("t2v_conditioning")(vae.config.z_dim, frames, width, height, vae.config.spatial_stride)
-    if mode == "i2v":
-        return _builder("i2v_conditioning")(vae, inputs.image, frames, width, height, clip_fea=clip_fea)
-    if mode == "flf2v":
-        return _builder("flf2v_conditioning")(
-            vae, inputs.image, inputs.last_image, frames, width, height, clip_fea=clip_fea
-        )
-    if mode == "fun-inp":
-        return _builder("fun_inp_conditioning")(
-            vae, inputs.image, inputs.last_image, frames, width, height, clip_fea=clip_fea
-        )
+        return t2v_conditioning(vae.config.z_dim, frames, width, height, vae.config.spatial_stride)
     if mode == "ti2v":
-        return _builder("ti2v_conditioning")(vae, inputs.image, frames, width, height)
+        return ti2v_conditioning(vae, inputs.image, frames, width, height)
     if mode == "vace":
-        return _builder("vace_conditioning")(
+        return vace_conditioning(
             vae,
             frames,
             width,
@@ -530,20 +544,28 @@ def build_conditioning(
             control_video=inputs.control_video,
             control_mask=inputs.control_mask,
             reference_images=inputs.reference_images,
-            strength=r["vace_strength"],
+            strength=r.vace_strength,
         )
-    return _builder("fun_control_conditioning")(
-        vae,
-        inputs.control_video,
-        frames,
-        width,
-        height,
-        start_image=inputs.image,
-        clip_fea=clip_fea,
-        model_extra_channels=extra_channels,
-    )
+    if mode == "fun-control":
+        return fun_control_conditioning(
+            vae,
+            _required(inputs.control_video, "control_video", mode),
+            frames,
+            width,
+            height,
+            start_image=inputs.image,
+            clip_fea=clip_fea,
+            model_extra_channels=extra_channels,
+        )
+    image = _required(inputs.image, "image", mode)
+    if mode == "flf2v":
+        last = _required(inputs.last_image, "last_image", mode)
+        return flf2v_conditioning(vae, image, last, frames, width, height, clip_fea=clip_fea)
+    return i2v_conditioning(vae, image, frames, width, height, clip_fea=clip_fea)
 
 
-def validate(cond: Any, dit_config: Any, vae_config: Any) -> None:
-    """``wan_core.conditioning.validate_conditioning``: raises ConditioningError naming the fix."""
-    _builder("validate_conditioning")(cond, dit_config, vae_config)
+def _required(value: torch.Tensor | None, name: str, mode: str) -> torch.Tensor:
+    """An input :func:`choose_mode` already required for ``mode``."""
+    if value is None:
+        raise InputError(f"{mode} needs {name}.")
+    return value

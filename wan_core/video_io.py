@@ -186,6 +186,7 @@ def read_video(path: PathLike, max_frames: int | None = None) -> tuple[torch.Ten
 
 def _read_av(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
     import av
+    from av.error import FFmpegError
 
     frames: list[np.ndarray] = []
     try:
@@ -196,7 +197,7 @@ def _read_av(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], floa
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
-    except (av.error.FFmpegError, IndexError) as exc:
+    except (FFmpegError, IndexError) as exc:
         raise InputError(f"Could not decode video {str(path)!r}: {exc}") from exc
     return frames, float(rate)
 

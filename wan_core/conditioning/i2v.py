@@ -53,7 +53,8 @@ def anchored_conditioning(
     latent = encode_video(vae, video)
     mask = anchor_mask(frames, anchors.keys(), height // stride, width // stride, device=latent.device)
     y = torch.cat([mask, latent], dim=1)
-    return Conditioning(latent_shape=(z_dim, *latent.shape[2:]), y=y, clip_fea=_clip_batch(clip_fea))
+    t, h, w = latent.shape[2:]
+    return Conditioning(latent_shape=(z_dim, t, h, w), y=y, clip_fea=_clip_batch(clip_fea))
 
 
 def _clip_batch(clip_fea: torch.Tensor | None) -> torch.Tensor | None:

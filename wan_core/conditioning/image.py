@@ -46,11 +46,6 @@ def to_signed_chw(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2) * 2.0 - 1.0
 
 
-def frames_to_video(frames: torch.Tensor) -> torch.Tensor:
-    """``[F, 3, H, W]`` (any range) -> a one-sample video ``[1, 3, F, H, W]``."""
-    return frames.permute(1, 0, 2, 3)[None]
-
-
 def center_crop_to_aspect(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Crop ``[N, C, H, W]`` symmetrically to the aspect ratio width:height (the larger side is cut)."""
     h, w = x.shape[-2:]
@@ -122,7 +117,7 @@ def lanczos_cover_crop(image: torch.Tensor, width: int, height: int) -> torch.Te
     pil = Image.fromarray(array)
     scale = max(width / pil.width, height / pil.height)
     new_w, new_h = round(pil.width * scale), round(pil.height * scale)
-    pil = pil.resize((new_w, new_h), Image.LANCZOS)
+    pil = pil.resize((new_w, new_h), Image.Resampling.LANCZOS)
     left, top = (new_w - width) // 2, (new_h - height) // 2
     pil = pil.crop((left, top, left + width, top + height))
     out = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).to(image.device)

@@ -69,7 +69,7 @@ def vae_device_dtype(vae: VideoVAE, fallback: torch.Tensor) -> tuple[torch.devic
     """Where the VAE's weights live, so the pixel video goes there once; else the input's own."""
     device = getattr(vae, "device", None)
     dtype = getattr(vae, "dtype", None)
-    if (device is None or dtype is None) and hasattr(vae, "parameters"):
+    if (device is None or dtype is None) and isinstance(vae, torch.nn.Module):
         param = next(iter(vae.parameters()), None)
         if param is not None:
             device, dtype = param.device, param.dtype

@@ -8,7 +8,7 @@ wrong graph fails in one clear line instead of a shape error deep inside the mod
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConditioningError, InputError
 from .types import Conditioning
@@ -64,7 +64,7 @@ def check_size(width: int, height: int, multiple: int) -> tuple[int, int]:
     return width, height
 
 
-def _field(config, name: str, default=None):
+def _field(config: object, name: str, default: Any = None) -> Any:
     return getattr(config, name, default) if config is not None else default
 
 

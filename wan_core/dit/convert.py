@@ -103,27 +103,15 @@ def is_diffusers_layout(keys: Iterable[str]) -> bool:
     return any(k.startswith("condition_embedder.") or ".attn1.to_q." in k for k in keys)
 
 
-def _convert(sd: Mapping[str, torch.Tensor], forward: bool) -> dict[str, torch.Tensor]:
+def official_to_diffusers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an official-layout state dict for diffusers (tensors are shared, not copied)."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in sd.items():
-        new = _map_name(name, forward)
+        new = official_to_diffusers_name(name)
         if new is None:
-            if not forward and any(part in name for part in _DIFFUSERS_ONLY):
-                continue
-            target = "diffusers" if forward else "official"
             raise CheckpointError(
-                f"No {target} name for tensor {name!r}: it is not part of a Wan DiT (WAN_SPEC 3.6). "
+                f"No diffusers name for tensor {name!r}: it is not part of a Wan DiT (WAN_SPEC 3.6). "
                 "Pass only the DiT's tensors, without a wrapper prefix."
             )
         out[new] = tensor
     return out
-
-
-def official_to_diffusers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an official-layout state dict for diffusers (tensors are shared, not copied)."""
-    return _convert(sd, forward=True)
-
-
-def diffusers_to_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a diffusers state dict to official names (tensors are shared, not copied)."""
-    return _convert(sd, forward=False)

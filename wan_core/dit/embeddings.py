@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -146,9 +147,14 @@ class ImageEmbedding(nn.Module):
         if x.shape[0] == 1 and batch > 1:
             x = x.expand(batch, -1, -1)
         ln0, lin1, _, lin3, ln4 = self.proj
-        x = F.layer_norm(x, ln0.normalized_shape, ln0.weight.float(), ln0.bias.float(), ln0.eps)
+        x = _layer_norm_fp32(x, cast(nn.LayerNorm, ln0))
         x = lin3(F.gelu(lin1(x)))
-        return F.layer_norm(x, ln4.normalized_shape, ln4.weight.float(), ln4.bias.float(), ln4.eps)
+        return _layer_norm_fp32(x, cast(nn.LayerNorm, ln4))
+
+
+def _layer_norm_fp32(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    """``ln`` applied in fp32 whatever dtype its weights are stored in."""
+    return F.layer_norm(x, ln.normalized_shape, ln.weight.float(), ln.bias.float(), ln.eps)
 
 
 class Head(nn.Module):

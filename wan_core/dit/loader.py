@@ -10,7 +10,8 @@ detected from keys and shapes only.
 Memory: the model is built on the meta device and filled one tensor at a time, so
 a bf16 file loaded as bf16 never exists twice in RAM.
 
-dtype policy (``dtype`` = weight storage of the Linear layers):
+dtype policy (``dtype`` = weight storage of the Linear layers; the compute dtype follows
+:func:`wan_core.devices.compute_dtype_for`):
 
 * ``dtype=None``: Linear weights stored in bf16/fp16/fp8 stay as stored (fp32 ones are
   cast to the compute dtype); compute dtype = ``resolve_dtype(None, device)``
@@ -34,22 +35,20 @@ there in fp32); convolutions use the compute dtype.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 import torch
 
 from ..checkpoints import (
-    KNOWN_PREFIXES,
     SCALED_FP8_MARKER,
     CheckpointInput,
     TensorSource,
-    common_prefix,
     materialize,
     open_checkpoint,
     scaled_fp8_dtype,
+    strip_known_prefix,
 )
-from ..devices import is_fp8, is_storage_dtype, resolve_device, resolve_dtype
+from ..devices import compute_dtype_for, is_fp8, is_storage_dtype, resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
 from ..fp8 import attach_scales, split_scales
 from ..ops import WanLinear
@@ -65,11 +64,8 @@ FP32_PARAM_SUFFIXES = ("modulation", "emb_pos")
 
 def official_source(source: CheckpointInput | TensorSource) -> TensorSource:
     """Open ``source`` and present it with official tensor names (prefix stripped, diffusers renamed)."""
-    src = open_checkpoint(source)
-    prefix = common_prefix(src.keys(), KNOWN_PREFIXES)
-    if prefix:  # keep only the DiT's tensors of an all-in-one file (+ a bare scaled_fp8 marker)
-        n = len(prefix)
-        src = src.renamed(lambda k: k[n:] if k.startswith(prefix) else (k if k == SCALED_FP8_MARKER else None))
+    # keep only the DiT's tensors of an all-in-one file (+ a bare scaled_fp8 marker)
+    src = strip_known_prefix(open_checkpoint(source), others=lambda k: k if k == SCALED_FP8_MARKER else None)
     if is_diffusers_layout(src.keys()):
         src = src.renamed(_official_name)
     return src
@@ -146,7 +142,7 @@ def load_dit(
     """
     dev = resolve_device(device)
     store = resolve_dtype(dtype, dev) if dtype is not None else None
-    compute = store if store is not None and not is_storage_dtype(store) else resolve_dtype(None, dev)
+    compute = compute_dtype_for(store, dev)
     src = official_source(source)
     model_keys, scale_keys = split_scales(src.keys())
     config = config_from_shapes({k: src.shape(k) for k in model_keys}, src.config)
@@ -174,8 +170,3 @@ def load_dit(
         "Loaded %s (%d layers, dim %d) on %s, compute %s.", config.variant, config.num_layers, config.dim, dev, compute
     )
     return model
-
-
-def load_dit_experts(sources: Iterable[CheckpointInput], **kwargs: Any) -> list[WanDiT]:
-    """Load several experts (Wan2.2 A14B high/low noise) with the same options."""
-    return [load_dit(s, **kwargs) for s in sources]

@@ -13,6 +13,8 @@ converted per call by :class:`~wan_core.ops.WanLinear`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -21,7 +23,15 @@ from .attention import check_backend
 from .blocks import Context, SelfAttention, WanBlock
 from .blockswap import BlockSwap
 from .config import DiTConfig
-from .embeddings import Head, ImageEmbedding, TextEmbedding, embed_timesteps, time_embedding_mlp, time_projection_mlp
+from .embeddings import (
+    Head,
+    ImageEmbedding,
+    TextEmbedding,
+    TokenTable,
+    embed_timesteps,
+    time_embedding_mlp,
+    time_projection_mlp,
+)
 from .rope import RopeCache
 from .token_split import TokenSplit
 from .vace import VaceBlock, VaceState, start_vace
@@ -48,6 +58,7 @@ class WanDiT(nn.Module):
         )
         self.head = Head(c.dim, c.out_dim * c.patch_volume, c.eps, device=device)
         if c.has_vace:
+            assert c.vace_in_dim is not None  # detected together with vace_layers
             self.vace_patch_embedding = nn.Conv3d(
                 c.vace_in_dim, c.dim, c.patch_size, stride=c.patch_size, device=device
             )
@@ -56,6 +67,7 @@ class WanDiT(nn.Module):
                 for j in range(len(c.vace_layers))
             )
         if c.has_ref_conv:
+            assert c.ref_conv_in_dim is not None  # detected together with has_ref_conv
             self.ref_conv = nn.Conv2d(
                 c.ref_conv_in_dim, c.dim, c.patch_size[1:], stride=c.patch_size[1:], device=device
             )
@@ -87,7 +99,7 @@ class WanDiT(nn.Module):
         self.attention_backend = check_backend(backend)
         for module in self.modules():
             if hasattr(module, "backend"):
-                module.backend = self.attention_backend
+                setattr(module, "backend", self.attention_backend)  # noqa: B010 (nn.Module.__setattr__ is typed for tensors)
 
     def set_sequence_parallel(self, split: TokenSplit | None) -> None:
         """Split the tokens of every forward across ranks (``wan_core.parallel``); None = one process."""
@@ -118,9 +130,10 @@ class WanDiT(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         """``.to()``/``.cuda()`` etc. leave swapped blocks on their offload device."""
-        if getattr(self, "block_swap", None) is None:
+        swap = getattr(self, "block_swap", None)  # _apply also runs inside nn.Module.__init__, before it is set
+        if swap is None:
             return super()._apply(fn, recurse)
-        with self.block_swap.hidden():
+        with swap.hidden():
             return super()._apply(fn, recurse)
 
     # ----------------------------------------------------------------------------------
@@ -216,7 +229,7 @@ class WanDiT(nn.Module):
             t = torch.cat([t[:, :1].expand(-1, ref_tokens), t], dim=1)
         return t.expand(batch, -1) if t.shape[0] == 1 else t
 
-    def _embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | TokenTable]:
         return embed_timesteps(t, self.config.freq_dim, self.time_embedding, self.time_projection)
 
     def _embed_context(self, context, clip_fea: torch.Tensor | None, batch: int) -> Context:
@@ -246,7 +259,7 @@ class WanDiT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, e0, ctx, rope, cdt)
             if vace is not None and i in hint_at:
-                x = x + vace.step(self.vace_blocks[hint_at[i]], e0, ctx, rope, cdt)
+                x = x + vace.step(cast(VaceBlock, self.vace_blocks[hint_at[i]]), e0, ctx, rope, cdt)
         return x
 
     def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int], batch: int, tokens: int) -> torch.Tensor:

@@ -46,6 +46,7 @@ class VaceState:
             self.states[i] = c
             hint = block.after_proj(c.to(cdt)) * self.scales[i]
             total = hint if total is None else total + hint
+        assert total is not None  # start_vace makes at least one state
         return total
 
 

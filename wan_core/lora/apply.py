@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -114,7 +115,7 @@ def _check_shape(t: Target) -> None:
     if t.delta.kind in ("lowrank", "loha", "lokr"):
         fits = got[0] == want[0] and got[1] * want[0] == numel
     else:
-        fits = t.delta.diff.numel() == numel
+        fits = t.delta.part(t.delta.diff, "diff").numel() == numel
     if not fits:
         raise LoraError(
             f"LoRA key {t.delta.key!r} does not fit the model: it changes {t.name!r} with a delta of shape {got}, "
@@ -169,27 +170,30 @@ def _can_run_at_runtime(t: Target) -> bool:
 def _runtime_adapter(t: Target, strength: _Strength) -> RuntimeAdapter:
     d = t.delta
     if d.kind == "lowrank":
-        return RuntimeAdapter(strength, d.scale, d.down.flatten(1), d.up.flatten(1), d.up_bias)
+        down, up = d.part(d.down, "down").flatten(1), d.part(d.up, "up").flatten(1)
+        return RuntimeAdapter(strength, d.scale, down, up, d.up_bias)
+    diff = d.part(d.diff, "diff")
     if d.kind == "diff":
-        return RuntimeAdapter(strength, 1.0, down=d.diff.reshape(t.owner.weight_shape))
-    return RuntimeAdapter(strength, 1.0, bias=d.diff.reshape(-1))
+        return RuntimeAdapter(strength, 1.0, down=diff.reshape(cast(WanLinear, t.owner).weight_shape))
+    return RuntimeAdapter(strength, 1.0, bias=diff.reshape(-1))
 
 
-def _merge_entries(t: Target, model: nn.Module) -> list[tuple[nn.Module, str, DeltaFn]]:
+def _merge_entries(t: Target) -> list[tuple[nn.Module, str, DeltaFn]]:
     """(owner, leaf, ΔW function) for each parameter the delta changes (lowrank up_bias: also the bias)."""
     d = t.delta
     entries: list[tuple[nn.Module, str, DeltaFn]] = [(t.owner, t.leaf, d.weight_delta)]
-    if d.kind == "lowrank" and d.up_bias is not None:
+    up_bias = d.up_bias
+    if d.kind == "lowrank" and up_bias is not None:
         if getattr(t.owner, "bias", None) is None:
             log.warning("LoRA key %r has a lora_B.bias but %r has no bias; the bias part is skipped.", d.key, t.name)
         else:
-            entries.append((t.owner, "bias", lambda dev, shape: (d.up_bias.to(dev).float() * d.scale).reshape(shape)))
+            entries.append((t.owner, "bias", lambda dev, shape: (up_bias.to(dev).float() * d.scale).reshape(shape)))
     return entries
 
 
 @torch.no_grad()
-def _merge(t: Target, model: nn.Module, handle: LoraHandle, keep_original: bool) -> None:
-    for owner, leaf, fn in _merge_entries(t, model):
+def _merge(t: Target, handle: LoraHandle, keep_original: bool) -> None:
+    for owner, leaf, fn in _merge_entries(t):
         handle.merge(owner, leaf, fn, keep_original)
 
 
@@ -227,11 +231,12 @@ def apply_lora(
     for t in plan.targets:
         if mode == "runtime" and _can_run_at_runtime(t):
             adapter = _runtime_adapter(t, handle.strength)
-            t.owner.adapters.append(adapter)
-            handle.adapters.append((t.owner, adapter))
+            owner = cast(WanLinear, t.owner)  # _can_run_at_runtime checked it
+            owner.adapters.append(adapter)
+            handle.adapters.append((owner, adapter))
             runtime += 1
         else:
-            _merge(t, model, handle, keep_original)
+            _merge(t, handle, keep_original)
     report = LoraReport(
         weights.name,
         len(plan.targets),

@@ -66,6 +66,7 @@ class RuntimeAdapter:
                 y = F.linear(y, up)
         if bias is not None:
             y = bias if y is None else y + bias
+        assert y is not None  # an adapter carries factors or a bias
         return y * s
 
 

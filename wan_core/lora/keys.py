@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..checkpoints import strip_wrappers
 from ..dit.convert import BLOCK_NAME, diffusers_to_official_name, official_to_diffusers_name
 
 # Parts of a key, longest first so ".diff_b" is not read as ".diff".
@@ -115,14 +116,7 @@ def strip_prefix(stem: str) -> tuple[str, bool]:
         if stem.startswith(prefix):
             path = stem[len(prefix) :]
             return (path[len("diffusion_model_") :] if path.startswith("diffusion_model_") else path), True
-    changed = True
-    while changed:
-        changed = False
-        for prefix in DOTTED_PREFIXES:
-            if stem.startswith(prefix) and len(stem) > len(prefix):
-                stem = stem[len(prefix) :]
-                changed = True
-    return stem, False
+    return strip_wrappers(stem, DOTTED_PREFIXES), False
 
 
 def parse_key(key: str) -> ParsedKey | None:

@@ -47,13 +47,17 @@ FORMATS: dict[str, tuple[str, bool, str, str, bool, bool]] = {
 }
 
 
-def _shapes_from_config(cfg) -> dict[str, tuple[int, int]]:
-    get = cfg.get if isinstance(cfg, Mapping) else lambda k, d=None: getattr(cfg, k, d)
-    dim, ffn, layers = get("dim"), get("ffn_dim"), get("num_layers")
-    if None in (dim, ffn, layers):
+def _config_int(cfg: object, key: str) -> int:
+    value = cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
+    if value is None:
         raise InputError("tiny_lora_state_dict needs a DiT state dict or a config with dim, ffn_dim, num_layers.")
+    return int(value)
+
+
+def _shapes_from_config(cfg: object) -> dict[str, tuple[int, int]]:
+    dim, ffn, layers = (_config_int(cfg, key) for key in ("dim", "ffn_dim", "num_layers"))
     shapes = {}
-    for n in range(int(layers)):
+    for n in range(layers):
         for lin in BLOCK_LINEARS:
             out_f, in_f = {"ffn.0": (ffn, dim), "ffn.2": (dim, ffn)}.get(lin, (dim, dim))
             shapes[f"blocks.{n}.{lin}"] = (int(out_f), int(in_f))
@@ -113,7 +117,7 @@ def tiny_lora_state_dict(
     """A random LoRA on every attention and FFN linear of the DiT's blocks, in format ``fmt``."""
     src = dit_state_dict_or_config
     is_sd = isinstance(src, Mapping) and any(isinstance(v, torch.Tensor) for v in src.values())
-    shapes = _shapes_from_state_dict(src) if is_sd else _shapes_from_config(src)
+    shapes = _shapes_from_state_dict(src) if isinstance(src, Mapping) and is_sd else _shapes_from_config(src)
     if not shapes:
         raise InputError("No blocks.N attention/FFN weights found to put a LoRA on.")
     return write_format(random_factors(shapes, rank, seed), fmt, dtype)

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TypeVar, Union
 
 import torch
 
@@ -25,6 +25,9 @@ from .keys import UNSUPPORTED_MARKERS, ParsedKey, diffusers_to_official_path, lo
 from .lycoris import LOHA_PARTS, LOKR_PARTS, lycoris_delta, lycoris_kind, lycoris_scale, lycoris_shape
 
 log = logging.getLogger(__name__)
+
+
+Part = TypeVar("Part", torch.Tensor, dict[str, torch.Tensor])
 
 
 @dataclass(frozen=True)
@@ -55,23 +58,31 @@ class LoraDelta:
     def rank(self) -> int:
         return 0 if self.down is None else int(self.down.shape[0])
 
+    def part(self, value: Part | None, name: str) -> Part:
+        """A tensor (or LyCORIS factor dict) this ``kind`` must carry; LoraError names the missing one."""
+        if value is None:
+            raise LoraError(f"LoRA key {self.key!r} ({self.kind}) has no {name}: the file is incomplete.")
+        return value
+
     def weight_delta(self, device: torch.device | str, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
         """ΔW in fp32 on ``device``, reshaped to the target parameter's ``shape`` (strength not applied)."""
         if self.kind == "lowrank":
-            up = self.up.to(device=device, dtype=torch.float32).flatten(1)
-            down = self.down.to(device=device, dtype=torch.float32).flatten(1)
+            up = self.part(self.up, "up").to(device=device, dtype=torch.float32).flatten(1)
+            down = self.part(self.down, "down").to(device=device, dtype=torch.float32).flatten(1)
             return (up @ down).mul_(self.scale).reshape(shape)
         if self.kind in ("loha", "lokr"):
-            return lycoris_delta(self.kind, self.factors, device).mul_(self.scale).reshape(shape)
-        return self.diff.to(device=device, dtype=torch.float32).reshape(shape)
+            factors = self.part(self.factors, "factors")
+            return lycoris_delta(self.kind, factors, device).mul_(self.scale).reshape(shape)
+        return self.part(self.diff, "diff").to(device=device, dtype=torch.float32).reshape(shape)
 
     def delta_shape(self) -> tuple[int, ...]:
         """Shape of ΔW as stored (lowrank: [out, in·k...]), for shape checks."""
         if self.kind == "lowrank":
-            return (int(self.up.shape[0]), int(math.prod(self.down.shape[1:])))
+            up, down = self.part(self.up, "up"), self.part(self.down, "down")
+            return (int(up.shape[0]), int(math.prod(down.shape[1:])))
         if self.kind in ("loha", "lokr"):
-            return lycoris_shape(self.kind, self.factors)
-        return tuple(self.diff.shape)
+            return lycoris_shape(self.kind, self.part(self.factors, "factors"))
+        return tuple(self.part(self.diff, "diff").shape)
 
 
 @dataclass

@@ -12,12 +12,16 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..devices import is_fp8, resolve_device, resolve_dtype
+from ..devices import compute_dtype_for, resolve_device, resolve_dtype
+from ..lora import LoraSpec
+from ..sampling import Experts
+from ..sampling.model import DiTLike
 from .distributed import RankInfo, init_group, local_device, teardown, timeout, torchrun_env
 from .fsdp import shard_blocks
 from .layout import Layout
@@ -56,20 +60,43 @@ def run(args: argparse.Namespace, generate: Callable[[argparse.Namespace, Leader
         teardown()
 
 
+@dataclass(frozen=True)
+class LeaderPlacement:
+    """Rank 0's :class:`~wan_core.modelset.Placement`: each DiT call of the pipeline runs on all ranks.
+
+    ``states``: the LoRA stack each role's workers hold (the CLI's LoRAs are fixed for the run).
+    """
+
+    leader: Leader
+    states: dict[str, LoraState]
+
+    def sampling_target(self, target: DiTLike | Experts, loras: tuple[LoraSpec, ...]) -> DiTLike | Experts:
+        if isinstance(target, Experts):
+            return replace(target, high=self._proxy("high", target.high), low=self._proxy("low", target.low))
+        return self._proxy("high", target)
+
+    def _proxy(self, role: str, local: DiTLike) -> DiTLike:
+        return ParallelDiT(self.leader, role, local, self.states[role])
+
+    def describe(self) -> str:
+        return self.leader.layout.describe()
+
+
 def distribute(pipe: Any, leader: Leader, args: argparse.Namespace, loras: list) -> None:
-    """Load the pipeline's DiT(s) on every worker and put rank 0's stand-ins into the pipeline."""
+    """Load the pipeline's DiT(s) on every worker and give the pipeline's ModelSet rank 0's placement."""
     device = torch.device(args.device)
     weights = resolve_dtype(args.dtype, device)
-    compute = resolve_dtype(None, device) if is_fp8(weights) else weights
+    compute = compute_dtype_for(weights, device)
     sources = {"high": args.model, "low": args.model_low}
     experts = {"high": "high" if args.model_low else None, "low": "low"}
-    for role, attr in (("high", "dit"), ("low", "dit_low")):
+    states: dict[str, LoraState] = {}
+    for role in ("high", "low"):
         if not sources[role]:
             continue
         source = sources[role] if len(sources[role]) > 1 else sources[role][0]
-        state = LoraState(tuple(loras), experts[role])
-        leader.load(role, DiTSpec(source, weights, args.attention, 0, compute), loras=state)
-        local = getattr(pipe, attr)
+        states[role] = LoraState(tuple(loras), experts[role])
+        leader.load(role, DiTSpec(source, weights, args.attention, 0, compute), loras=states[role])
+        local = pipe.models.high if role == "high" else pipe.models.low
         if leader.layout.options.shard_weights:  # rank 0's LoRAs are merged already (pipe.add_loras)
             shard_blocks(local, leader.layout.mesh)
-        setattr(pipe, attr, ParallelDiT(leader, role, local, state))
+    pipe.models = replace(pipe.models, placement=LeaderPlacement(leader, states))

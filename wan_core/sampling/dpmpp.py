@@ -29,11 +29,11 @@ class DPMPP2MSolver(FlowSolver):
         # α_t·(e^{−h} − 1); e^{−h} is 0 when h = +∞ (σ_s = 1 or σ_t = 0)
         coeff = (1.0 - t) * (math.exp(-h) - 1.0)
         out = (t / s) * x - coeff * m0
-        first_order = self.previous is None or k == self.steps - 1
-        if not first_order:
+        previous = self.previous
+        if previous is not None and k != self.steps - 1:  # second order, except on the first and last steps
             h_prev = log_snr(s) - log_snr(self.sigmas[k - 1])
             inv_r0 = h / h_prev  # 0 when the previous σ was 1 (h_prev = +∞)
-            out = out - 0.5 * coeff * inv_r0 * (m0 - self.previous)
+            out = out - 0.5 * coeff * inv_r0 * (m0 - previous)
         self.previous = m0
         self.index += 1
         return out.to(x.dtype)

@@ -1,39 +1,49 @@
 """Wan2.2 A14B: two experts in one sampling run, switched by timestep (spec 7.5).
 
-At each step t >= boundary (0..1000 scale) uses the high-noise expert, else the low-noise one;
-both share the text, conditioning and solver state. When the compute device cannot hold both,
-the inactive expert waits on an offload device (CPU) so that only one is resident at a time.
+At each step t >= boundary * 1000 uses the high-noise expert, else the low-noise one; both
+share the text, conditioning, guidance settings and solver state. When the compute device
+cannot hold both, the inactive expert waits on an offload device (CPU) so that only one is
+resident at a time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..devices import empty_cache, free_memory, module_bytes
 from ..errors import InputError
+from .model import DiTLike
 
 log = logging.getLogger(__name__)
 
-# A WanDiT or a stand-in: ``model(x, t, context, **extras) -> velocity``; ``.config`` / ``.device`` are
-# read when present.
-DiTLike = Callable[..., torch.Tensor]
 OFFLOAD_MODES = ("auto", "always", "never")
-OFFICIAL_BOUNDARIES = {"t2v": 875.0, "i2v": 900.0}
+# The official switch points as a fraction of the 0..1000 timestep range (the release configs' ``boundary``).
+OFFICIAL_BOUNDARIES = {"t2v": 0.875, "i2v": 0.9}
 # Head-room kept free besides the incoming expert's weights (activations, allocator slack).
 _HEADROOM = 0.10
+
+
+def official_boundary(task: str) -> float:
+    """The release's expert boundary for ``task`` (0..1); InputError for tasks without experts."""
+    if task not in OFFICIAL_BOUNDARIES:
+        raise InputError(
+            f"No official expert boundary for task {task!r}; pass a boundary "
+            "(0.875 for T2V, 0.9 for I2V, as a fraction of the timestep range)."
+        )
+    return OFFICIAL_BOUNDARIES[task]
 
 
 @dataclass(frozen=True, eq=False)
 class Experts:
     """The high-noise and low-noise DiTs of a Wan2.2 A14B model.
 
-    ``boundary``: switch point on the 0..1000 timestep scale (values <= 1 are read as a ratio,
-    e.g. 0.875); None takes the official value from ``low.config.task`` (875 T2V, 900 I2V).
-    ``cfg_high`` / ``cfg_low`` override the settings' guidance for one expert.
+    ``boundary``: the switch point as a fraction of the timestep range, in (0, 1] (the
+    official configs' unit, e.g. 0.875: steps with t >= 875 use ``high``); None takes the
+    official value from ``low.config.task``. Guidance per expert comes from
+    ``SamplerSettings.cfg`` (a (low_noise, high_noise) pair).
     ``offload``: "auto" moves the inactive expert to the CPU only when free device memory is
     short, "always" keeps one expert resident, "never" leaves both where they are.
     """
@@ -41,36 +51,21 @@ class Experts:
     high: DiTLike
     low: DiTLike
     boundary: float | None = None
-    cfg_high: float | None = None
-    cfg_low: float | None = None
     offload: str = "auto"
 
     def __post_init__(self) -> None:
         if self.offload not in OFFLOAD_MODES:
             raise InputError(f"Unknown offload mode {self.offload!r}; use one of {', '.join(OFFLOAD_MODES)}.")
-
-    def resolved_boundary(self) -> float:
-        if self.boundary is not None:
-            b = float(self.boundary)
-            return b * 1000.0 if b <= 1.0 else b
-        task = getattr(getattr(self.low, "config", None), "task", None)
-        if task not in OFFICIAL_BOUNDARIES:
+        if self.boundary is not None and not 0.0 < float(self.boundary) <= 1.0:
             raise InputError(
-                f"No official expert boundary for task {task!r}; pass Experts(boundary=...) "
-                "(875 for T2V, 900 for I2V on the 0..1000 scale)."
+                f"The expert boundary is a fraction of the timestep range in (0, 1], e.g. 0.875; got "
+                f"{self.boundary}. Divide a 0..1000 timestep by 1000."
             )
-        return OFFICIAL_BOUNDARIES[task]
 
-
-def model_device(model: object) -> torch.device | None:
-    """Where a DiT (or any module / fake with a ``device``) lives; None when unknown."""
-    device = getattr(model, "device", None)
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return None
+    def switch_timestep(self) -> float:
+        """The boundary on the 0..1000 timestep scale: steps with t >= it use the high-noise expert."""
+        fraction = self.boundary if self.boundary is not None else official_boundary(self.low.config.task)
+        return float(fraction) * 1000.0
 
 
 def same_device(a: torch.device | None, b: torch.device | None) -> bool:
@@ -80,7 +75,7 @@ def same_device(a: torch.device | None, b: torch.device | None) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
-def _bytes(model) -> int:
+def _bytes(model: DiTLike) -> int:
     return module_bytes(model) if isinstance(model, torch.nn.Module) else 0
 
 
@@ -88,7 +83,11 @@ class Residency:
     """Keeps the active expert on the compute device, offloading the others when needed."""
 
     def __init__(
-        self, models: list, device: torch.device, mode: str = "never", offload_device: torch.device | str = "cpu"
+        self,
+        models: list[DiTLike],
+        device: torch.device,
+        mode: str = "never",
+        offload_device: torch.device | str = "cpu",
     ) -> None:
         self.models = models
         self.device = torch.device(device)
@@ -97,7 +96,7 @@ class Residency:
 
     def activate(self, model: DiTLike) -> None:
         """Make ``model`` resident on the compute device."""
-        here = model_device(model)
+        here = model.device
         others = [m for m in self.models if m is not model]
         if (
             self.mode != "never"
@@ -105,14 +104,14 @@ class Residency:
             and self._must_offload(model, here)
         ):
             for other in others:
-                if same_device(model_device(other), self.device):
+                if same_device(other.device, self.device):
                     log.info("Moving the inactive expert to %s before loading the next one.", self.offload_device)
                     other.to(self.offload_device)
             empty_cache(self.device)
-        if here is not None and not same_device(here, self.device) and hasattr(model, "to"):
+        if not same_device(here, self.device):
             model.to(self.device)
 
-    def _must_offload(self, model, here: torch.device | None) -> bool:
+    def _must_offload(self, model: DiTLike, here: torch.device) -> bool:
         if self.mode == "always":
             return True
         if same_device(here, self.device):

@@ -17,7 +17,7 @@ import torch
 from ..conditioning.types import Conditioning
 from ..devices import empty_cache
 from ..errors import InputError
-from .experts import DiTLike
+from .model import DiTLike
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class Guidance:
         v_uncond = self._forward(model, x, inputs.t, inputs.negative, inputs.extras)
         return v_uncond + cfg * (v_cond - v_uncond)
 
-    def _batched(self, model, x: torch.Tensor, inputs: StepInputs, cfg: float) -> torch.Tensor:
+    def _batched(self, model: DiTLike, x: torch.Tensor, inputs: StepInputs, cfg: float) -> torch.Tensor:
+        assert inputs.negative is not None  # velocity() checked it
         xx = torch.cat([x, x])
         tt = torch.cat([inputs.t, inputs.t])
         v = self._forward(model, xx, tt, inputs.positive + inputs.negative, _repeat_extras(inputs.extras, 2))
@@ -133,5 +134,8 @@ class Guidance:
         return v_uncond + cfg * (v_cond - v_uncond)
 
     @staticmethod
-    def _forward(model, x, t, context, extras) -> torch.Tensor:
+    def _forward(
+        model: DiTLike, x: torch.Tensor, t: torch.Tensor, context: list[torch.Tensor] | None, extras: dict
+    ) -> torch.Tensor:
+        assert context is not None  # velocity() checked the negative prompt
         return model(x, t, context, **extras).float()

@@ -16,8 +16,9 @@ from ..conditioning.types import Conditioning
 from ..devices import empty_cache, resolve_device
 from ..errors import ConditioningError, InputError
 from ..progress import NO_HOOKS, RunHooks
-from .experts import OFFICIAL_BOUNDARIES, DiTLike, Experts, Residency, model_device
+from .experts import OFFICIAL_BOUNDARIES, Experts, Residency
 from .guidance import Guidance, StepInputs, TextEmbeddings, as_context_list, conditioning_extras
+from .model import DiTLike
 from .noise import seeded_noise
 from .preview import PREVIEW_CHANNELS, latent_preview
 from .schedules import Schedule, build_schedule
@@ -28,34 +29,34 @@ log = logging.getLogger(__name__)
 
 
 def step_plan(model: DiTLike | Experts, schedule: Schedule, settings: SamplerSettings) -> list[tuple[DiTLike, float]]:
-    """(DiT, guidance scale) for every step: the expert switch at the boundary (t >= boundary -> high)."""
+    """(DiT, guidance scale) for every step: the expert switch at the boundary (t >= boundary -> high).
+
+    The scale of each step is ``settings.cfg_for(high_noise)``; a (low, high) cfg pair on one
+    model is split at the task's official boundary, as A14B would.
+    """
     if isinstance(model, Experts):
-        boundary = model.resolved_boundary()
-        plan = []
+        switch = model.switch_timestep()
+        plan: list[tuple[DiTLike, float]] = []
         for t in schedule.timesteps.tolist():
-            high = float(t) >= boundary
-            override = model.cfg_high if high else model.cfg_low
-            plan.append(
-                (model.high if high else model.low, float(override) if override is not None else settings.cfg_for(high))
-            )
+            high = float(t) >= switch
+            plan.append((model.high if high else model.low, settings.cfg_for(high)))
         return plan
-    task = getattr(getattr(model, "config", None), "task", None)
-    boundary = OFFICIAL_BOUNDARIES.get(task, 0.0)  # a (low, high) cfg pair on one model: split as A14B would
-    return [(model, settings.cfg_for(float(t) >= boundary)) for t in schedule.timesteps.tolist()]
+    switch = OFFICIAL_BOUNDARIES.get(model.config.task, 0.0) * 1000.0
+    return [(model, settings.cfg_for(float(t) >= switch)) for t in schedule.timesteps.tolist()]
 
 
-def _unique(models: list) -> list:
-    out: list = []
+def _unique(models: list[DiTLike]) -> list[DiTLike]:
+    out: list[DiTLike] = []
     for m in models:
         if not any(m is o for o in out):
             out.append(m)
     return out
 
 
-def _check_latent_channels(models: list, cond: Conditioning) -> None:
+def _check_latent_channels(models: list[DiTLike], cond: Conditioning) -> None:
     for m in models:
-        out_dim = getattr(getattr(m, "config", None), "out_dim", None)
-        if out_dim is not None and int(out_dim) != int(cond.latent_shape[0]):
+        out_dim = m.config.out_dim
+        if int(out_dim) != int(cond.latent_shape[0]):
             raise ConditioningError(
                 f"The conditioning describes a {cond.latent_shape[0]}-channel latent but the model predicts "
                 f"{out_dim} channels: build the latent with the VAE that belongs to this model "
@@ -84,10 +85,6 @@ def initial_latent(
         )
     sigma0 = float(schedule.sigmas[0])
     return (1.0 - sigma0) * init + sigma0 * noise
-
-
-def _patch_size(model) -> tuple[int, int, int]:
-    return tuple(getattr(getattr(model, "config", None), "patch_size", (1, 2, 2)))  # type: ignore[return-value]
 
 
 def _locked(cond: Conditioning, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +125,7 @@ def sample(
     plan = step_plan(model, schedule, settings)
     models = _unique([m for m, _ in plan] + ([model.high, model.low] if isinstance(model, Experts) else []))
     _check_latent_channels(models, cond)
-    device = resolve_device(device if device is not None else model_device(plan[0][0]))
+    device = resolve_device(device if device is not None else plan[0][0].device)
     mode = model.offload if isinstance(model, Experts) else "never"
     run = _Run(cond, settings, schedule, plan, Residency(models, device, mode), hooks, device)
     try:
@@ -144,20 +141,30 @@ def sample(
 class _Run:
     """State of one sampling call, kept on an object so an interrupt can drop it all at once."""
 
-    def __init__(self, cond, settings, schedule, plan, residency, hooks, device) -> None:
+    def __init__(
+        self,
+        cond: Conditioning,
+        settings: SamplerSettings,
+        schedule: Schedule,
+        plan: list[tuple[DiTLike, float]],
+        residency: Residency,
+        hooks: RunHooks,
+        device: torch.device,
+    ) -> None:
         self.cond, self.settings, self.schedule, self.plan = cond, settings, schedule, plan
         self.residency, self.hooks, self.device = residency, hooks, device
         self.solver = make_solver(settings.solver, schedule.sigmas)
         self.x: torch.Tensor | None = None
 
-    def loop(self, positive, negative) -> torch.Tensor:
+    def loop(self, positive: TextEmbeddings, negative: TextEmbeddings | None) -> torch.Tensor:
         cond, settings, n = self.cond, self.settings, self.schedule.steps
         batch = settings.batch_size
         pos = [c.to(self.device) for c in as_context_list(positive, batch, "positive")]
         neg = None if negative is None else [c.to(self.device) for c in as_context_list(negative, batch, "negative")]
         token_mask = None
         if cond.frame_lock is not None:
-            token_mask = cond.frame_lock.token_mask(tuple(cond.latent_shape[1:]), _patch_size(self.plan[0][0]))
+            _, frames, height, width = cond.latent_shape
+            token_mask = cond.frame_lock.token_mask((frames, height, width), self.plan[0][0].config.patch_size)
         guidance = Guidance(settings.batch_cfg)
         self.x = _locked(cond, initial_latent(cond, settings, self.schedule, self.device))
         current = None
@@ -182,10 +189,12 @@ class _Run:
         channels = int(self.cond.latent_shape[0])
         if channels not in PREVIEW_CHANNELS:
             return None
+        assert self.x is not None  # set by loop() before the first step
         x0 = self.solver.data_prediction(self.x[:1], v[:1])
         return latent_preview(x0, channels)
 
     def _finish(self) -> torch.Tensor:
+        assert self.x is not None  # set by loop()
         out = self.x[:, :, int(self.cond.trim_latent_frames) :].float().cpu()
         self.release()
         return out

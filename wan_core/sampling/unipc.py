@@ -89,6 +89,7 @@ class UniPCSolver(FlowSolver):
         k, order = self.index, self.last_order
         up = _Update(self.sigmas[k - 1], self.sigmas[k])
         m0 = self.outputs[-1]
+        assert self.last_sample is not None  # set by the previous step
         out = up.base(self.last_sample, m0)
         if order == 1:
             return out - (up.alpha_t * up.b_h * 0.5) * (m_t - m0)

@@ -64,9 +64,6 @@ class EmbeddingCache:
             self._write_disk(self.folder, key, value)
         return value
 
-    def clear_memory(self) -> None:
-        self._memory.clear()
-
     def _remember(self, key: str, value: torch.Tensor) -> None:
         self._memory[key] = value
         self._memory.move_to_end(key)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 
-from ..checkpoints import CheckpointInput, TensorSource, materialize, open_checkpoint
+from ..checkpoints import CheckpointInput, PathLike, TensorSource, materialize, open_checkpoint
 from ..devices import empty_cache, is_fp8, resolve_device, resolve_dtype
 from ..errors import TokenizerError
 from ..fp8 import attach_scales, dequantizing_view
@@ -84,7 +85,7 @@ class TextEncoder:
             finally:
                 if not self.keep_loaded:
                     self.release()
-        return [results[k].clone() for k in keys]  # clones: callers may edit them in place
+        return [cast(torch.Tensor, results[k]).clone() for k in keys]  # all filled; clones: callers may edit them
 
     def tokenize(self, text: str) -> list[int]:
         """Ids of a cleaned prompt + ``</s>`` (at most 512), checked against the vocabulary size."""
@@ -219,7 +220,7 @@ def load_text_encoder(
     )
 
 
-def _single_path(source: object) -> Path | None:
+def _single_path(source: PathLike | Iterable[PathLike]) -> Path | None:
     if isinstance(source, (str, os.PathLike)):
         return Path(source)
     paths = list(source) if not isinstance(source, (bytes, bytearray)) else []

@@ -64,19 +64,17 @@ def _is_extra(key: str) -> bool:
     return key == SPIECE_KEY or key == SCALED_FP8_MARKER or key.endswith(SCALE_SUFFIXES)
 
 
+def _marker_name(key: str) -> str | None:
+    """``spiece_model`` / ``scaled_fp8`` stored outside the encoder's prefix, under their bare name."""
+    bare = key.rsplit(".", 1)[-1]
+    return bare if bare in (SPIECE_KEY, SCALED_FP8_MARKER) else None
+
+
 def to_official(src: TensorSource) -> TensorSource:
     """A lazy view of ``src`` with official names; ``spiece_model``/``scaled_fp8`` kept bare."""
     keys = list(src.keys())
     layout, prefix = find_prefix(keys)
-    n = len(prefix)
-
-    def strip(key: str) -> str | None:
-        if key.startswith(prefix):
-            return key[n:]
-        bare = key.rsplit(".", 1)[-1]
-        return bare if bare in (SPIECE_KEY, SCALED_FP8_MARKER) else None
-
-    view = src.renamed(strip)
+    view = src.with_prefix_stripped(prefix, _marker_name)
     if layout == "hf":
         if "shared.weight" not in view and "encoder.embed_tokens.weight" in view:
             view = view.renamed(lambda k: "shared.weight" if k == "encoder.embed_tokens.weight" else k)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -128,7 +129,7 @@ def json_tokenizer(path: Path) -> Tokenizer:
     )
 
 
-def tokenizer_from_path(path: str | Path) -> Tokenizer:
+def tokenizer_from_path(path: str | os.PathLike) -> Tokenizer:
     """``spiece.model`` / ``tokenizer.json`` file, or a folder holding one of them."""
     path = Path(path)
     if path.is_dir():

@@ -13,6 +13,9 @@ Tensors are ``[B, C, T, H, W]`` unless said otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,13 +43,13 @@ class ChunkCache:
     """
 
     def __init__(self) -> None:
-        self._slots: dict[int, object] = {}
+        self._slots: dict[int, Any] = {}  # cached frames [B, C, t, H, W], or FIRST_CHUNK_SEEN
         self.first_chunk = True
 
-    def get(self, module: nn.Module) -> object | None:
+    def get(self, module: nn.Module) -> Any:
         return self._slots.get(id(module))
 
-    def put(self, module: nn.Module, value: object) -> None:
+    def put(self, module: nn.Module, value: Any) -> None:
         self._slots[id(module)] = value
 
 
@@ -66,11 +69,11 @@ class CausalConv3d(nn.Conv3d):
         padding: int | tuple[int, int, int] = 0,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
-        pt, ph, pw = self.padding
+        pt, ph, pw = cast(tuple[int, int, int], self.padding)
         self.causal_pad = (pw, pw, ph, ph, 2 * pt, 0)
         self.padding = (0, 0, 0)
 
-    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         pad = list(self.causal_pad)
         if history is not None and pad[4] > 0:
             x = torch.cat([history.to(x), x], dim=2)
@@ -129,12 +132,12 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:
         r = self.residual
         h = self.shortcut(x)
-        x = r[2].step(F.silu(r[0](x)), cache)
-        x = r[6].step(F.silu(r[3](x)), cache)
+        x = cast(CausalConv3d, r[2]).step(F.silu(r[0](x)), cache)
+        x = cast(CausalConv3d, r[6]).step(F.silu(r[3](x)), cache)
         return x + h
 
 
-def per_frame(fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def per_frame(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Apply a 2-D module to every frame: [B, C, T, H, W] -> [B, C', T, H', W']."""
     b, c, t, h, w = x.shape
     y = fn(x.transpose(1, 2).reshape(b * t, c, h, w))
@@ -251,4 +254,4 @@ class OutputHead(nn.Sequential):
         super().__init__(RMSNorm(in_dim), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1))
 
     def forward(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:  # type: ignore[override]
-        return self[2].step(F.silu(self[0](x)), cache)
+        return cast(CausalConv3d, self[2]).step(F.silu(self[0](x)), cache)

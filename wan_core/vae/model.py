@@ -38,6 +38,9 @@ def _nearest(n: int, multiple: int, offset: int = 0) -> tuple[int, int]:
 class WanVAE(nn.Module):
     """The Wan VAE. Build with :func:`wan_core.load_vae`; parameter names equal the official checkpoint's."""
 
+    latent_mean: torch.Tensor  # buffers (registered in __init__)
+    latent_std: torch.Tensor
+
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config

@@ -123,27 +123,26 @@ def run_tiled(
     accumulated with blend weights and divided by the summed weights at the end.
     """
     total, done = grid.count * steps_per_tile, 0
-    single = grid.count == 1
-    if not single:
+    weight_sum = None if grid.count == 1 else torch.zeros(out.shape[-2:], device=out.device)  # None: one tile
+    if weight_sum is not None:
         out.zero_()
-        weight_sum = torch.zeros(out.shape[-2:], device=out.device)
     si, so = grid.in_scale, grid.out_scale
     for row, col in itertools.product(grid.rows, grid.cols):
         tile_src = src[..., row[0] * si : row[1] * si, col[0] * si : col[1] * si]
         ys, xs = slice(row[0] * so, row[1] * so), slice(col[0] * so, col[1] * so)
-        w = None if single else grid.weights(row, col, out.device)
+        w = None if weight_sum is None else grid.weights(row, col, out.device)
         for t0, y in chunks(tile_src):
             frames = slice(t0, t0 + y.shape[2])
-            if single:
+            if w is None:
                 out[:, :, frames] = y
             else:
                 out[:, :, frames, ys, xs] += y.to(out.device, out.dtype) * w
             del y
             done += 1
             hooks.step(done, total)
-        if not single:
+        if weight_sum is not None and w is not None:
             weight_sum[ys, xs] += w
-    if not single:
+    if weight_sum is not None:
         out /= weight_sum
     return out
 
@@ -168,7 +167,7 @@ def run_with_fallback(
         except torch.OutOfMemoryError:
             if i == len(attempts) - 1:
                 raise
-        nxt = attempts[i + 1]
+        nxt = FALLBACK_TILES[i]  # = attempts[i + 1]
         log.warning(
             "VAE %s ran out of memory on %s %s; retrying with %d px tiles (overlap %d px).",
             what, device, "untiled" if opts is None else f"with {opts.tile_size} px tiles",
