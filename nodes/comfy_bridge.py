@@ -42,7 +42,7 @@ except ImportError:
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras")
-MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin", ".gguf")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
 
 # Standalone extra model folders: {"vae": ["/some/dir", ...]} (like extra_model_paths.yaml).
