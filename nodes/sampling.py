@@ -15,11 +15,22 @@ from wan_core.sampling import Experts, SamplerSettings, sample
 from . import comfy_bridge as bridge
 from .common import combo, socket, widget
 from .convert import latent_from_comfy, latent_to_comfy
-from .types import CATEGORY, WAN_CONDITIONING, WAN_MODEL, WAN_TEXT_EMBEDS, WanModelHandle
+from .types import (
+    CATEGORY,
+    WAN_CACHE,
+    WAN_CONDITIONING,
+    WAN_GUIDANCE,
+    WAN_MODEL,
+    WAN_SIGMAS,
+    WAN_TEXT_EMBEDS,
+    WanModelHandle,
+)
 
 log = logging.getLogger(__name__)
 
 SOLVERS = ["unipc", "dpm++", "euler"]
+# The sampler's UI output: one mark per step (R ran the DiT, P partly, C cached, Z zero-init), drawn by js/
+DIT_STEPS_KEY = "wan_dit_steps"
 
 
 @contextlib.contextmanager
@@ -61,7 +72,8 @@ class WanSampler:
         "Samples a Wan video latent (flow matching; UniPC / DPM++ / Euler). With two experts "
         "(Wan2.2 A14B) one run switches from the high-noise to the low-noise expert at the boundary. "
         "Shows progress and live previews; honours the interrupt button. Outputs a ComfyUI LATENT "
-        "(raw VAE mean), so native VAE Decode works on it too."
+        "(raw VAE mean), so native VAE Decode works on it too. Optional: a step cache, CFG options and a "
+        "custom sigma list; the marks under the sigma plot show which steps ran the DiT."
     )
     CATEGORY = f"{CATEGORY}/sampling"
     FUNCTION = "run"
@@ -133,6 +145,9 @@ class WanSampler:
             },
             "optional": {
                 "latent": socket("LATENT", "Init latent for denoise < 1 (e.g. from Wan VAE Encode)."),
+                "cache": socket(WAN_CACHE, "Step cache (Wan EasyCache / MagCache / TeaCache): fewer DiT calls."),
+                "guidance": socket(WAN_GUIDANCE, "CFG options (Wan CFG Options): CFG-Zero*, guidance step range."),
+                "sigmas": socket(WAN_SIGMAS, "Custom sigma list (Wan Custom Sigmas); replaces steps/shift/denoise."),
             },
         }
 
@@ -151,15 +166,29 @@ class WanSampler:
         moe_boundary,
         batch_size,
         latent=None,
+        cache=None,
+        guidance=None,
+        sigmas=None,
     ):
         validate_conditioning(conditioning, model.config)
         if latent is not None and denoise < 1.0:
             conditioning = conditioning.with_(init_latent=latent_from_comfy(latent)[:1])
         settings = SamplerSettings(
-            steps=steps, shift=shift, cfg=cfg, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
+            steps=steps,
+            shift=shift,
+            cfg=cfg,
+            solver=solver,
+            seed=seed,
+            batch_size=batch_size,
+            denoise=denoise,
+            sigmas=sigmas,
+            cache=cache,
+            guidance=guidance,
         )
         target = _sampling_target(model, cfg, cfg_low_noise, moe_boundary)
-        hooks, close = bridge.make_hooks(steps)
+        reports = []
+        hooks, close = bridge.make_hooks(steps if sigmas is None else len(sigmas) - 1)
+        hooks.on_report = reports.append
         try:
             with bridge.comfy_errors(), attached_loras(model), torch.inference_mode():
                 z = sample(
@@ -173,7 +202,8 @@ class WanSampler:
                 )
         finally:
             close()
-        return (latent_to_comfy(z),)
+        marks = reports[-1].marks if reports else ""
+        return {"ui": {DIT_STEPS_KEY: [marks]}, "result": (latent_to_comfy(z),)}
 
 
 NODE_CLASSES = {"WanCoreSampler": (WanSampler, "Wan Sampler")}

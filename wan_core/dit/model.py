@@ -13,6 +13,9 @@ converted per call by :class:`~wan_core.ops.WanLinear`.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -28,6 +31,9 @@ from .vace import VaceBlock, start_vace
 
 class WanDiT(nn.Module):
     """Wan2.1 / Wan2.2 diffusion transformer predicting the flow-matching velocity."""
+
+    # forward() takes a ``block_cache`` (wan_core.sampling.cache.base.BlockHook) that may skip the blocks
+    supports_block_cache = True
 
     def __init__(self, config: DiTConfig, device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -127,6 +133,7 @@ class WanDiT(nn.Module):
         vace_context: torch.Tensor | list[torch.Tensor] | None = None,
         vace_scale: float | list[float] = 1.0,
         ref_latent: torch.Tensor | None = None,
+        block_cache: Any = None,
     ) -> torch.Tensor:
         """Velocity [B, out_dim, T, h, w] fp32 for the normalised latent x [B, C, T, h, w].
 
@@ -135,6 +142,7 @@ class WanDiT(nn.Module):
         y: [B, in_dim - C, T, h, w] appended after x. vace_context: [B, vace_in_dim, T, h, w]
         or a list (vace_scale one float or one per context). ref_latent: [B, C_ref, h, w] for
         ``ref_conv`` models (prepended as one extra frame). Batch-1 conditioning broadcasts.
+        block_cache: a step-cache hook (MagCache / TeaCache) that runs the blocks or reuses a residual.
         """
         if self.block_swap is not None:
             self.block_swap.discard_prefetch()
@@ -147,7 +155,20 @@ class WanDiT(nn.Module):
             e, e0 = self._embed_time(self._timesteps(t, batch, grid, ref_tokens))
             ctx = self._embed_context(context, clip_fea, batch)
             rope = self.rope.get((grid[0] + (1 if ref_tokens else 0), grid[1], grid[2]), x.device)
-            x = self._run_blocks(x, e0, ctx, rope, vace_context, vace_scale, ref_tokens)
+
+            if block_cache is None:
+                x = self._run_blocks(x, e0, ctx, rope, vace_context, vace_scale, ref_tokens)
+            else:  # a partial (not a closure, whose cells an exception's traceback would keep alive)
+                blocks = functools.partial(
+                    self._run_blocks,
+                    e0=e0,
+                    ctx=ctx,
+                    rope=rope,
+                    vace_context=vace_context,
+                    vace_scale=vace_scale,
+                    ref_tokens=ref_tokens,
+                )
+                x = block_cache.run_blocks(x, e, e0, blocks)
             out = self.head(x[:, ref_tokens:], e if e.shape[1] == 1 else e[:, ref_tokens:])
             return self._unpatchify(out, grid, batch, tokens)
 
