@@ -58,6 +58,9 @@ class GenerateParams:
     fps: float | None = None
     vace_strength: float = 1.0
     boundary: float | None = None
+    cache: Any = None  # wan_core.sampling.cache settings (EasyCache / MagCache / TeaCache) or None
+    guidance: Any = None  # wan_core.sampling.guidance.GuidanceOptions or None
+    sigmas: tuple[float, ...] | None = None  # a custom sigma list (replaces steps and shift)
 
 
 @dataclass(frozen=True)
@@ -307,13 +310,19 @@ class WanPipeline:
         they return to the CPU afterwards.
         """
         from .sampling import SamplerSettings, sample
+        from .sampling.cache import cache_from_dict
+        from .sampling.guidance import GuidanceOptions
 
+        guidance = resolved.get("guidance")
         settings = SamplerSettings(
             steps=int(resolved["steps"]),
             shift=float(resolved["shift"]),
             cfg=resolved["cfg"],
             solver=str(resolved["solver"]),
             seed=int(resolved["seed"]),
+            sigmas=resolved.get("sigmas"),
+            cache=cache_from_dict(resolved.get("cache")),
+            guidance=GuidanceOptions(**guidance) if isinstance(guidance, dict) else guidance,
         )
         try:
             return sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks, device=self.device)
@@ -486,6 +495,8 @@ def resolve_params(
             )
         out["width"] = out["width"] or width
         out["height"] = out["height"] or height
+    if out.get("sigmas"):
+        out["steps"] = len(out["sigmas"]) - 1  # a custom sigma list sets the step count
     if out["seed"] is None:
         out["seed"] = random.SystemRandom().randrange(2**32)
     out["negative_prompt"] = _negative(config, out["negative_prompt"], two_experts)

@@ -17,6 +17,7 @@ from .settings import (
     MagCacheSettings,
     TeaCacheSettings,
     cache_from_dict,
+    parse_cache_spec,
 )
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "cache_from_dict",
     "load_calibration",
     "magcache_curve_names",
+    "parse_cache_spec",
     "teacache_names",
 ]

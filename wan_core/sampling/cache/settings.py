@@ -124,3 +124,40 @@ def cache_from_dict(data: Any) -> CacheSettings | None:
     if kwargs.get("ratios") is not None:
         kwargs["ratios"] = tuple(float(r) for r in kwargs["ratios"])
     return cls(**kwargs)
+
+
+def parse_cache_spec(text: str) -> CacheSettings:
+    """A cache from one command-line word: ``METHOD[:THRESHOLD][,key=value...]``.
+
+    ``easycache``, ``easycache:0.1``, ``magcache:0.12,k=2,retention=0.2``, ``magcache:curve=my_model.json``
+    (a calibration file), ``magcache:calibrate=out.json``, ``teacache:0.2,embedding=e``. Keys are the
+    settings' field names; a bare number is the method's threshold.
+    """
+    method, _, rest = str(text).partition(":")
+    cls = CACHE_CLASSES.get(method.strip().lower())
+    if cls is None:
+        raise InputError(f"Unknown cache {method!r}; use one of {', '.join(CACHE_CLASSES)} (e.g. easycache:0.2).")
+    defaults = {f.name: f.default for f in fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            key, value = next(iter(defaults)), key  # the first field is the threshold
+        kwargs.update(_spec_value(cls, defaults, key.strip(), value.strip()))
+    return cls(**kwargs)
+
+
+def _spec_value(cls: type, defaults: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    if cls is MagCacheSettings and key == "curve" and value.endswith(".json"):
+        from .curves import load_calibration
+
+        return {"ratios": load_calibration(value)}
+    if key not in defaults or key in ("ratios",):
+        raise InputError(
+            f"{cls.__name__} has no option {key!r}; use {', '.join(k for k in defaults if k != 'ratios')}."
+        )
+    default = defaults[key]
+    try:
+        return {key: type(default)(value) if isinstance(default, (int, float)) else value}
+    except ValueError:
+        raise InputError(f"{key} must be a {type(default).__name__}, got {value!r}.") from None
