@@ -375,6 +375,15 @@ def test_a14b_experts_never_reuse_across_the_switch(pair, cache):
     assert torch.isfinite(out).all()
 
 
+def test_one_dit_in_both_expert_roles_still_gets_two_caches(pair):
+    high, _ = pair
+    reports = []
+    cache = MagCacheSettings(threshold=1e9, k=100, retention=0.0)
+    settings = SamplerSettings(steps=8, shift=1.0, solver="euler", cfg=1.0, cache=cache)
+    run(Experts(high=high, low=high, boundary=0.5), settings, reports)
+    assert reports[-1].marks == "RCCCCRCC"
+
+
 def test_cfg_range_change_resets_the_cache(t2v):
     """Guidance only for the first half: the step where CFG stops is a new layout and runs the DiT."""
     reports = []

@@ -145,9 +145,12 @@ def sample(
 
 def _cache_run(model, settings: SamplerSettings, schedule: Schedule, cond: Conditioning) -> CacheRun:
     """The run's step-cache strategy (expert-aware: each A14B expert gets its own state)."""
-    experts = (model.high, model.low) if isinstance(model, Experts) else None
+    roles = None
+    if isinstance(model, Experts):  # by timestep, so that even one DiT in both roles gets two caches
+        boundary = model.resolved_boundary()
+        roles = ["high" if float(t) >= boundary else "low" for t in schedule.timesteps.tolist()]
     sigmas = [float(s) for s in schedule.sigmas.tolist()]
-    return CacheRun(settings.cache, sigmas, settings.shift, experts, tuple(cond.latent_shape[-2:]))
+    return CacheRun(settings.cache, sigmas, settings.shift, roles, tuple(cond.latent_shape[-2:]))
 
 
 class _Run:

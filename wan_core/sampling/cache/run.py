@@ -30,44 +30,45 @@ def supports_block_cache(dit: Any) -> bool:
 
 
 class CacheRun:
-    """Per sampling call. ``sigmas``: the run's σ [N+1]; ``experts``: (high, low) DiTs for A14B, else None;
-    ``latent_hw``: latent height and width (picks Wan2.1 I2V 480p / 720p data)."""
+    """Per sampling call. ``sigmas``: the run's σ [N+1]; ``roles``: per step "high" / "low" for the A14B
+    experts, else None; ``latent_hw``: latent height and width (picks Wan2.1 I2V 480p / 720p data)."""
 
     def __init__(
         self,
         settings: CacheSettings | None,
         sigmas: list[float],
         shift: float,
-        experts: tuple[Any, Any] | None = None,
+        roles: list[str] | None = None,
         latent_hw: tuple[int, int] = (60, 104),
     ) -> None:
         self.settings, self.sigmas, self.shift = settings, sigmas, float(shift)
         self.steps = len(sigmas) - 1
-        self.experts, self.latent_hw = experts, latent_hw
+        self.roles, self.latent_hw = roles, latent_hw
         self.report = StepReport(method=settings.method if settings is not None else "none")
         self.calibration: list[float] | None = None
         if isinstance(settings, MagCacheSettings) and settings.calibrate:
             self.calibration = [math.nan] * (2 * self.steps)
             self.report.method = "magcache calibration"
-        self._dit: Any = None
+        self._expert: tuple[Any, str | None] | None = None  # (DiT, role) of the current state
         self._state: MethodState | None = None
         self._key: str | None = None
 
     def step(self, k: int, dit: Any) -> StepCache:
         """The strategy for step ``k`` run by ``dit``."""
-        if dit is not self._dit:
-            self._switch(k, dit)
-        record = StepRecord(step=k, expert=self._expert_name(dit))
+        role = self.roles[k] if self.roles is not None else None
+        if self._expert is None or dit is not self._expert[0] or role != self._expert[1]:
+            self._switch(k, dit, role)
+        record = StepRecord(step=k, expert=role)
         self.report.records.append(record)
         return StepCache(record) if self._state is None else self._state.step(k, record)
 
-    def _switch(self, k: int, dit: Any) -> None:
+    def _switch(self, k: int, dit: Any, role: str | None) -> None:
         if self._state is not None:
             self._state.finish()
             log.info("Step %d: new expert, its step cache starts empty.", k + 1)
-        self._dit, self._state = dit, None
+        self._expert, self._state = (dit, role), None
         if self.settings is not None:
-            self._key = model_key(getattr(dit, "config", None), self.experts is not None, self.latent_hw)
+            self._key = model_key(getattr(dit, "config", None), self.roles is not None, self.latent_hw)
             self._state = self._new_state(dit)
 
     def _new_state(self, dit: Any) -> MethodState:
@@ -88,11 +89,6 @@ class CacheRun:
             return TeaCacheState(s, coefficients, self.steps)
         raise InputError(f"Unknown cache settings {s!r}.")
 
-    def _expert_name(self, dit: Any) -> str | None:
-        if self.experts is None:
-            return None
-        return "high" if dit is self.experts[0] else "low"
-
     def finish(self) -> StepReport:
         """End of the run: the report (logged), and the calibration file when calibrating."""
         if self._state is not None:
@@ -112,4 +108,4 @@ class CacheRun:
 
     def release(self) -> None:
         """Drop every cached tensor (end of run, interrupt or error)."""
-        self._state, self._dit = None, None
+        self._state, self._expert = None, None
