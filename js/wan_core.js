@@ -1,9 +1,11 @@
-// Wan Core editor extension: frame/size snapping, detected-variant badges, sigma schedule plot.
+// Wan Core editor extension: frame/size snapping, detected-variant badges, sigma schedule plot with the
+// last run's per-step marks (which steps ran the DiT).
 import { app } from "../../scripts/app.js";
-import { expertSwitchStep, sigmaSchedule, snapFrames, snapSize } from "./wan_schedule.js";
+import { MARK_COLORS, expertSwitchStep, parseSigmaList, sigmaSchedule, snapFrames, snapSize } from "./wan_schedule.js";
 
 const PREFIX = "WanCore";
-const PLOT_HEIGHT = 90;
+const PLOT_HEIGHT = 102;
+const MARKS_KEY = "wan_dit_steps"; // the sampler's ui output (nodes/sampling.py DIT_STEPS_KEY)
 
 function findWidget(node, name) {
   return (node.widgets || []).find((w) => w.name === name);
@@ -77,13 +79,32 @@ function widgetValue(node, name, fallback) {
   return Number.isFinite(v) ? v : fallback;
 }
 
-/** The sigma plot in the box (x0, y0, w, h): the curve, the expert switch mark and a label below. */
+/** The sigma list of a Wan Custom Sigmas node linked to the sampler's "sigmas" input, or null. */
+function linkedSigmas(node) {
+  const slot = (node.inputs || []).findIndex((i) => i.name === "sigmas");
+  if (slot < 0 || node.inputs[slot].link == null) return null;
+  const source = node.getInputNode?.(slot);
+  return source ? parseSigmaList(findWidget(source, "sigmas")?.value) : null;
+}
+
+/** One mark per step of the last run, between the sigma points the step goes from and to. */
+function drawMarks(node, ctx, x0, y, w) {
+  const marks = String(node.wanDitSteps || "");
+  for (let i = 0; i < marks.length; i++) {
+    ctx.fillStyle = MARK_COLORS[marks[i]] || "#888";
+    const left = x0 + (w * i) / marks.length;
+    ctx.fillRect(left, y, Math.max(1, w / marks.length - 1), 6);
+  }
+}
+
+/** The sigma plot in the box (x0, y0, w, h): the curve, the expert switch mark, the step marks and a label. */
 function drawSchedule(node, ctx, x0, y0, w, h) {
   const steps = widgetValue(node, "steps", 30);
   const shift = widgetValue(node, "shift", 5);
   const boundary = widgetValue(node, "moe_boundary", 0);
   const solver = String(findWidget(node, "solver")?.value ?? "");
-  const sigmas = sigmaSchedule(steps, shift, solver, widgetValue(node, "denoise", 1));
+  const custom = linkedSigmas(node);
+  const sigmas = custom || sigmaSchedule(steps, shift, solver, widgetValue(node, "denoise", 1));
   ctx.save();
   ctx.fillStyle = "#1b1b1b";
   ctx.fillRect(x0, y0, w, h);
@@ -104,10 +125,12 @@ function drawSchedule(node, ctx, x0, y0, w, h) {
     ctx.lineTo(x, y0 + h);
     ctx.stroke();
   }
+  drawMarks(node, ctx, x0, y0 + h + 3, w);
   ctx.fillStyle = "#aaa";
   ctx.font = "10px sans-serif";
-  const label = sw >= 0 ? `sigma (shift ${shift}); low-noise expert from step ${sw}` : `sigma (shift ${shift})`;
-  ctx.fillText(label, x0 + 2, y0 + h + 12);
+  const curve = custom ? `sigma (custom list, ${sigmas.length - 1} steps)` : `sigma (shift ${shift})`;
+  const label = sw >= 0 ? `${curve}; low-noise expert from step ${sw}` : curve;
+  ctx.fillText(label, x0 + 2, y0 + h + 22);
   ctx.restore();
 }
 
@@ -125,7 +148,7 @@ function addScheduleWidget(node) {
     options: { serialize: false },
     computeSize: (width) => [width, PLOT_HEIGHT],
     draw(ctx, drawnNode, width, y) {
-      drawSchedule(drawnNode, ctx, 10, y + 4, width - 20, PLOT_HEIGHT - 24);
+      drawSchedule(drawnNode, ctx, 10, y + 4, width - 20, PLOT_HEIGHT - 36);
     },
   };
   const added = node.addCustomWidget(widget);
@@ -158,6 +181,11 @@ app.registerExtension({
       const text = message?.text;
       if (Array.isArray(text) && text.length) {
         this.wanBadge = text[0];
+        this.setDirtyCanvas(true, false);
+      }
+      const marks = message?.[MARKS_KEY];
+      if (Array.isArray(marks)) {
+        this.wanDitSteps = String(marks[0] ?? "");
         this.setDirtyCanvas(true, false);
       }
       return r;

@@ -48,3 +48,17 @@ export function expertSwitchStep(sigmas, boundary) {
   }
   return -1;
 }
+
+/**
+ * A custom sigma list as the Wan Custom Sigmas node's widget holds it ("1.0, 0.9375; 0.8333 0.625, 0", optional
+ * [ ]), as wan_core.sampling.schedules.parse_sigmas reads it; null when it is not a list of >= 2 numbers.
+ */
+export function parseSigmaList(text) {
+  const parts = String(text ?? "").trim().replace(/^\[+|\]+$/g, "").split(/[\s,;]+/).filter((p) => p.length);
+  const values = parts.map(Number);
+  if (values.length < 2 || values.some((v) => !Number.isFinite(v))) return null;
+  return values;
+}
+
+/** Colours of the sampler's per-step marks: R ran the DiT, P partly, C reused a cache, Z zero-init (no call). */
+export const MARK_COLORS = { R: "#44bb66", P: "#ddaa33", C: "#5b7080", Z: "#aa4444" };

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 
 from wan_core.conditioning import Conditioning, validate_conditioning
 from wan_core.modelset import ModelSet
 from wan_core.sampling import Experts, SamplerSettings, sample
+from wan_core.sampling.cache import CacheSettings, StepReport
+from wan_core.sampling.guidance import GuidanceOptions
 from wan_core.sampling.model import DiTLike
 
 from . import comfy_bridge as bridge
 from .common import combo, socket, widget
 from .convert import latent_from_comfy, latent_to_comfy
-from .types import CATEGORY, WAN_CONDITIONING, WAN_MODEL, WAN_TEXT_EMBEDS, TextEmbeds
+from .types import (
+    CATEGORY,
+    WAN_CACHE,
+    WAN_CONDITIONING,
+    WAN_GUIDANCE,
+    WAN_MODEL,
+    WAN_SIGMAS,
+    WAN_TEXT_EMBEDS,
+    TextEmbeds,
+)
 
 log = logging.getLogger(__name__)
 
 SOLVERS = ["unipc", "dpm++", "euler"]
+# The sampler's UI output: one mark per step (R ran the DiT, P partly, C cached, Z zero-init), drawn by js/
+DIT_STEPS_KEY = "wan_dit_steps"
 
 
 def sampler_inputs(
@@ -32,17 +46,32 @@ def sampler_inputs(
     denoise: float,
     moe_boundary: float,
     batch_size: int,
+    *,
+    sigmas: Sequence[float] | None = None,
+    cache: CacheSettings | None = None,
+    guidance: GuidanceOptions | None = None,
 ) -> tuple[DiTLike | Experts, SamplerSettings]:
     """The widgets in wan_core's conventions: the sampling target and the settings.
 
     cfg_low_noise -1 means "same as cfg" (and is ignored for one DiT); a pair becomes the
     settings' (low_noise, high_noise) cfg. moe_boundary 0 means "the official boundary".
+    ``sigmas`` / ``cache`` / ``guidance`` come from the optional sockets (custom schedule,
+    step cache, CFG options).
     """
-    guidance: float | tuple[float, float] = cfg
+    scale: float | tuple[float, float] = cfg
     if model.is_pair and cfg_low_noise >= 0.0:
-        guidance = (cfg_low_noise, cfg)
+        scale = (cfg_low_noise, cfg)
     settings = SamplerSettings(
-        steps=steps, shift=shift, cfg=guidance, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
+        steps=steps,
+        shift=shift,
+        cfg=scale,
+        solver=solver,
+        seed=seed,
+        batch_size=batch_size,
+        denoise=denoise,
+        sigmas=sigmas,
+        cache=cache,
+        guidance=guidance,
     )
     return model.sampling_target(boundary=moe_boundary if moe_boundary > 0.0 else None), settings
 
@@ -52,7 +81,8 @@ class WanSampler:
         "Samples a Wan video latent (flow matching; UniPC / DPM++ / Euler). With two experts "
         "(Wan2.2 A14B) one run switches from the high-noise to the low-noise expert at the boundary. "
         "Shows progress and live previews; honours the interrupt button. Outputs a ComfyUI LATENT "
-        "(raw VAE mean), so native VAE Decode works on it too."
+        "(raw VAE mean), so native VAE Decode works on it too. Optional: a step cache, CFG options and a "
+        "custom sigma list; the marks under the sigma plot show which steps ran the DiT."
     )
     CATEGORY = f"{CATEGORY}/sampling"
     FUNCTION = "run"
@@ -124,6 +154,9 @@ class WanSampler:
             },
             "optional": {
                 "latent": socket("LATENT", "Init latent for denoise < 1 (e.g. from Wan VAE Encode)."),
+                "cache": socket(WAN_CACHE, "Step cache (Wan EasyCache / MagCache / TeaCache): fewer DiT calls."),
+                "guidance": socket(WAN_GUIDANCE, "CFG options (Wan CFG Options): CFG-Zero*, guidance step range."),
+                "sigmas": socket(WAN_SIGMAS, "Custom sigma list (Wan Custom Sigmas); replaces steps/shift/denoise."),
             },
         }
 
@@ -142,14 +175,31 @@ class WanSampler:
         moe_boundary: float,
         batch_size: int,
         latent: dict | None = None,
-    ) -> tuple[dict]:
+        cache: CacheSettings | None = None,
+        guidance: GuidanceOptions | None = None,
+        sigmas: Sequence[float] | None = None,
+    ) -> dict:
         validate_conditioning(conditioning, model.config)
         if latent is not None and denoise < 1.0:
             conditioning = conditioning.with_(init_latent=latent_from_comfy(latent)[:1])
         target, settings = sampler_inputs(
-            model, seed, steps, cfg, cfg_low_noise, shift, solver, denoise, moe_boundary, batch_size
+            model,
+            seed,
+            steps,
+            cfg,
+            cfg_low_noise,
+            shift,
+            solver,
+            denoise,
+            moe_boundary,
+            batch_size,
+            sigmas=sigmas,
+            cache=cache,
+            guidance=guidance,
         )
-        hooks, close = bridge.make_hooks(steps)
+        reports: list[StepReport] = []
+        hooks, close = bridge.make_hooks(steps if sigmas is None else len(sigmas) - 1)
+        hooks.on_report = reports.append
         try:
             with bridge.comfy_errors(), model.attached_loras(), torch.inference_mode():
                 z = sample(
@@ -163,7 +213,8 @@ class WanSampler:
                 )
         finally:
             close()
-        return (latent_to_comfy(z),)
+        marks = reports[-1].marks if reports else ""
+        return {"ui": {DIT_STEPS_KEY: [marks]}, "result": (latent_to_comfy(z),)}
 
 
 NODE_CLASSES = {"WanCoreSampler": (WanSampler, "Wan Sampler")}

@@ -62,12 +62,18 @@ function pageHelpers() {
       widgetsBottom: bottoms.length ? Math.max(...bottoms) : null, previewWidgets: (node.widgets || [])
         .filter((w) => w.name?.startsWith("$$")).map((w) => ({ name: w.name, y: w.y, h: w.computedHeight })) };
   };
-  return { app, LG, find, setByUser, recordDraw };
+  const linkedSigmasText = (node) => {
+    // the widget text of a node linked to the sampler's "sigmas" input (Wan Custom Sigmas), or null
+    const slot = (node.inputs || []).findIndex((i) => i.name === "sigmas");
+    const source = slot >= 0 && node.inputs[slot].link != null ? node.getInputNode(slot) : null;
+    return source ? String(find(source, "sigmas")?.value ?? "") : null;
+  };
+  return { app, LG, find, setByUser, recordDraw, linkedSigmasText };
 }
 
 async function checkWorkflow(page, name, graph, probes) {
   return page.evaluate(async ({ name, graph, probes, helpers }) => {
-    const { app, LG, find, setByUser, recordDraw } = eval(`(${helpers})`)();
+    const { app, LG, find, setByUser, recordDraw, linkedSigmasText } = eval(`(${helpers})`)();
     await app.loadGraphData(structuredClone(graph), true, true, name,
       { showMissingNodesDialog: false, showMissingModelsDialog: false });
     app.canvas.draw(true, true);
@@ -93,6 +99,7 @@ async function checkWorkflow(page, name, graph, probes) {
         if (node.type === "WanCoreSampler") {
           r.widgets = Object.fromEntries(["steps", "shift", "moe_boundary", "solver", "denoise"]
             .map((n) => [n, find(node, n)?.value]));
+          r.widgets.sigmas_text = linkedSigmasText(node);
           r.draw = recordDraw(node);
           r.probed = [];
           for (const settings of probes.schedules || []) {  // the plot follows the widgets
@@ -101,6 +108,10 @@ async function checkWorkflow(page, name, graph, probes) {
             r.probed.push({ settings, draw: recordDraw(node) });
             for (const [n, v] of Object.entries(before)) setByUser(node, find(node, n), v);
           }
+          // the per-step marks of a run, as the server sends them in the executed message
+          app.api.dispatchCustomEvent("executed", { node: String(node.id), display_node: String(node.id),
+            output: { wan_dit_steps: [probes.marks] }, prompt_id: "editor-check" });
+          r.marks = { sent: probes.marks, stored: node.wanDitSteps ?? null, draw: recordDraw(node) };
         }
         if (node.type === "WanCoreModelLoader") {
           const text = `${probes.badge} ${node.id}`;
@@ -144,6 +155,7 @@ async function realRun(page, run) {
     const history = promptId ? await (await app.api.fetchApi(`/history/${promptId}`)).json() : {};
     return { done: outcome.done?.kind ?? "timeout", error: outcome.done?.detail?.exception_message ?? null,
       loaderId: loader ? String(loader.id) : null, history: history[promptId]?.outputs ?? null,
+      samplerId: sampler ? String(sampler.id) : null, samplerMarks: sampler?.wanDitSteps ?? null,
       badge: loader?.wanBadge ?? null, loaderDraw: loader ? recordDraw(loader) : null,
       samplerDraw: sampler ? recordDraw(sampler) : null, samplerImgs: sampler?.imgs?.length ?? 0 };
   }, { run, helpers: pageHelpers.toString() });

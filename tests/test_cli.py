@@ -236,3 +236,32 @@ def test_terminal_progress_one_bar_per_phase():
     quiet = TerminalProgress(enabled=False)
     quiet(1, 2)
     assert quiet.bar is None
+
+
+def test_generate_with_a_step_cache_cfg_options_and_custom_sigmas(tiny, tmp_path, caplog):
+    """The speed options reach the sampler: MagCache calibration writes its file, the run's report is logged,
+    the custom sigma list sets the steps (metadata) and a calibration file is read back as a curve."""
+    import json
+    import logging
+
+    base = ["generate", "--model", str(tiny[T2V]), "--vae", str(tiny[VAE]), "--text-encoder", str(tiny[TE])]
+    base += ["--prompt", "a fox", "--frames", "5", "--size", "32x32", "--device", "cpu", "--dtype", "fp32"]
+    calibration = tmp_path / "fox.json"
+    out = tmp_path / "a.mp4"
+    with caplog.at_level(logging.INFO, logger="wan_core"):
+        code = main(
+            ["-q", *base, "--cfg", "4", "--cache", f"magcache:calibrate={calibration}", "--out", str(out)]
+            + ["--sigmas", "1, 0.9375, 0.833333, 0.625, 0", "--cfg-zero-star", "--zero-init-steps", "1"]
+        )
+    assert code == 0
+    meta = read_metadata(out)
+    assert meta["steps"] == 4 and meta["sigmas"] == [1.0, 0.9375, 0.833333, 0.625, 0.0]
+    assert meta["cache"]["method"] == "magcache" and meta["guidance"]["zero_init_steps"] == 1
+    assert "ZRRR" in caplog.text  # the step report: zero-init step, then the DiT ran
+    assert len(json.loads(calibration.read_text())["ratios"]) == 8
+    code = main(
+        ["-q", *base, "--cfg", "4", "--steps", "3", "--cache", f"magcache:0.5,k=3,curve={calibration}"]
+        + ["--cfg-range", "0,0.5", "--out", str(tmp_path / "b.mp4")]
+    )
+    assert code == 0 and read_metadata(tmp_path / "b.mp4")["cache"]["ratios"][:2] == [1.0, 1.0]
+    assert main(["-q", *base, "--cache", "fastcache", "--out", str(tmp_path / "c.mp4")]) == 1

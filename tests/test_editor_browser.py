@@ -14,7 +14,10 @@ judges them:
 * the sampler draws the shifted sigma curve below its widgets, and on A14B graphs an expert-switch mark
   whose step equals wan_core's own schedule (``steps_at_or_above``), also for other widget settings;
 * an ``executed`` message with ``ui.text`` sets and draws the loader badge; the tiny T2V workflow, shrunk
-  through its widgets and queued from the page, runs and the loader shows the badge the server reported.
+  through its widgets and queued from the page, runs and the loader shows the badge the server reported;
+* a sampler fed by a Wan Custom Sigmas node plots that list; an ``executed`` message with the sampler's
+  ``ui.wan_dit_steps`` draws one mark per step under the plot, in the step's colour; after the queued run the
+  sampler shows the marks the server reported (every step ran the DiT).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ SCHEDULE_PROBES = [
     {"steps": 12, "shift": 1.0, "moe_boundary": 0.3, "solver": "euler", "denoise": 0.35},
 ]
 LONG_BADGE = "wan2.2-t2v-a14b (high + low noise experts), probe"  # does not fit beside the editor's badge
+MARK_PROBE = "RPCZRRCCR"  # one mark per step: ran the DiT, partly, cached, zero-init
+MARK_COLORS = {"R": "#44bb66", "P": "#ddaa33", "C": "#5b7080", "Z": "#aa4444"}  # js/wan_schedule.js
 RUN = {"name": "wan21_t2v_1.3b", "widgets": {"width": 32, "height": 32, "length": 5, "steps": 2}}
 INSTALL_HELP = (
     "install Debian's chromium (apt-get install chromium) and playwright-core outside the repo "
@@ -87,7 +92,7 @@ def editor(request, tmp_path_factory):
         "profile": str(work / "profile"),
         "workflows": workflows,
         "screenshot": str(work / "editor.png"),
-        "probes": {"snap": SNAP_PROBES, "badge": LONG_BADGE, "schedules": SCHEDULE_PROBES},
+        "probes": {"snap": SNAP_PROBES, "badge": LONG_BADGE, "schedules": SCHEDULE_PROBES, "marks": MARK_PROBE},
         "run": {**RUN, "graph": workflows[RUN["name"]], "timeoutMs": 150_000},
     }
     (work / "plan.json").write_text(json.dumps(plan))
@@ -157,25 +162,27 @@ def test_frames_and_sizes_snap(editor, name):
 def _schedule(settings: dict):
     """wan_core's own schedule for the sampler widgets: (sigmas [steps+1] float64, low-noise start step or -1)."""
     from wan_core.sampling import SamplerSettings
-    from wan_core.sampling.schedules import build_schedule, steps_at_or_above
+    from wan_core.sampling.schedules import build_schedule, parse_sigmas, steps_at_or_above
 
+    custom = settings.get("sigmas_text")  # a linked Wan Custom Sigmas node replaces steps / shift / denoise
     schedule = build_schedule(
         SamplerSettings(
             steps=int(settings["steps"]),
             shift=float(settings["shift"]),
             solver=settings["solver"],
             denoise=float(settings.get("denoise", 1.0)),
+            sigmas=parse_sigmas(custom) if custom else None,
         )
     )
     boundary = float(settings["moe_boundary"])
     switch = steps_at_or_above(schedule, boundary * 1000) if boundary > 0 else -1
-    if switch >= int(settings["steps"]):
+    if switch >= schedule.steps:
         switch = -1  # never reaches the low-noise expert
     return schedule.sigmas.double().tolist(), switch
 
 
 def _label_step(texts: list[str]) -> int:
-    (label,) = [t for t in texts if t.startswith("sigma (shift")]
+    (label,) = [t for t in texts if t.startswith("sigma (")]
     return int(label.rsplit(" ", 1)[1]) if "low-noise expert from step" in label else -1
 
 
@@ -206,6 +213,39 @@ def test_sampler_draws_schedule_and_expert_switch(editor, name):
         assert len(node["probed"]) == len(SCHEDULE_PROBES)
         for probe in node["probed"]:  # other widget settings, as a user would set them
             _check_plot(probe["draw"], {**node["widgets"], **probe["settings"]})
+
+
+def _check_marks(draw: dict, marks: str) -> None:
+    """One mark per step under the plot box, left to right, in the step's colour, inside the node."""
+    (box,) = [f["rect"] for f in draw["fills"] if f["style"] == "#1b1b1b"]
+    x0, y0, w, h = box
+    drawn = [f for f in draw["fills"] if f["style"] in MARK_COLORS.values()]
+    assert [f["style"] for f in drawn] == [MARK_COLORS[m] for m in marks], drawn
+    for i, f in enumerate(drawn):
+        x, y, mw, mh = f["rect"]
+        assert abs(x - (x0 + w * i / len(marks))) < 1e-6 and 0 < mw <= w / len(marks), (i, f, box)
+        assert y0 + h <= y and y + mh <= draw["size"][1], (f, box, draw["size"])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+def test_sampler_draws_the_step_marks(editor, name):
+    for node in [n for n in editor["workflows"][name]["nodes"] if n["type"] == "WanCoreSampler"]:
+        assert node["marks"]["stored"] == MARK_PROBE
+        _check_marks(node["marks"]["draw"], MARK_PROBE)
+        assert not [f for f in node["draw"]["fills"] if f["style"] in MARK_COLORS.values()]  # none before a run
+
+
+def test_custom_sigmas_are_plotted(editor):
+    linked = [
+        n
+        for report in editor["workflows"].values()
+        for n in report["nodes"]
+        if n["type"] == "WanCoreSampler" and n["widgets"].get("sigmas_text")
+    ]
+    assert len(linked) >= 2, "the distilled workflows feed their samplers a custom sigma list"
+    for node in linked:  # _check_plot compares the drawn curve with wan_core's schedule of that list
+        _check_plot(node["draw"], node["widgets"])
+        assert any(t["text"].startswith("sigma (custom list, 4 steps)") for t in node["draw"]["texts"])
 
 
 def test_new_sampler_node_has_room_for_the_plot(editor):
@@ -247,8 +287,11 @@ def test_queued_tiny_workflow_shows_the_detected_variant(editor):
     assert reported.startswith("wan2") and run["badge"] == reported, run
     _check_badge(run["loaderDraw"], reported)
     sampler = run["samplerDraw"]  # after a run the sampler carries its live preview: not over the plot
+    steps = run["history"][run["samplerId"]]["wan_dit_steps"][0]
+    assert steps == "R" * RUN["widgets"]["steps"] and run["samplerMarks"] == steps, run["samplerMarks"]
+    _check_marks(sampler, steps)
     (box,) = [f["rect"] for f in sampler["fills"] if f["style"] == "#1b1b1b"]
-    plot = (box[0], box[1], box[0] + box[2], box[1] + box[3] + 14)  # + the label line
+    plot = (box[0], box[1], box[0] + box[2], box[1] + box[3] + 24)  # + the marks and the label line
     assert run["samplerImgs"] and sampler["images"], "no live preview on the sampler after the run"
     print(f"badge {reported!r}; sampler plot box {plot}; preview images drawn at {sampler['images']}")
     covered = [im for im in sampler["images"] if _overlap(plot, (im[0], im[1], im[0] + im[2], im[1] + im[3]))]
@@ -284,3 +327,26 @@ def test_js_schedule_matches_wan_core_without_browser(tmp_path):
         want_sigmas, want_switch = _schedule(g)
         assert max(abs(a - b) for a, b in zip(sigmas, want_sigmas, strict=True)) < 1e-6, g
         assert switch == want_switch, (g, switch, want_switch)
+
+
+def test_js_sigma_list_parser_matches_wan_core(tmp_path):
+    """Needs only Node.js: js/wan_schedule.js reads a Wan Custom Sigmas text as wan_core's parse_sigmas does."""
+    from wan_core.errors import InputError
+    from wan_core.sampling.schedules import parse_sigmas
+
+    node = shutil.which("node")
+    if node is None:
+        _skip("node (Node.js) is not installed: cannot run js/wan_schedule.js")
+    texts = ["1.0, 0.9375, 0.833333, 0.625, 0.0", "[1, 0.96; 0.888889 0.727273,0]", " 0.5 0 ", "1", "1, x, 0", ""]
+    (tmp_path / "wan_schedule.mjs").write_text((ROOT / "js" / "wan_schedule.js").read_text())
+    (tmp_path / "run.mjs").write_text(
+        f"import * as m from './wan_schedule.mjs'; console.log(JSON.stringify({json.dumps(texts)}.map(m.parseSigmaList)));"
+    )
+    proc = subprocess.run([node, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for text, got in zip(texts, json.loads(proc.stdout), strict=True):
+        try:
+            want = list(parse_sigmas(text))
+        except InputError:
+            want = None
+        assert got == want, (text, got, want)

@@ -82,7 +82,7 @@ def _sample(handle, seed: int = 1, steps: int = 2) -> torch.Tensor:
     gen = torch.Generator().manual_seed(5)
     embeds = TextEmbeds([torch.randn(6, 64, generator=gen)], [torch.randn(4, 64, generator=gen)])
     node = nodes.NODE_CLASS_MAPPINGS["WanCoreSampler"]()
-    (latent,) = node.run(
+    latent = node.run(
         model=handle,
         text_embeds=embeds,
         conditioning=Conditioning(latent_shape=(16, 1, 10, 14)),  # 35 tokens: an odd count
@@ -95,7 +95,7 @@ def _sample(handle, seed: int = 1, steps: int = 2) -> torch.Tensor:
         denoise=1.0,
         moe_boundary=0.0,
         batch_size=1,
-    )
+    )["result"][0]
     return latent["samples"]
 
 

@@ -19,7 +19,7 @@ from nodes.latent_stats import latent_stats
 from nodes.types import TextEmbeds, WanModelHandle
 from wan_core.errors import InputError, WanInterrupted
 
-EXPECTED_MODULES = {"loaders", "text", "latents", "control", "lora", "sampling", "video"}
+EXPECTED_MODULES = {"loaders", "text", "latents", "control", "lora", "sampling", "speed", "video"}
 
 
 # --------------------------------------------------------------------------- registration
@@ -320,7 +320,9 @@ def test_sampler_single_model_returns_a_raw_latent(monkeypatch):
     calls = _fake_sampler(monkeypatch)
     node = nodes.NODE_CLASS_MAPPINGS["WanCoreSampler"]()
     dit = FakeDiT(task="t2v")
-    (latent,) = node.run(**_sampler_args(WanModelHandle(high=dit)))
+    out = node.run(**_sampler_args(WanModelHandle(high=dit)))
+    (latent,) = out["result"]
+    assert out["ui"] == {"wan_dit_steps": [""]}  # the fake sampler sent no step report
     target, positive, _neg, _cond, settings = calls["sample"]
     assert target is dit and positive[0].shape == (3, 4)
     assert (settings.steps, settings.seed, settings.cfg, settings.shift, settings.batch_size) == (3, 7, 4.0, 5.0, 2)

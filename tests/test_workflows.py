@@ -34,6 +34,23 @@ EXPECTED = {
     "wan22_a14b_t2v": ("wan2.2", "t2v", "720p"),
     "wan22_a14b_i2v": ("wan2.2", "i2v", "720p"),
     "wan22_ti2v_5b": ("wan2.2", "ti2v", "5b"),
+    "wan21_t2v_14b_distill": ("wan2.1", "t2v", "14b"),
+    "wan22_a14b_t2v_distill": ("wan2.2", "t2v", "720p"),
+}
+# Step-distilled (4 steps, CFG 1) workflows: their sampler settings are the LoRA releases', not the official ones.
+DISTILLED = {
+    # workflow: the (high-noise, low-noise) LoRAs of its stack; None = a single DiT
+    "wan21_t2v_14b_distill": ("Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors", None),
+    "wan22_a14b_t2v_distill": (
+        "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+        "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
+    ),
+}
+LIGHTNING_SIGMAS = (1.0, 0.9375, 0.833333, 0.625, 0.0)  # linspace(1, 0, 5) shifted by 5
+# Released outside the Comfy-Org repositories: the download URL the editor offers.
+THIRD_PARTY_URLS = {
+    "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors": "https://huggingface.co/Kijai/WanVideo_comfy"
+    "/resolve/main/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",
 }
 SMALL = {"width": 32, "height": 32, "length": 5, "steps": 2}  # 32: a multiple of 32 for TI2V's z48 VAE
 
@@ -79,7 +96,7 @@ def test_committed_workflows_equal_the_build_script_output(placeholder_models):
         assert workflow == load_json(WORKFLOWS / f"{name}.json"), f"{name}: run workflows/build_workflows.py"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in DISTILLED])
 def test_sampler_settings_are_the_official_defaults(name, placeholder_models):
     api = load_json(API_DIR / f"{name}.json")
     (sampler,) = [n["inputs"] for n in api.values() if n["class_type"] == "WanCoreSampler"]
@@ -97,6 +114,30 @@ def test_sampler_settings_are_the_official_defaults(name, placeholder_models):
     assert save["fps"] == d.fps
     sizes = [n["inputs"] for n in api.values() if "length" in n["inputs"] and "vae" in n["inputs"]]
     assert sizes and all((s["width"], s["height"], s["length"]) == (d.width, d.height, d.frames) for s in sizes)
+
+
+@pytest.mark.parametrize("name", sorted(DISTILLED))
+def test_distilled_workflows_sample_4_steps_without_cfg_on_the_lightning_sigmas(name, placeholder_models):
+    from wan_core.sampling.schedules import parse_sigmas
+
+    api = load_json(API_DIR / f"{name}.json")
+    (sampler,) = [n["inputs"] for n in api.values() if n["class_type"] == "WanCoreSampler"]
+    assert (sampler["steps"], sampler["cfg"], sampler["shift"], sampler["solver"]) == (4, 1.0, 5.0, "euler")
+    source = api[sampler["sigmas"][0]]
+    assert source["class_type"] == "WanCoreSigmas"
+    assert parse_sigmas(source["inputs"]["sigmas"]) == LIGHTNING_SIGMAS
+    stacks = [n["inputs"] for n in api.values() if n["class_type"] == "WanCoreLoraStack"]
+    high, low = DISTILLED[name]
+    if low is None:
+        assert [(s["lora_name"], s["strength"]) for s in stacks] == [(high, 1.0)]
+    else:  # each expert its own LoRA, the other one at strength 0
+        assert [(s["lora_name"], s["strength"], s["strength_low_noise"]) for s in stacks] == [
+            (high, 1.0, 0.0),
+            (low, 0.0, 1.0),
+        ]
+        assert sampler["moe_boundary"] == 0.875 and sampler["cfg_low_noise"] == -1.0
+    (apply,) = [n for n in api.values() if n["class_type"] == "WanCoreApplyLoraStack"]
+    assert sampler["model"] == [next(k for k, v in api.items() if v is apply), 0]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -145,8 +186,8 @@ def test_pack_and_model_download_hints(name):
     for m in workflow["models"]:
         assert m["directory"] == folders[m["name"]]
         repo = repos["wan2.2" if m["name"].startswith("wan2.2") else "wan2.1"]
-        assert (
-            m["url"] == f"https://huggingface.co/Comfy-Org/{repo}/resolve/main/split_files/{m['directory']}/{m['name']}"
+        assert m["url"] == THIRD_PARTY_URLS.get(
+            m["name"], f"https://huggingface.co/Comfy-Org/{repo}/resolve/main/split_files/{m['directory']}/{m['name']}"
         )
     assert schema_problems(workflow) == []
 
@@ -302,9 +343,9 @@ def _check_lora_run(mode, tiny_models, monkeypatch):
         moe_boundary=0.0,
         batch_size=1,
     )
-    plain = sampler.run(model=model, **args)[0]["samples"]
-    lora = sampler.run(model=with_lora, **args)[0]["samples"]
-    again = sampler.run(model=model, **args)[0]["samples"]
+    plain = sampler.run(model=model, **args)["result"][0]["samples"]
+    lora = sampler.run(model=with_lora, **args)["result"][0]["samples"]
+    again = sampler.run(model=model, **args)["result"][0]["samples"]
     assert (lora - plain).abs().max() > 1e-4  # the LoRA did something
     assert torch.equal(plain, again)  # ... and left nothing behind
     after = model.high.state_dict()

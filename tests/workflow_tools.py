@@ -248,7 +248,7 @@ def default_size(cls: type) -> tuple[int, int]:
     upload = convert.has_upload_button(node_info(cls))
     if getattr(cls, "OUTPUT_NODE", False) or upload:
         height += 280  # room for the image / video preview
-    return 360, height + (96 if cls.__name__ == "WanSampler" else 0)  # + the sigma plot (js)
+    return 360, height + (108 if cls.__name__ == "WanSampler" else 0)  # + the sigma plot and step marks (js)
 
 
 def _return_names(cls: type) -> tuple:

@@ -105,6 +105,40 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--vace-strength", type=float, default=1.0)
 
 
+def _speed_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fewer DiT calls (see docs/CLI.md)")
+    group.add_argument(
+        "--cache",
+        metavar="METHOD[:THRESHOLD][,KEY=VALUE...]",
+        help="step cache: easycache, magcache or teacache, e.g. easycache:0.2, magcache:0.12,k=2, "
+        "magcache:calibrate=my_model.json, magcache:curve=my_model.json",
+    )
+    group.add_argument("--cfg-zero-star", action="store_true", help="CFG-Zero*: optimised scale of the negative")
+    group.add_argument("--zero-init-steps", type=int, default=0, help="CFG-Zero*: zero velocity for the first N steps")
+    group.add_argument("--cfg-range", metavar="START,END", help="guidance only for steps with k/steps in [START, END)")
+    group.add_argument("--sigmas", help="custom sigma list, e.g. '1,0.9375,0.833333,0.625,0' (replaces steps, shift)")
+
+
+def _speed_options(args: argparse.Namespace) -> dict[str, Any]:
+    """GenerateParams fields from the speed arguments (the settings objects come from wan_core.sampling)."""
+    from .sampling.cache import parse_cache_spec
+    from .sampling.guidance import GuidanceOptions
+    from .sampling.schedules import parse_sigmas
+
+    start, end = 0.0, 1.0
+    if args.cfg_range:
+        try:
+            start, end = (float(p) for p in args.cfg_range.split(","))
+        except ValueError:
+            raise InputError(f"--cfg-range must be START,END (e.g. 0,0.5); got {args.cfg_range!r}.") from None
+    guidance = GuidanceOptions(args.cfg_zero_star, args.zero_init_steps, start, end)
+    return {
+        "cache": parse_cache_spec(args.cache) if args.cache else None,
+        "guidance": None if guidance == GuidanceOptions() else guidance,
+        "sigmas": parse_sigmas(args.sigmas) if args.sigmas else None,
+    }
+
+
 def _runtime_arguments(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (unset = best available)")
@@ -133,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate a video")
     _model_arguments(gen)
     _sampling_arguments(gen)
+    _speed_arguments(gen)
     _runtime_arguments(gen, out_default=None)
     parallel_options.add_arguments(gen)
     tiny = sub.add_parser("make-tiny-models", help="write tiny random-weight model files")
@@ -273,6 +308,7 @@ def cmd_generate(args: argparse.Namespace, leader: Any = None) -> int:
             fps=args.fps,
             vace_strength=args.vace_strength,
             hooks=hooks,
+            **_speed_options(args),
             **inputs,
         )
     finally:

@@ -55,6 +55,8 @@ from .memory import move, on_device
 from .modelset import ModelSet
 from .progress import NO_HOOKS, RunHooks
 from .sampling import Experts, SamplerSettings, sample
+from .sampling.cache import CacheSettings, cache_from_dict
+from .sampling.guidance import GuidanceOptions
 from .text.loader import TextEncoder
 from .vae.config import VAEConfig
 from .vae.model import WanVAE
@@ -88,6 +90,9 @@ class GenerateParams:
     fps: float | None = None
     vace_strength: float = 1.0
     boundary: float | None = None
+    cache: CacheSettings | dict | None = None  # EasyCache / MagCache / TeaCache settings, or None
+    guidance: GuidanceOptions | dict | None = None  # CFG-Zero*, zero-init, guidance step range
+    sigmas: tuple[float, ...] | None = None  # a custom sigma list (replaces steps and shift)
 
 
 @dataclass(frozen=True)
@@ -122,9 +127,21 @@ class ResolvedParams:
     fps: float
     vace_strength: float
     boundary: float | None
+    cache: CacheSettings | None = None
+    guidance: GuidanceOptions | None = None
+    sigmas: tuple[float, ...] | None = None
 
     def sampler_settings(self) -> SamplerSettings:
-        return SamplerSettings(steps=self.steps, shift=self.shift, cfg=self.cfg, solver=self.solver, seed=self.seed)
+        return SamplerSettings(
+            steps=self.steps,
+            shift=self.shift,
+            cfg=self.cfg,
+            solver=self.solver,
+            seed=self.seed,
+            sigmas=self.sigmas,
+            cache=self.cache,
+            guidance=self.guidance,
+        )
 
     def as_metadata(self) -> dict[str, Any]:
         """A JSON-able dict (a cfg pair stays a tuple here; JSON writes it as a list)."""
@@ -507,7 +524,8 @@ def resolve_params(
         frames=request.frames if request.frames is not None else base.frames,
         width=width,
         height=height,
-        steps=request.steps if request.steps is not None else base.steps,
+        # a custom sigma list sets the step count
+        steps=len(request.sigmas) - 1 if request.sigmas else request.steps if request.steps is not None else base.steps,
         cfg=(float(cfg[0]), float(cfg[1])) if isinstance(cfg, (tuple, list)) else cfg,
         shift=request.shift if request.shift is not None else base.shift,
         solver=request.solver if request.solver is not None else base.solver,
@@ -515,6 +533,9 @@ def resolve_params(
         fps=request.fps if request.fps is not None else base.fps,
         vace_strength=request.vace_strength,
         boundary=request.boundary,
+        cache=cache_from_dict(request.cache),
+        guidance=GuidanceOptions(**request.guidance) if isinstance(request.guidance, dict) else request.guidance,
+        sigmas=tuple(float(s) for s in request.sigmas) if request.sigmas else None,
     )
     check_size(int(resolved.width), int(resolved.height), 2 * stride)
     check_frames(int(resolved.frames))

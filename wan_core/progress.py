@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -25,17 +26,25 @@ class RunHooks:
 
     ``progress(step, total, preview)`` is called after each unit of work;
     ``interrupted()`` returning True stops the work at the next check;
-    ``want_preview`` asks samplers to compute a preview image (costs a little time).
+    ``want_preview`` asks samplers to compute a preview image (costs a little time);
+    ``on_report(report)`` receives the sampler's per-step report (which steps ran the DiT,
+    a :class:`wan_core.sampling.cache.StepReport`) at the end of a run.
     """
 
     progress: ProgressFn | None = None
     interrupted: Callable[[], bool] | None = None
     want_preview: bool = False
+    on_report: Callable[[Any], None] | None = None
 
     def check(self) -> None:
         """Raise WanInterrupted if the caller asked to stop."""
         if self.interrupted is not None and self.interrupted():
             raise WanInterrupted("Interrupted by the user; partial results were discarded.")
+
+    def report(self, report: Any) -> None:
+        """Hand a finished run's report to the caller, if it asked for one."""
+        if self.on_report is not None:
+            self.on_report(report)
 
     def step(self, step: int, total: int, preview: torch.Tensor | None = None) -> None:
         """Report progress, then check for interruption."""

@@ -36,6 +36,10 @@ TINY_FILES: tuple[TinyFile, ...] = (
     TinyFile("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "umt5", "fp8_scaled"),
     TinyFile("clip_vision", "clip_vision_h.safetensors", "clip_vision"),
     TinyFile("loras", "wan2.1_t2v_1.3B_example_lora.safetensors", "lora"),
+    # step-distilled (4-step, CFG 1) LoRAs: lightx2v for Wan2.1 T2V 14B, Lightning high/low for Wan2.2 T2V A14B
+    TinyFile("loras", "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors", "lora"),
+    TinyFile("loras", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors", "lora"),
+    TinyFile("loras", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", "lora"),
 )
 
 

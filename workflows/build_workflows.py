@@ -25,6 +25,14 @@ TE = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 VAE21 = "wan_2.1_vae.safetensors"
 VAE22 = "wan2.2_vae.safetensors"
 CLIP = "clip_vision_h.safetensors"
+# Step-distilled LoRAs (4 steps, CFG 1): lightx2v's for Wan2.1 T2V 14B (Kijai's ComfyUI extraction) and the
+# Wan2.2 T2V A14B Lightning pair (Comfy-Org repackaged), one per expert.
+DISTILL_21 = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
+DISTILL_22_HIGH = "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors"
+DISTILL_22_LOW = "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"
+KIJAI = "https://huggingface.co/Kijai/WanVideo_comfy"
+# The sigma list those releases sample with: linspace(1, 0, 5) shifted by 5 (lightx2v, Wan2.2-Lightning).
+LIGHTNING_SIGMAS = "1.0, 0.9375, 0.833333, 0.625, 0.0"
 NEG = ""  # empty = the official negative prompt of the model's task
 PACK_NODE_PREFIX = "WanCore"
 
@@ -49,7 +57,12 @@ MODEL_SOURCES: dict[str, tuple[str, str]] = {  # file name -> (ComfyUI model fol
     VAE21: ("vae", _RESOLVE_21),
     VAE22: ("vae", _RESOLVE_22),
     CLIP: ("clip_vision", _RESOLVE_21),
+    DISTILL_22_HIGH: ("loras", _RESOLVE_22),
+    DISTILL_22_LOW: ("loras", _RESOLVE_22),
+    DISTILL_21: ("loras", ""),
 }
+# Files released outside the Comfy-Org repositories: their direct download URL.
+DIRECT_URLS = {DISTILL_21: f"{KIJAI}/resolve/main/{DISTILL_21}"}
 
 
 def model_entry(name: str) -> dict | None:
@@ -57,7 +70,7 @@ def model_entry(name: str) -> dict | None:
     if name not in MODEL_SOURCES:
         return None
     folder, base = MODEL_SOURCES[name]
-    return {"name": name, "url": f"{base}/{folder}/{name}", "directory": folder}
+    return {"name": name, "url": DIRECT_URLS.get(name) or f"{base}/{folder}/{name}", "directory": folder}
 
 
 def pack_identity() -> tuple[str, str]:
@@ -111,8 +124,12 @@ def text(g: GraphBuilder, t: int, m: int, prompt: str) -> int:
                  {"text_encoder": (t, 0), "model": (m, 0)})
 
 
-def finish(g: GraphBuilder, m: int, v: int, te: int, cond: int, sampler: dict, fps: float, prefix: str) -> None:
-    s = g.add("WanCoreSampler", sampler, {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0)})
+def finish(g: GraphBuilder, m: int, v: int, te: int, cond: int, sampler: dict, fps: float, prefix: str,
+           sigmas: int | None = None) -> None:
+    inputs = {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0)}
+    if sigmas is not None:
+        inputs["sigmas"] = (sigmas, 0)
+    s = g.add("WanCoreSampler", sampler, inputs)
     d = g.add("WanCoreVAEDecode", {}, {"vae": (v, 0), "latent": (s, 0)})
     g.add("WanCoreSaveVideo", {"fps": fps, "filename_prefix": f"wan/{prefix}"}, {"frames": (d, 0)})
 
@@ -267,6 +284,53 @@ def ti2v_5b() -> dict:
     return g.build("Wan2.2 TI2V 5B")
 
 
+def distilled_sampler(boundary: float = 0.0) -> dict:
+    """4 steps, CFG 1, Euler, shift 5: the settings of the lightx2v / Lightning step-distilled LoRAs."""
+    return {"seed": 42, "steps": 4, "cfg": 1.0, "cfg_low_noise": -1.0, "shift": 5.0, "solver": "euler",
+            "moe_boundary": boundary}
+
+
+DISTILL_NOTE = ("Step-distilled: 4 steps, CFG 1 (no negative pass), Euler on the sigma list {sigmas} (shift 5; "
+                "shift 8 = 1.0, 0.96, 0.888889, 0.727273, 0.0 also works). {lora}")
+
+
+def t2v_14b_distill() -> dict:
+    model = "wan2.1_t2v_14B_bf16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 T2V 14B + lightx2v step-distill LoRA (4 steps)",
+         [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE), ("loras", DISTILL_21)], REPACK_21,
+         DISTILL_NOTE.format(sigmas=LIGHTNING_SIGMAS, lora=f"The LoRA is lightx2v's, from {KIJAI}."))
+    m, v, t = loaders(g, model)
+    lora = g.add("WanCoreLoraStack", {"lora_name": DISTILL_21, "strength": 1.0, "mode": "merge"})
+    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (lora, 0)})
+    te = text(g, t, ml, "A red fox trotting through fresh snow in a sunlit pine forest, cinematic.")
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)})
+    sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS})
+    finish(g, ml, v, te, c, distilled_sampler(), 16.0, "t2v_14b_distill", sigmas=sigmas)
+    return g.build("Wan2.1 T2V 14B distilled (4 steps)")
+
+
+def a14b_t2v_distill() -> dict:
+    high, low = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.2 T2V A14B + Lightning step-distill LoRAs (4 steps)",
+         [("diffusion_models", high), ("diffusion_models", low), ("vae", VAE21), ("text_encoders", TE),
+          ("loras", DISTILL_22_HIGH), ("loras", DISTILL_22_LOW)], REPACK_22,
+         DISTILL_NOTE.format(sigmas=LIGHTNING_SIGMAS, lora="Each expert gets its own LoRA (the other's strength is "
+                             "0): two steps on the high-noise expert, two on the low-noise one (switch at t = 875)."))
+    m, v, t = loaders(g, high, low=low)
+    l1 = g.add("WanCoreLoraStack", {"lora_name": DISTILL_22_HIGH, "strength": 1.0, "strength_low_noise": 0.0,
+                                    "mode": "runtime"})
+    l2 = g.add("WanCoreLoraStack", {"lora_name": DISTILL_22_LOW, "strength": 0.0, "strength_low_noise": 1.0,
+                                    "mode": "runtime"}, {"lora_stack": (l1, 0)})
+    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)})
+    te = text(g, t, ml, "A hot-air balloon floats over a valley of lavender fields at sunrise.")
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)})
+    sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS})
+    finish(g, ml, v, te, c, distilled_sampler(boundary=0.875), 16.0, "a14b_t2v_distill", sigmas=sigmas)
+    return g.build("Wan2.2 A14B T2V distilled (4 steps)")
+
+
 def all_workflows() -> dict[str, dict]:
     return {name: add_pack_and_model_hints(workflow) for name, workflow in _graphs().items()}
 
@@ -285,6 +349,8 @@ def _graphs() -> dict[str, dict]:
         "wan22_a14b_t2v": a14b_t2v(),
         "wan22_a14b_i2v": a14b_i2v(),
         "wan22_ti2v_5b": ti2v_5b(),
+        "wan21_t2v_14b_distill": t2v_14b_distill(),
+        "wan22_a14b_t2v_distill": a14b_t2v_distill(),
     }
 
 

@@ -13,7 +13,8 @@ converted per call by :class:`~wan_core.ops.WanLinear`.
 
 from __future__ import annotations
 
-from typing import cast
+import functools
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,6 +40,9 @@ from .vace import VaceBlock, VaceState, start_vace
 
 class WanDiT(nn.Module):
     """Wan2.1 / Wan2.2 diffusion transformer predicting the flow-matching velocity."""
+
+    # forward() takes a ``block_cache`` (wan_core.sampling.cache.base.BlockHook) that may skip the blocks
+    supports_block_cache = True
 
     def __init__(self, config: DiTConfig, device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -149,6 +153,7 @@ class WanDiT(nn.Module):
         vace_context: torch.Tensor | list[torch.Tensor] | None = None,
         vace_scale: float | list[float] = 1.0,
         ref_latent: torch.Tensor | None = None,
+        block_cache: Any = None,
     ) -> torch.Tensor:
         """Velocity [B, out_dim, T, h, w] fp32 for the normalised latent x [B, C, T, h, w].
 
@@ -157,6 +162,7 @@ class WanDiT(nn.Module):
         y: [B, in_dim - C, T, h, w] appended after x. vace_context: [B, vace_in_dim, T, h, w]
         or a list (vace_scale one float or one per context). ref_latent: [B, C_ref, h, w] for
         ``ref_conv`` models (prepended as one extra frame). Batch-1 conditioning broadcasts.
+        block_cache: a step-cache hook (MagCache / TeaCache) that runs the blocks or reuses a residual.
         """
         if self.block_swap is not None:
             self.block_swap.discard_prefetch()
@@ -172,8 +178,17 @@ class WanDiT(nn.Module):
             vace = self._start_vace(x, vace_context, vace_scale, ref_tokens)
             split = self.sequence_parallel
             if split is not None:  # from here on each rank holds only its share of the tokens
+                if block_cache is not None:
+                    raise InputError(
+                        "Block-skipping step caches (MagCache, TeaCache) cannot run on several GPUs: each rank "
+                        "would decide on its own share of the tokens. Use EasyCache there, or one GPU."
+                    )
                 x, e, e0, rope, vace = split.scatter_inputs(x, e, e0, rope, vace)
-            x = self._run_blocks(x, e0, ctx, rope, vace)
+            if block_cache is None:
+                x = self._run_blocks(x, e0, ctx, rope, vace)
+            else:  # a partial (not a closure, whose cells an exception's traceback would keep alive)
+                blocks = functools.partial(self._run_blocks, e0=e0, ctx=ctx, rope=rope, vace=vace)
+                x = block_cache.run_blocks(x, e, e0, blocks)
             if split is None:
                 out = self.head(x[:, ref_tokens:], e if e.shape[1] == 1 else e[:, ref_tokens:])
             else:

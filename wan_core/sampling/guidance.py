@@ -3,10 +3,17 @@
 v = v_uncond + g·(v_cond − v_uncond). The cond and uncond branches run as one batched
 forward [2B] when ``batch_cfg`` (falling back to two forwards, cond first, if the batch
 does not fit in memory) and the uncond branch is skipped entirely when g == 1.
+
+Opt-in savings (:class:`GuidanceOptions`): CFG-Zero* (Fan et al. 2025, arXiv:2503.18886) replaces
+v_uncond by s*·v_uncond with the optimised scale s* = <v_cond, v_uncond> / ‖v_uncond‖² per video and can
+use a zero velocity for the first steps (no DiT call); guidance can be limited to a step range (outside
+it one forward, as at g = 1). Every DiT forward goes through the step's cache strategy
+(:mod:`wan_core.sampling.cache`), which may reuse earlier results instead of calling the model.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +24,7 @@ import torch
 from ..conditioning.types import Conditioning
 from ..devices import empty_cache
 from ..errors import InputError
+from .cache.base import COND, UNCOND, StepCache
 from .model import DiTLike
 
 log = logging.getLogger(__name__)
@@ -44,14 +52,48 @@ def as_context_list(context: TextEmbeddings, batch_size: int, name: str) -> list
     return items
 
 
+@dataclass(frozen=True)
+class GuidanceOptions:
+    """Opt-in CFG savings. ``cfg_zero_star``: the optimised scale s*; ``zero_init_steps``: the first N
+    steps use a zero velocity (CFG-Zero*'s zero-init; the authors' ``zero_init_steps = K`` zeroes K + 1
+    steps); ``cfg_start`` / ``cfg_end``: guidance only for steps k with k/steps in [cfg_start, cfg_end)."""
+
+    cfg_zero_star: bool = False
+    zero_init_steps: int = 0
+    cfg_start: float = 0.0
+    cfg_end: float = 1.0
+
+    def __post_init__(self) -> None:
+        if int(self.zero_init_steps) < 0:
+            raise InputError(f"zero_init_steps must be >= 0, got {self.zero_init_steps}.")
+        if not 0.0 <= float(self.cfg_start) <= float(self.cfg_end) <= 1.0:
+            raise InputError(
+                f"cfg_start / cfg_end must satisfy 0 <= start <= end <= 1, got {self.cfg_start} / {self.cfg_end}."
+            )
+
+    def scale_at(self, step: int, steps: int, cfg: float) -> float:
+        """The guidance scale of step ``step`` of ``steps``: ``cfg`` inside the range, else 1."""
+        return cfg if self.cfg_start <= step / max(steps, 1) < self.cfg_end else 1.0
+
+    def zeroed(self, step: int) -> bool:
+        return step < int(self.zero_init_steps)
+
+
+NO_GUIDANCE_OPTIONS = GuidanceOptions()
+
+
 @dataclass
 class StepInputs:
-    """What one DiT call needs besides x: t [B] or per-token [B, S], contexts and conditioning."""
+    """What one DiT call needs besides x: t [B] or per-token [B, S], contexts and conditioning;
+    the step index of ``steps`` and the step's cache strategy."""
 
     t: torch.Tensor
     positive: list[torch.Tensor]
     negative: list[torch.Tensor] | None
     extras: dict = field(default_factory=dict)
+    step: int = 0
+    steps: int = 1
+    cache: StepCache = field(default_factory=StepCache)
 
 
 def expand_batch(tensor: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
@@ -96,16 +138,29 @@ def _repeat_extras(extras: dict, times: int) -> dict:
     return out
 
 
+def optimized_scale(v_cond: torch.Tensor, v_uncond: torch.Tensor) -> torch.Tensor:
+    """CFG-Zero*'s s* = <v_cond, v_uncond> / (‖v_uncond‖² + 1e-8) per video -> [B, 1, 1, 1, 1]."""
+    c, u = v_cond.reshape(v_cond.shape[0], -1), v_uncond.reshape(v_uncond.shape[0], -1)
+    scale = (c * u).sum(dim=1, keepdim=True) / ((u * u).sum(dim=1, keepdim=True) + 1e-8)
+    return scale.reshape([v_cond.shape[0]] + [1] * (v_cond.ndim - 1))
+
+
 class Guidance:
     """Calls a DiT with or without CFG; remembers when the batched form ran out of memory."""
 
-    def __init__(self, batch_cfg: bool) -> None:
+    def __init__(self, batch_cfg: bool, options: GuidanceOptions | None = None) -> None:
         self.batch_cfg = batch_cfg
+        self.options = options or NO_GUIDANCE_OPTIONS
 
     def velocity(self, model: DiTLike, x: torch.Tensor, inputs: StepInputs, cfg: float) -> torch.Tensor:
         """Guided velocity [B, C, T, h, w] fp32 for the latent x [B, C, T, h, w]."""
+        if self.options.zeroed(inputs.step):
+            inputs.cache.zero()
+            return torch.zeros_like(x, dtype=torch.float32)
+        cfg = self.options.scale_at(inputs.step, inputs.steps, cfg)
+        inputs.cache.start((COND,) if cfg == 1.0 else (COND, UNCOND), x)
         if cfg == 1.0:
-            return self._forward(model, x, inputs.t, inputs.positive, inputs.extras)
+            return self._forward(model, x, inputs.t, inputs.positive, inputs.extras, inputs.cache, (COND,))
         if inputs.negative is None:
             raise InputError(
                 f"cfg is {cfg} but no negative prompt embedding was given; encode one "
@@ -121,21 +176,41 @@ class Guidance:
                 )
                 self.batch_cfg = False
             empty_cache(x.device)  # outside the except block, once the failed forward's tensors are gone
-        v_cond = self._forward(model, x, inputs.t, inputs.positive, inputs.extras)
-        v_uncond = self._forward(model, x, inputs.t, inputs.negative, inputs.extras)
-        return v_uncond + cfg * (v_cond - v_uncond)
+        v_cond = self._forward(model, x, inputs.t, inputs.positive, inputs.extras, inputs.cache, (COND,))
+        v_uncond = self._forward(model, x, inputs.t, inputs.negative, inputs.extras, inputs.cache, (UNCOND,))
+        return self._combine(v_cond, v_uncond, cfg)
 
     def _batched(self, model: DiTLike, x: torch.Tensor, inputs: StepInputs, cfg: float) -> torch.Tensor:
         assert inputs.negative is not None  # velocity() checked it
         xx = torch.cat([x, x])
         tt = torch.cat([inputs.t, inputs.t])
-        v = self._forward(model, xx, tt, inputs.positive + inputs.negative, _repeat_extras(inputs.extras, 2))
+        context, extras = inputs.positive + inputs.negative, _repeat_extras(inputs.extras, 2)
+        v = self._forward(model, xx, tt, context, extras, inputs.cache, (COND, UNCOND))
         v_cond, v_uncond = v.chunk(2)
+        return self._combine(v_cond, v_uncond, cfg)
+
+    def _combine(self, v_cond: torch.Tensor, v_uncond: torch.Tensor, cfg: float) -> torch.Tensor:
+        if self.options.cfg_zero_star:
+            v_uncond = optimized_scale(v_cond, v_uncond) * v_uncond
         return v_uncond + cfg * (v_cond - v_uncond)
 
     @staticmethod
     def _forward(
-        model: DiTLike, x: torch.Tensor, t: torch.Tensor, context: list[torch.Tensor] | None, extras: dict
+        model: DiTLike,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: list[torch.Tensor] | None,
+        extras: dict,
+        cache: StepCache,
+        branches: tuple[str, ...],
     ) -> torch.Tensor:
         assert context is not None  # velocity() checked the negative prompt
-        return model(x, t, context, **extras).float()
+        # a partial, not a closure: a closure's cells would outlive an exception in its traceback
+        return cache.forward(branches, x, functools.partial(_call_model, model, x, t, context, extras))
+
+
+def _call_model(
+    model: DiTLike, x: torch.Tensor, t: torch.Tensor, context: list[torch.Tensor], extras: dict, hook: object
+) -> torch.Tensor:
+    """One DiT forward, fp32 output; ``hook`` (a step cache's block hook) goes in as ``block_cache``."""
+    return model(x, t, context, **(extras if hook is None else {**extras, "block_cache": hook})).float()

@@ -16,6 +16,7 @@ from ..conditioning.types import Conditioning
 from ..devices import empty_cache, resolve_device
 from ..errors import ConditioningError, InputError
 from ..progress import NO_HOOKS, RunHooks
+from .cache import CacheRun
 from .experts import OFFICIAL_BOUNDARIES, Experts, Residency
 from .guidance import Guidance, StepInputs, TextEmbeddings, as_context_list, conditioning_extras
 from .model import DiTLike
@@ -127,7 +128,8 @@ def sample(
     _check_latent_channels(models, cond)
     device = resolve_device(device if device is not None else plan[0][0].device)
     mode = model.offload if isinstance(model, Experts) else "never"
-    run = _Run(cond, settings, schedule, plan, Residency(models, device, mode), hooks, device)
+    caches = _cache_run(model, settings, schedule, cond)
+    run = _Run(cond, settings, schedule, plan, Residency(models, device, mode), hooks, device, caches)
     try:
         with torch.no_grad():
             return run.loop(positive, negative)
@@ -136,6 +138,16 @@ def sample(
         traceback.clear_frames(exc.__traceback__)
         empty_cache(device)
         raise
+
+
+def _cache_run(model: DiTLike | Experts, settings: SamplerSettings, schedule: Schedule, cond: Conditioning) -> CacheRun:
+    """The run's step-cache strategy (expert-aware: each A14B expert gets its own state)."""
+    roles = None
+    if isinstance(model, Experts):  # by timestep, so that even one DiT in both roles gets two caches
+        boundary = model.switch_timestep()
+        roles = ["high" if float(t) >= boundary else "low" for t in schedule.timesteps.tolist()]
+    sigmas = [float(s) for s in schedule.sigmas.tolist()]
+    return CacheRun(settings.cache, sigmas, settings.shift, roles, tuple(cond.latent_shape[-2:]))
 
 
 class _Run:
@@ -150,10 +162,12 @@ class _Run:
         residency: Residency,
         hooks: RunHooks,
         device: torch.device,
+        caches: CacheRun,
     ) -> None:
         self.cond, self.settings, self.schedule, self.plan = cond, settings, schedule, plan
         self.residency, self.hooks, self.device = residency, hooks, device
         self.solver = make_solver(settings.solver, schedule.sigmas)
+        self.caches = caches
         self.x: torch.Tensor | None = None
 
     def loop(self, positive: TextEmbeddings, negative: TextEmbeddings | None) -> torch.Tensor:
@@ -165,7 +179,7 @@ class _Run:
         if cond.frame_lock is not None:
             _, frames, height, width = cond.latent_shape
             token_mask = cond.frame_lock.token_mask((frames, height, width), self.plan[0][0].config.patch_size)
-        guidance = Guidance(settings.batch_cfg)
+        guidance = Guidance(settings.batch_cfg, settings.guidance)
         self.x = _locked(cond, initial_latent(cond, settings, self.schedule, self.device))
         current = None
         for k, (dit, cfg) in enumerate(self.plan):
@@ -177,11 +191,13 @@ class _Run:
                 current = dit
             t = step_timesteps(self.schedule, k, batch, token_mask, self.device)
             extras = conditioning_extras(cond, k / n, batch, self.device)
-            v = guidance.velocity(dit, self.x, StepInputs(t, pos, neg, extras), cfg)
+            inputs = StepInputs(t, pos, neg, extras, step=k, steps=n, cache=self.caches.step(k, dit))
+            v = guidance.velocity(dit, self.x, inputs, cfg)
             preview = self._preview(v) if self.hooks.want_preview else None
             self.x = _locked(cond, self.solver.step(self.x, v))
-            del v, extras
+            del v, extras, inputs
             self.hooks.step(k + 1, n, preview)
+        self.hooks.report(self.caches.finish())
         return self._finish()
 
     def _preview(self, v: torch.Tensor) -> torch.Tensor | None:
@@ -202,3 +218,4 @@ class _Run:
     def release(self) -> None:
         self.x = None
         self.solver.release()
+        self.caches.release()

@@ -8,6 +8,7 @@ is then stored as fp32 and the official timesteps are int64(σ'·1000) of the fl
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,3 +116,20 @@ def _as_float64(values) -> np.ndarray:
 def steps_at_or_above(schedule: Schedule, boundary: float) -> int:
     """How many leading steps have t >= boundary (0..1000 scale): the high-noise expert's share."""
     return int((schedule.timesteps.to(torch.float64) >= boundary).sum())
+
+
+def parse_sigmas(text: str) -> tuple[float, ...]:
+    """A user's σ list "1.0, 0.9375, 0.8333, 0.625, 0" (commas, spaces or semicolons; optional [ ]).
+
+    The values are checked when the schedule is built (``SamplerSettings.sigmas``).
+    """
+    parts = [p for p in re.split(r"[\s,;]+", str(text).strip().strip("[]")) if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise InputError(
+            f"Custom sigmas must be numbers separated by commas, e.g. '1.0, 0.9375, 0.8333, 0.625, 0'; got {text!r}."
+        ) from None
+    if len(values) < 2:
+        raise InputError(f"Custom sigmas need at least 2 values (start ... end); got {text!r}.")
+    return values

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from .cache.settings import CACHE_CLASSES, CacheSettings
+from .guidance import GuidanceOptions
 
 SOLVERS = ("unipc", "dpm++", "euler")
 TIMESTEP_MODES = ("official", "float")
@@ -35,6 +37,9 @@ class SamplerSettings:
       ComfyUI does. The solvers use the float σ in both modes.
     * ``batch_cfg``: run the cond and uncond branches in one batched forward (faster, more memory);
       False runs them one after the other (the official order: cond first).
+    * ``cache``: a step cache (EasyCache / MagCache / TeaCache settings, see
+      :mod:`wan_core.sampling.cache`) or None; ``guidance``: opt-in CFG savings
+      (:class:`~wan_core.sampling.guidance.GuidanceOptions`) or None.
     """
 
     steps: int = 50
@@ -47,6 +52,8 @@ class SamplerSettings:
     sigmas: Sequence[float] | torch.Tensor | None = None
     timestep_mode: str = "official"
     batch_cfg: bool = True
+    cache: CacheSettings | None = None
+    guidance: GuidanceOptions | None = None
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -61,6 +68,10 @@ class SamplerSettings:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}.")
         if float(self.shift) <= 0.0:
             raise InputError(f"shift must be positive, got {self.shift}.")
+        if self.cache is not None and not isinstance(self.cache, tuple(CACHE_CLASSES.values())):
+            raise InputError(f"cache must be EasyCache / MagCache / TeaCache settings or None, got {self.cache!r}.")
+        if self.guidance is not None and not isinstance(self.guidance, GuidanceOptions):
+            raise InputError(f"guidance must be GuidanceOptions or None, got {self.guidance!r}.")
         if isinstance(self.cfg, (tuple, list)) and len(self.cfg) != 2:
             raise InputError(f"cfg must be a number or a (low_noise, high_noise) pair, got {self.cfg!r}.")
 
