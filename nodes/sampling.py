@@ -15,7 +15,7 @@ from wan_core.sampling import Experts, SamplerSettings, sample
 from . import comfy_bridge as bridge
 from .common import combo, socket, widget
 from .convert import latent_from_comfy, latent_to_comfy
-from .types import CATEGORY, WAN_CONDITIONING, WAN_MODEL, WAN_TEXT_EMBEDS, WanModelHandle
+from .types import CATEGORY, WAN_CONDITIONING, WAN_CONTEXT_WINDOWS, WAN_MODEL, WAN_TEXT_EMBEDS, WanModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,9 @@ class WanSampler:
             },
             "optional": {
                 "latent": socket("LATENT", "Init latent for denoise < 1 (e.g. from Wan VAE Encode)."),
+                "context_windows": socket(
+                    WAN_CONTEXT_WINDOWS, "Sample in overlapping windows along time (long videos): Wan Context Windows."
+                ),
             },
         }
 
@@ -151,12 +154,20 @@ class WanSampler:
         moe_boundary,
         batch_size,
         latent=None,
+        context_windows=None,
     ):
         validate_conditioning(conditioning, model.config)
         if latent is not None and denoise < 1.0:
             conditioning = conditioning.with_(init_latent=latent_from_comfy(latent)[:1])
         settings = SamplerSettings(
-            steps=steps, shift=shift, cfg=cfg, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
+            steps=steps,
+            shift=shift,
+            cfg=cfg,
+            solver=solver,
+            seed=seed,
+            batch_size=batch_size,
+            denoise=denoise,
+            context_windows=context_windows,
         )
         target = _sampling_target(model, cfg, cfg_low_noise, moe_boundary)
         hooks, close = bridge.make_hooks(steps)

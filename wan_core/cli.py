@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cli_longvideo
 from .errors import InputError, WanError, WanInterrupted
 
 log = logging.getLogger("wan_core.cli")
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(gen)
     _sampling_arguments(gen)
     _runtime_arguments(gen, out_default=None)
+    cli_longvideo.add_arguments(gen)
     tiny = sub.add_parser("make-tiny-models", help="write tiny random-weight model files")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -242,23 +244,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe.add_loras(loras)
     width, height = args.size if args.size else (None, None)
     hooks, progress = _run_hooks(args)
+    params = dict(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        frames=args.frames,
+        width=width,
+        height=height,
+        steps=args.steps,
+        cfg=parse_cfg(args.cfg),
+        shift=args.shift,
+        solver=args.solver,
+        seed=args.seed,
+        fps=args.fps,
+        vace_strength=args.vace_strength,
+        context_windows=cli_longvideo.context_windows(args),
+    )
     try:
-        result = pipe.generate(
-            args.prompt,
-            negative_prompt=args.negative_prompt,
-            frames=args.frames,
-            width=width,
-            height=height,
-            steps=args.steps,
-            cfg=parse_cfg(args.cfg),
-            shift=args.shift,
-            solver=args.solver,
-            seed=args.seed,
-            fps=args.fps,
-            vace_strength=args.vace_strength,
-            hooks=hooks,
-            **inputs,
-        )
+        if args.extend:
+            result = cli_longvideo.extend(args, pipe, params, hooks)
+        else:
+            camera = cli_longvideo.camera_trajectory(args, cli_longvideo.run_frames(args, pipe))
+            result = pipe.generate(params.pop("prompt"), hooks=hooks, camera=camera, **params, **inputs)
     finally:
         progress.close()
     path = result.save(args.out)

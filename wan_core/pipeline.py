@@ -10,7 +10,9 @@
 The mode follows the loaded DiT (``dit.config.task``) and the inputs given:
 T2V, I2V (``image``), FLF2V (``image`` + ``last_image``), TI2V-5B (optional
 ``image``), VACE (``control_video`` / ``control_mask`` / ``reference_images``),
-and Wan2.2 A14B when a low-noise expert is loaded too. Unset sampling parameters
+Fun-Camera (``camera`` trajectory, optional ``image``), and Wan2.2 A14B when a
+low-noise expert is loaded too. ``context_windows`` samples long videos in windows;
+``wan_core.longvideo.extend_video`` continues a finished video. Unset sampling parameters
 take the official per-task defaults (``wan_core.configs.defaults_for``).
 """
 
@@ -58,18 +60,21 @@ class GenerateParams:
     fps: float | None = None
     vace_strength: float = 1.0
     boundary: float | None = None
+    context_windows: Any = None  # wan_core.sampling.windows.ContextWindows, or its fields as a dict
 
 
 @dataclass(frozen=True)
 class GenerateInputs:
     """Pixel inputs, all float 0..1: image / last_image [1, H, W, 3], control_video [F, H, W, 3],
-    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3]."""
+    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3]; camera: a
+    CameraTrajectory for Fun-Camera models."""
 
     image: torch.Tensor | None = None
     last_image: torch.Tensor | None = None
     control_video: torch.Tensor | None = None
     control_mask: torch.Tensor | None = None
     reference_images: torch.Tensor | None = None
+    camera: Any = None
 
 
 @dataclass
@@ -204,12 +209,13 @@ class WanPipeline:
         control_video: torch.Tensor | None = None,
         control_mask: torch.Tensor | None = None,
         reference_images: torch.Tensor | None = None,
+        camera: Any = None,
         **params: Any,
     ) -> GenerateResult:
         """Generate one video. ``prompt`` is a string (then ``params`` are GenerateParams fields)
         or a ready GenerateParams; images are float 0..1 tensors (see GenerateInputs)."""
         request = prompt if isinstance(prompt, GenerateParams) else GenerateParams(prompt=prompt, **params)
-        inputs = GenerateInputs(image, last_image, control_video, control_mask, reference_images)
+        inputs = GenerateInputs(image, last_image, control_video, control_mask, reference_images, camera)
         return self.run(request, inputs, hooks or NO_HOOKS)
 
     def run(self, request: GenerateParams, inputs: GenerateInputs, hooks: RunHooks) -> GenerateResult:
@@ -307,6 +313,7 @@ class WanPipeline:
         they return to the CPU afterwards.
         """
         from .sampling import SamplerSettings, sample
+        from .sampling.windows import ContextWindows
 
         settings = SamplerSettings(
             steps=int(resolved["steps"]),
@@ -314,6 +321,7 @@ class WanPipeline:
             cfg=resolved["cfg"],
             solver=str(resolved["solver"]),
             seed=int(resolved["seed"]),
+            context_windows=ContextWindows(**resolved["context_windows"]) if resolved.get("context_windows") else None,
         )
         try:
             return sample(self.experts(resolved), positive, negative, cond, settings, hooks=hooks, device=self.device)
@@ -360,7 +368,7 @@ def _check_pair(dit: Any, dit_low: Any, vae: Any) -> None:
 
 # ---------------------------------------------------------------- decisions: mode, settings, conditioning
 
-MODES = ("t2v", "i2v", "flf2v", "ti2v", "vace", "fun-control", "fun-inp")
+MODES = ("t2v", "i2v", "flf2v", "ti2v", "vace", "fun-control", "fun-inp", "fun-camera")
 
 
 def _given(inputs: Any) -> set[str]:
@@ -412,6 +420,9 @@ def choose_mode(config: Any, inputs: Any) -> str:
         _reject(variant, given, {"control_video", "image"}, "Fun-Control takes a control video and a start image")
         if "control_video" not in given:
             raise InputError(f"{variant} is a Fun-Control model: give a control video (--control-video).")
+        return kind
+    if kind == "fun-camera":
+        _reject(variant, given, {"camera", "image"}, "Fun-Camera takes a camera trajectory and a start image")
         return kind
     raise ConditioningError(
         f"The standalone pipeline does not support {variant} (task {config.task!r}); "
@@ -531,6 +542,11 @@ def build_conditioning(
             control_mask=inputs.control_mask,
             reference_images=inputs.reference_images,
             strength=r["vace_strength"],
+        )
+    if mode == "fun-camera":
+        camera = inputs.camera if inputs.camera is not None else _builder("preset_trajectory")("static", frames)
+        return _builder("fun_camera_conditioning")(
+            vae, camera, frames, width, height, inputs.image, clip_fea, extra_channels or None
         )
     return _builder("fun_control_conditioning")(
         vae,

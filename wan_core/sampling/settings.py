@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from .windows import ContextWindows
 
 SOLVERS = ("unipc", "dpm++", "euler")
 TIMESTEP_MODES = ("official", "float")
@@ -35,6 +36,7 @@ class SamplerSettings:
       ComfyUI does. The solvers use the float σ in both modes.
     * ``batch_cfg``: run the cond and uncond branches in one batched forward (faster, more memory);
       False runs them one after the other (the official order: cond first).
+    * ``context_windows``: sample in overlapping windows along time (long videos), or None.
     """
 
     steps: int = 50
@@ -47,6 +49,7 @@ class SamplerSettings:
     sigmas: Sequence[float] | torch.Tensor | None = None
     timestep_mode: str = "official"
     batch_cfg: bool = True
+    context_windows: ContextWindows | None = None
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
