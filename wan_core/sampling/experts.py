@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 # read when present.
 DiTLike = Callable[..., torch.Tensor]
 OFFLOAD_MODES = ("auto", "always", "never")
-OFFICIAL_BOUNDARIES = {"t2v": 875.0, "i2v": 900.0, "fun-camera": 900.0}  # Fun camera: VideoX-Fun runs it with its I2V config
+# Wan2.2 Fun camera: VideoX-Fun samples it with its I2V config (boundary 0.9).
+OFFICIAL_BOUNDARIES = {"t2v": 875.0, "i2v": 900.0, "fun-camera": 900.0}
 # Head-room kept free besides the incoming expert's weights (activations, allocator slack).
 _HEADROOM = 0.10
 
