@@ -159,21 +159,21 @@ class WanExtendVideo:
                 vae, model.config, video, overlap_frames, length, width, height, clip_fea=clip, trajectory=camera
             )
         latent = WanSampler().run(
-            model,
-            text_embeds,
-            cond,
-            seed,
-            steps,
-            cfg,
-            -1.0,
-            shift,
-            solver,
-            1.0,
-            0.0,
-            1,
+            model=model,
+            text_embeds=text_embeds,
+            conditioning=cond,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            cfg_low_noise=-1.0,
+            shift=shift,
+            solver=solver,
+            denoise=1.0,
+            moe_boundary=0.0,
+            batch_size=1,
             context_windows=context_windows,
         )[0]
-        new = WanVAEDecode().decode(vae, latent, False, 256, 64)[0]
+        new = WanVAEDecode().decode(vae=vae, latent=latent, tiled=False, tile_size=256, tile_overlap=64)[0]
         with bridge.comfy_errors():
             joined, matched = join_continuation(video, new, overlap_frames, color_match)
         return (joined, matched[overlap_frames:])

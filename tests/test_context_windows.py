@@ -196,16 +196,16 @@ def t2v():
     return _dit("wan2.1-t2v")
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-def test_one_window_covering_everything_is_bit_identical(t2v, schedule):
+def test_one_window_covering_everything_is_bit_identical(t2v):
     cond = Conditioning(latent_shape=(16, 6, 4, 4))
-    base = SamplerSettings(steps=3, shift=5.0, cfg=4.0, seed=3)
+    base = SamplerSettings(steps=2, shift=5.0, cfg=4.0, seed=3)
     plain = sample(t2v, _text(1), _text(2), cond, base)
-    for length in (6, 10):
-        options = ContextWindows(length=length, overlap=2, schedule=schedule, blend="pyramid", freenoise=True)
-        windowed = sample(t2v, _text(1), _text(2), cond, SamplerSettings(**{**vars(base), "context_windows": options}))
-        assert torch.equal(windowed, plain)
-    short = ContextWindows(length=4, overlap=2, schedule=schedule)
+    for schedule in SCHEDULES:
+        for length in (6, 10):
+            options = ContextWindows(length=length, overlap=2, schedule=schedule, blend="pyramid", freenoise=True)
+            settings = SamplerSettings(**{**vars(base), "context_windows": options})
+            assert torch.equal(sample(t2v, _text(1), _text(2), cond, settings), plain), (schedule, length)
+    short = ContextWindows(length=4, overlap=2, schedule="static")
     changed = sample(t2v, _text(1), _text(2), cond, SamplerSettings(**{**vars(base), "context_windows": short}))
     assert changed.shape == plain.shape and not torch.equal(changed, plain)
 
