@@ -194,3 +194,22 @@ def test_fun_camera_runs_end_to_end_in_both_layouts(pipes, layout):
         runs[preset] = pipe.generate("a room", image=_image(11), camera=camera, frames=9, seed=5, **SMALL)
         assert runs[preset].frames.shape == (9, 32, 32, 3)
     assert not torch.allclose(runs["orbit_left"].latent, runs["zoom_in"].latent)
+
+
+def test_cli_long_video_and_camera_flags(tmp_path):
+    from wan_core.cli import build_parser
+    from wan_core.cli_longvideo import camera_trajectory, context_windows
+
+    base = ["generate", "--model", "m", "--vae", "v", "--text-encoder", "t", "--prompt", "p", "--out", "o.mp4"]
+    args = build_parser().parse_args(base)
+    assert context_windows(args) is None and camera_trajectory(args, 9) is None
+    flags = ["--context-length", "21", "--context-overlap", "5", "--context-schedule", "looped", "--freenoise"]
+    args = build_parser().parse_args([*base, *flags, "--camera", "orbit_right", "--camera-speed", "0.5"])
+    assert context_windows(args) == ContextWindows(length=21, overlap=5, schedule="looped", freenoise=True)
+    orbit = camera_trajectory(args, 9)
+    assert orbit.frames == 9 and torch.allclose(orbit.c2w, preset_trajectory("orbit_right", 9, 0.5).c2w)
+    poses = tmp_path / "poses.txt"
+    poses.write_text("0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0\n" * 3)
+    assert camera_trajectory(build_parser().parse_args([*base, "--camera", str(poses)]), 9).frames == 3
+    with pytest.raises(InputError, match="neither a pose file nor a preset"):
+        camera_trajectory(build_parser().parse_args([*base, "--camera", "spin"]), 9)
