@@ -100,24 +100,24 @@ def test_161_frame_i2v_run_in_windows_has_161_frames(pipes):
 
 def test_i2v_continuation_encodes_the_previous_clips_last_frames(vae21):
     previous = _video(13, seed=4)
-    cond = continuation_conditioning(vae21, tiny_dit_config("wan2.1-i2v"), previous, 5, 17, 32, 32)
+    cond = continuation_conditioning(vae21, tiny_dit_config("wan2.1-i2v"), previous, 5, 9, 32, 32)
     # independent: the new run's pixel video = last 5 frames of the previous clip, then mid-grey (0 in [-1, 1])
-    video = torch.zeros(1, 3, 17, 32, 32)
+    video = torch.zeros(1, 3, 9, 32, 32)
     video[0, :, :5] = previous[-5:].permute(3, 0, 1, 2) * 2 - 1
     with torch.no_grad():
         expected = vae21.encode(video)
     assert torch.allclose(cond.y[:, 4:], expected, atol=1e-5)
-    known = torch.zeros(17, 4, 4)
+    known = torch.zeros(9, 4, 4)
     known[:5] = 1
     assert torch.equal(cond.y[:, :4], pixel_to_latent_mask(known)[None])
-    assert cond.latent_shape == (16, 5, 4, 4)
+    assert cond.latent_shape == (16, 3, 4, 4)
 
 
 def test_vace_continuation_keeps_the_previous_frames_under_mask_zero(vae21):
     previous = _video(13, seed=5)
-    cond = continuation_conditioning(vae21, tiny_dit_config("wan2.1-vace"), previous, 5, 17, 32, 32)
+    cond = continuation_conditioning(vae21, tiny_dit_config("wan2.1-vace"), previous, 5, 9, 32, 32)
     context = cond.vace[0].context  # [1, 96, T, h, w] = inactive 16 | reactive 16 | mask 64
-    video = torch.zeros(1, 3, 17, 32, 32)
+    video = torch.zeros(1, 3, 9, 32, 32)
     video[0, :, :5] = previous[-5:].permute(3, 0, 1, 2) * 2 - 1  # kept frames (mask 0): the inactive part
     with torch.no_grad():
         inactive = vae21.encode(video)
@@ -188,12 +188,10 @@ def test_cli_extend_writes_the_joined_video(files, tmp_path):
 def test_fun_camera_runs_end_to_end_in_both_layouts(pipes, layout):
     pipe = pipes(CAM21, clip=CLIP) if layout == "wan2.1" else pipes(CAM22_HIGH, low=CAM22_LOW)
     assert pipe.dit.config.variant == f"{layout}-fun-camera"
-    runs = {}
-    for preset in ("orbit_left", "zoom_in"):
-        camera = preset_trajectory(preset, 9)
-        runs[preset] = pipe.generate("a room", image=_image(11), camera=camera, frames=9, seed=5, **SMALL)
-        assert runs[preset].frames.shape == (9, 32, 32, 3)
-    assert not torch.allclose(runs["orbit_left"].latent, runs["zoom_in"].latent)
+    camera = preset_trajectory("orbit_left", 9)  # (that the rays change the DiT's output: test_camera.py)
+    result = pipe.generate("a room", image=_image(11), camera=camera, frames=9, seed=5, **SMALL)
+    assert result.frames.shape == (9, 32, 32, 3) and torch.isfinite(result.latent).all()
+    assert result.params["mode"] == "fun-camera"
 
 
 def test_cli_long_video_and_camera_flags(tmp_path):
