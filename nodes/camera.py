@@ -54,6 +54,12 @@ class WanCameraTrajectory:
                 return (read_pose_file(bridge.input_path(pose_file)).fit_length(length),)
             return (preset_trajectory(preset, length, speed),)
 
+    @classmethod
+    def IS_CHANGED(cls, preset, speed, length, pose_file):
+        """Re-read an edited pose file (ComfyUI caches outputs by input values otherwise)."""
+        path = bridge.input_dir() / pose_file
+        return path.stat().st_mtime if pose_file != NONE_CHOICE and path.is_file() else ""
+
 
 class WanFunCameraToVideo:
     DESCRIPTION = (

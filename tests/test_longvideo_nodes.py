@@ -130,3 +130,19 @@ def test_camera_nodes_give_trajectory_conditioning_and_preview(models):
     assert outputs[str(pv)]["result"][0].shape == (1, 128, 256, 3)
     cond = outputs[str(c)]["result"][0]
     assert cond.camera.shape == (1, 24, 3, 32, 32) and cond.y.shape == (1, 16, 3, 4, 4)
+
+
+def test_camera_trajectory_node_reads_pose_files_from_the_input_folder(tmp_path, monkeypatch):
+    from nodes.camera import WanCameraTrajectory
+
+    monkeypatch.setenv("WAN_CORE_INPUT_DIR", str(tmp_path))
+    (tmp_path / "move.txt").write_text(
+        "https://example.com/clip\n" + "0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0\n" * 5
+    )
+    choices = WanCameraTrajectory.INPUT_TYPES()["required"]["pose_file"][0]
+    assert choices == ["none", "move.txt"]
+    (camera,) = WanCameraTrajectory().build("static", 1.0, 9, "move.txt")
+    assert camera.frames == 9  # 5 poses stretched to the 9 frames asked for
+    assert WanCameraTrajectory.IS_CHANGED("static", 1.0, 9, "move.txt") != ""
+    (preset,) = WanCameraTrajectory().build("pan_right", 2.0, 9, "none")
+    assert preset.frames == 9 and float(preset.c2w[-1, 0, 3]) > 0
