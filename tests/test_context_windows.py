@@ -252,9 +252,15 @@ def test_ti2v_per_token_timesteps_are_sliced():
     mask[:, :, 0] = 0
     lock = FrameLock(latent=torch.randn(1, 48, 8, 4, 4), mask=mask)
     cond = Conditioning(latent_shape=(48, 8, 4, 4), frame_lock=lock)
-    options = ContextWindows(length=4, overlap=1, schedule="static")
-    out = sample(ti2v, _text(1), None, cond, SamplerSettings(steps=2, cfg=1.0, context_windows=options))
-    assert out.shape == (1, 48, 8, 4, 4) and torch.equal(out[:, :, 0], lock.latent[:, :, 0])
+    for image in ("first", "every"):  # every: the locked frame joins each window (t = 0 on its tokens)
+        options = ContextWindows(length=4, overlap=1, schedule="static", image=image)
+        out = sample(ti2v, _text(1), None, cond, SamplerSettings(steps=2, cfg=1.0, context_windows=options))
+        assert out.shape == (1, 48, 8, 4, 4) and torch.equal(out[:, :, 0], lock.latent[:, :, 0])
+        assert torch.isfinite(out).all()
+    window = plan_windows(options, 8, 1, 0)[1]
+    t = lock.token_mask((8, 4, 4)).reshape(1, -1) * 700.0
+    sliced = window_inputs(StepInputs(t, [], None, {}), window, 8).t.reshape(1, len(window.frames), -1)
+    assert window.frames[0] == 0 and float(sliced[0, 0].abs().max()) == 0.0 and float(sliced[0, 1].min()) == 700.0
 
 
 def test_vace_references_join_every_window_and_controls_are_sliced():
