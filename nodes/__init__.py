@@ -9,7 +9,18 @@ log = logging.getLogger(__name__)
 
 # Node modules, in menu order. A module that fails to import is logged and skipped,
 # so one broken optional dependency never hides the whole pack.
-NODE_MODULES: tuple[str, ...] = ("loaders", "text", "latents", "control", "lora", "sampling", "speed", "video")
+NODE_MODULES: tuple[str, ...] = (
+    "loaders",
+    "text",
+    "latents",
+    "control",
+    "camera",
+    "lora",
+    "sampling",
+    "longvideo",
+    "speed",
+    "video",
+)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

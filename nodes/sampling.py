@@ -13,6 +13,7 @@ from wan_core.sampling import Experts, SamplerSettings, sample
 from wan_core.sampling.cache import CacheSettings, StepReport
 from wan_core.sampling.guidance import GuidanceOptions
 from wan_core.sampling.model import DiTLike
+from wan_core.sampling.windows import ContextWindows
 
 from . import comfy_bridge as bridge
 from .common import combo, socket, widget
@@ -21,6 +22,7 @@ from .types import (
     CATEGORY,
     WAN_CACHE,
     WAN_CONDITIONING,
+    WAN_CONTEXT_WINDOWS,
     WAN_GUIDANCE,
     WAN_MODEL,
     WAN_SIGMAS,
@@ -50,13 +52,14 @@ def sampler_inputs(
     sigmas: Sequence[float] | None = None,
     cache: CacheSettings | None = None,
     guidance: GuidanceOptions | None = None,
+    context_windows: ContextWindows | None = None,
 ) -> tuple[DiTLike | Experts, SamplerSettings]:
     """The widgets in wan_core's conventions: the sampling target and the settings.
 
     cfg_low_noise -1 means "same as cfg" (and is ignored for one DiT); a pair becomes the
     settings' (low_noise, high_noise) cfg. moe_boundary 0 means "the official boundary".
-    ``sigmas`` / ``cache`` / ``guidance`` come from the optional sockets (custom schedule,
-    step cache, CFG options).
+    ``sigmas`` / ``cache`` / ``guidance`` / ``context_windows`` come from the optional sockets
+    (custom schedule, step cache, CFG options, long-video windows).
     """
     scale: float | tuple[float, float] = cfg
     if model.is_pair and cfg_low_noise >= 0.0:
@@ -72,6 +75,7 @@ def sampler_inputs(
         sigmas=sigmas,
         cache=cache,
         guidance=guidance,
+        context_windows=context_windows,
     )
     return model.sampling_target(boundary=moe_boundary if moe_boundary > 0.0 else None), settings
 
@@ -157,6 +161,9 @@ class WanSampler:
                 "cache": socket(WAN_CACHE, "Step cache (Wan EasyCache / MagCache / TeaCache): fewer DiT calls."),
                 "guidance": socket(WAN_GUIDANCE, "CFG options (Wan CFG Options): CFG-Zero*, guidance step range."),
                 "sigmas": socket(WAN_SIGMAS, "Custom sigma list (Wan Custom Sigmas); replaces steps/shift/denoise."),
+                "context_windows": socket(
+                    WAN_CONTEXT_WINDOWS, "Sample in overlapping windows along time (long videos): Wan Context Windows."
+                ),
             },
         }
 
@@ -178,6 +185,7 @@ class WanSampler:
         cache: CacheSettings | None = None,
         guidance: GuidanceOptions | None = None,
         sigmas: Sequence[float] | None = None,
+        context_windows: ContextWindows | None = None,
     ) -> dict:
         validate_conditioning(conditioning, model.config)
         if latent is not None and denoise < 1.0:
@@ -196,6 +204,7 @@ class WanSampler:
             sigmas=sigmas,
             cache=cache,
             guidance=guidance,
+            context_windows=context_windows,
         )
         reports: list[StepReport] = []
         hooks, close = bridge.make_hooks(steps if sigmas is None else len(sigmas) - 1)

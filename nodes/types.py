@@ -2,8 +2,9 @@
 
 Between our nodes: WAN_MODEL (one DiT, or the two Wan2.2 A14B experts, plus the
 LoRAs to attach while sampling), WAN_VAE, WAN_TEXT_ENCODER, WAN_CLIP_VISION,
-WAN_CLIP_EMBEDS, WAN_TEXT_EMBEDS, WAN_CONDITIONING, WAN_LORA_STACK, and the sampler's
-optional WAN_CACHE, WAN_GUIDANCE and WAN_SIGMAS settings. Towards
+WAN_CLIP_EMBEDS, WAN_TEXT_EMBEDS, WAN_CONDITIONING, WAN_LORA_STACK, the sampler's
+optional WAN_CACHE, WAN_GUIDANCE, WAN_SIGMAS and WAN_CONTEXT_WINDOWS settings, and WAN_CAMERA
+(a camera trajectory). Towards
 ComfyUI: IMAGE, MASK and LATENT in ComfyUI's own conventions (see convert.py).
 """
 
@@ -26,6 +27,8 @@ WAN_LORA_STACK = "WAN_LORA_STACK"
 WAN_CACHE = "WAN_CACHE"  # step-cache settings (EasyCache / MagCache / TeaCache) for the sampler
 WAN_GUIDANCE = "WAN_GUIDANCE"  # opt-in CFG options (CFG-Zero*, guidance step range)
 WAN_SIGMAS = "WAN_SIGMAS"  # a custom sigma list
+WAN_CONTEXT_WINDOWS = "WAN_CONTEXT_WINDOWS"
+WAN_CAMERA = "WAN_CAMERA"
 
 CATEGORY = "Wan video"
 

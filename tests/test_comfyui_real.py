@@ -206,7 +206,7 @@ def _saved(comfyui: dict, entry: dict, node_id: str, kind: str) -> list[Path]:
 
 def _check_editor_preview(comfyui: dict, entry: dict) -> None:
     """The saver's UI output is what the editor previews: animated, served by /view as a video."""
-    (out,) = [o for o in entry["outputs"].values() if "images" in o]
+    (out,) = [o for o in entry["outputs"].values() if "images" in o and "animated" in o]  # not PreviewImage
     assert out.get("animated") == [True], out
     query = urllib.parse.urlencode({k: out["images"][0][k] for k in ("filename", "subfolder", "type")})
     with urllib.request.urlopen(f"{comfyui['base']}/view?{query}", timeout=30) as response:
@@ -261,7 +261,8 @@ def test_workflow_runs_in_comfyui(comfyui, name):
         }
     workflow = load_json(WORKFLOWS / f"{name}.json")
     entry = _run(comfyui, api, workflow)
-    videos = [p for nid in entry["outputs"] for p in _saved(comfyui, entry, nid, "images")]
+    savers = [nid for nid in entry["outputs"] if api.get(nid, {}).get("class_type") == "WanCoreSaveVideo"]
+    videos = [p for nid in savers for p in _saved(comfyui, entry, nid, "images")]
     assert len(videos) == 1, entry["outputs"]
     _check_editor_preview(comfyui, entry)
     dropped = mp4_editor_metadata(videos[0].read_bytes())  # what the editor reads from the file dropped on it

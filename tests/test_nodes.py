@@ -19,7 +19,18 @@ from nodes.latent_stats import latent_stats
 from nodes.types import TextEmbeds, WanModelHandle
 from wan_core.errors import InputError, WanInterrupted
 
-EXPECTED_MODULES = {"loaders", "text", "latents", "control", "lora", "sampling", "speed", "video"}
+EXPECTED_MODULES = {
+    "loaders",
+    "text",
+    "latents",
+    "control",
+    "camera",
+    "lora",
+    "sampling",
+    "longvideo",
+    "speed",
+    "video",
+}
 
 
 # --------------------------------------------------------------------------- registration

@@ -21,6 +21,8 @@ EXPECTED_DIT = {
     "wan2.2-t2v": ("wan2.1", "t2v"),
     "wan2.2-i2v": ("wan2.2", "i2v"),
     "wan2.2-ti2v": ("wan2.2", "ti2v"),
+    "wan2.1-fun-camera": ("wan2.1", "fun-camera"),  # control_adapter + img_emb
+    "wan2.2-fun-camera": ("wan2.2", "fun-camera"),  # control_adapter, no img_emb
 }
 DIT_FILES = [e for e in TINY_FILES if e.kind in EXPECTED_DIT]
 

@@ -74,8 +74,29 @@ class MarkdownNote(Note):
     pass
 
 
-NATIVE_NODES = {"LoadImage": LoadImage, "Note": Note, "MarkdownNote": MarkdownNote}
-NATIVE_DISPLAY_NAMES = {"LoadImage": "Load Image", "Note": "Note", "MarkdownNote": "Markdown Note"}
+class PreviewImage:
+    """ComfyUI's PreviewImage (shows IMAGE on the node); standalone it only records the shape."""
+
+    CATEGORY = "image"
+    FUNCTION = "save_images"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE", {"tooltip": "The images to preview."})}}
+
+    def save_images(self, images):
+        return {"ui": {"preview_shape": [list(images.shape)]}, "result": ()}
+
+
+NATIVE_NODES = {"LoadImage": LoadImage, "Note": Note, "MarkdownNote": MarkdownNote, "PreviewImage": PreviewImage}
+NATIVE_DISPLAY_NAMES = {
+    "LoadImage": "Load Image",
+    "Note": "Note",
+    "MarkdownNote": "Markdown Note",
+    "PreviewImage": "Preview Image",
+}
 
 
 def node_definitions() -> dict[str, type]:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cli_longvideo
 from .errors import InputError, WanError, WanInterrupted
 from .parallel import options as parallel_options
 
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_arguments(gen)
     _speed_arguments(gen)
     _runtime_arguments(gen, out_default=None)
+    cli_longvideo.add_arguments(gen)
     parallel_options.add_arguments(gen)
     tiny = sub.add_parser("make-tiny-models", help="write tiny random-weight model files")
     tiny.add_argument("directory")
@@ -293,24 +295,28 @@ def cmd_generate(args: argparse.Namespace, leader: Any = None) -> int:
         distribute(pipe, leader, args, loras)
     width, height = args.size if args.size else (None, None)
     hooks, progress = _run_hooks(args)
+    params = dict(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        frames=args.frames,
+        width=width,
+        height=height,
+        steps=args.steps,
+        cfg=parse_cfg(args.cfg),
+        shift=args.shift,
+        solver=args.solver,
+        seed=args.seed,
+        fps=args.fps,
+        vace_strength=args.vace_strength,
+        context_windows=cli_longvideo.context_windows(args),
+        **_speed_options(args),
+    )
     try:
-        result = pipe.generate(
-            args.prompt,
-            negative_prompt=args.negative_prompt,
-            frames=args.frames,
-            width=width,
-            height=height,
-            steps=args.steps,
-            cfg=parse_cfg(args.cfg),
-            shift=args.shift,
-            solver=args.solver,
-            seed=args.seed,
-            fps=args.fps,
-            vace_strength=args.vace_strength,
-            hooks=hooks,
-            **_speed_options(args),
-            **inputs,
-        )
+        if args.extend:
+            result = cli_longvideo.extend(args, pipe, params, hooks)
+        else:
+            camera = cli_longvideo.camera_trajectory(args, cli_longvideo.run_frames(args, pipe))
+            result = pipe.generate(params.pop("prompt"), hooks=hooks, camera=camera, **params, **inputs)
     finally:
         progress.close()
     path = result.save(args.out)

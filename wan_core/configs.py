@@ -54,6 +54,7 @@ _DEFAULTS: dict[tuple[str, str], TaskDefaults] = {
     ("wan2.1", "flf2v"): replace(_T2V, shift=16.0, width=1280, height=720),
     ("wan2.1", "vace"): replace(_T2V, shift=16.0),
     ("wan2.1", "fun-control"): _T2V,  # no official Fun code: T2V defaults
+    ("wan2.1", "fun-camera"): _T2V,
     ("wan2.2", "t2v"): TaskDefaults(steps=40, shift=12.0, cfg=(3.0, 4.0), frames=81, fps=16, width=1280, height=720),
     ("wan2.2", "i2v"): TaskDefaults(steps=40, shift=5.0, cfg=(3.5, 3.5), frames=81, fps=16, width=1280, height=720),
     ("wan2.2", "ti2v"): TaskDefaults(steps=50, shift=5.0, cfg=5.0, frames=121, fps=24, width=1280, height=704),
@@ -61,9 +62,16 @@ _DEFAULTS: dict[tuple[str, str], TaskDefaults] = {
 # Two-expert (A14B) models the official repositories do not ship: borrow the nearest A14B task.
 _DEFAULTS[("wan2.2", "flf2v")] = _DEFAULTS[("wan2.2", "i2v")]
 _DEFAULTS[("wan2.2", "fun-control")] = _DEFAULTS[("wan2.2", "i2v")]
+_DEFAULTS[("wan2.2", "fun-camera")] = _DEFAULTS[("wan2.2", "i2v")]
 _DEFAULTS[("wan2.2", "vace")] = _DEFAULTS[("wan2.2", "t2v")]
 
-_TASK_ALIASES = {"fun-inp": "i2v", "fun_inp": "i2v", "fun_control": "fun-control", "image": "t2i"}
+_TASK_ALIASES = {
+    "fun-inp": "i2v",
+    "fun_inp": "i2v",
+    "fun_control": "fun-control",
+    "fun_camera": "fun-camera",
+    "image": "t2i",
+}
 _RESOLUTIONS = {"480p": (832, 480), "720p": (1280, 720), "704p": (1280, 704)}
 _MODEL_SIZES = {"1.3b": "480p", "14b": "720p", "a14b": "720p", "5b": "704p"}
 

@@ -10,7 +10,9 @@
 The mode follows the loaded DiT (``dit.config.task``) and the inputs given:
 T2V, I2V (``image``), FLF2V (``image`` + ``last_image``), TI2V-5B (optional
 ``image``), VACE (``control_video`` / ``control_mask`` / ``reference_images``),
-and Wan2.2 A14B when a low-noise expert is loaded too. Unset sampling parameters
+Fun-Camera (``camera`` trajectory, optional ``image``), and Wan2.2 A14B when a
+low-noise expert is loaded too. ``context_windows`` samples long videos in windows;
+``wan_core.longvideo.extend_video`` continues a finished video. Unset sampling parameters
 take the official per-task defaults (``wan_core.configs.defaults_for``).
 """
 
@@ -31,15 +33,18 @@ import torch
 
 from .checkpoints import CheckpointInput
 from .conditioning import (
+    CameraTrajectory,
     Conditioning,
     best_output_size,
     check_frames,
     check_size,
     check_vae,
     flf2v_conditioning,
+    fun_camera_conditioning,
     fun_control_conditioning,
     i2v_conditioning,
     official_i2v_size,
+    preset_trajectory,
     t2v_conditioning,
     ti2v_conditioning,
     vace_conditioning,
@@ -57,6 +62,7 @@ from .progress import NO_HOOKS, RunHooks
 from .sampling import Experts, SamplerSettings, sample
 from .sampling.cache import CacheSettings, cache_from_dict
 from .sampling.guidance import GuidanceOptions
+from .sampling.windows import ContextWindows
 from .text.loader import TextEncoder
 from .vae.config import VAEConfig
 from .vae.model import WanVAE
@@ -93,18 +99,21 @@ class GenerateParams:
     cache: CacheSettings | dict | None = None  # EasyCache / MagCache / TeaCache settings, or None
     guidance: GuidanceOptions | dict | None = None  # CFG-Zero*, zero-init, guidance step range
     sigmas: tuple[float, ...] | None = None  # a custom sigma list (replaces steps and shift)
+    context_windows: ContextWindows | dict | None = None  # long videos: overlapping windows along time
 
 
 @dataclass(frozen=True)
 class GenerateInputs:
     """Pixel inputs, all float 0..1: image / last_image [1, H, W, 3], control_video [F, H, W, 3],
-    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3]."""
+    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3]; camera: a
+    CameraTrajectory for Fun-Camera models."""
 
     image: torch.Tensor | None = None
     last_image: torch.Tensor | None = None
     control_video: torch.Tensor | None = None
     control_mask: torch.Tensor | None = None
     reference_images: torch.Tensor | None = None
+    camera: CameraTrajectory | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class ResolvedParams:
     cache: CacheSettings | None = None
     guidance: GuidanceOptions | None = None
     sigmas: tuple[float, ...] | None = None
+    context_windows: ContextWindows | None = None
 
     def sampler_settings(self) -> SamplerSettings:
         return SamplerSettings(
@@ -141,6 +151,7 @@ class ResolvedParams:
             sigmas=self.sigmas,
             cache=self.cache,
             guidance=self.guidance,
+            context_windows=self.context_windows,
         )
 
     def as_metadata(self) -> dict[str, Any]:
@@ -280,7 +291,8 @@ class WanPipeline:
         self._attached_loras.close()
         self.models = dataclasses.replace(self.models, loras=())
 
-    def _lora_metadata(self) -> list[dict[str, Any]]:
+    def lora_metadata(self) -> list[dict[str, Any]]:
+        """The attached LoRAs as recorded in a video's metadata."""
         return [
             {"file": _name_of(spec.path) or "<dict>", "strength": spec.strength, "strength_low": spec.strength_low}
             for spec in self.models.loras
@@ -298,12 +310,13 @@ class WanPipeline:
         control_video: torch.Tensor | None = None,
         control_mask: torch.Tensor | None = None,
         reference_images: torch.Tensor | None = None,
+        camera: CameraTrajectory | None = None,
         **params: Any,
     ) -> GenerateResult:
         """Generate one video. ``prompt`` is a string (then ``params`` are GenerateParams fields)
         or a ready GenerateParams; images are float 0..1 tensors (see GenerateInputs)."""
         request = prompt if isinstance(prompt, GenerateParams) else GenerateParams(prompt=prompt, **params)
-        inputs = GenerateInputs(image, last_image, control_video, control_mask, reference_images)
+        inputs = GenerateInputs(image, last_image, control_video, control_mask, reference_images, camera)
         return self.run(request, inputs, hooks or NO_HOOKS)
 
     def run(self, request: GenerateParams, inputs: GenerateInputs, hooks: RunHooks) -> GenerateResult:
@@ -327,7 +340,7 @@ class WanPipeline:
             **resolved.as_metadata(),
             "mode": mode,
             "variant": self.models.variant,
-            "loras": self._lora_metadata(),
+            "loras": self.lora_metadata(),
             **{k: v for k, v in self.names.items() if v},
         }
         log.info(
@@ -421,7 +434,7 @@ def _load_dit(
 
 # ---------------------------------------------------------------- decisions: mode, settings, conditioning
 
-MODES = ("t2v", "i2v", "flf2v", "ti2v", "vace", "fun-control")
+MODES = ("t2v", "i2v", "flf2v", "ti2v", "vace", "fun-control", "fun-camera")
 
 
 def _given(inputs: GenerateInputs) -> set[str]:
@@ -465,6 +478,9 @@ def choose_mode(config: DiTConfig, inputs: GenerateInputs) -> str:
         _reject(variant, given, {"control_video", "image"}, "Fun-Control takes a control video and a start image")
         if "control_video" not in given:
             raise InputError(f"{variant} is a Fun-Control model: give a control video (--control-video).")
+        return task
+    if task == "fun-camera":
+        _reject(variant, given, {"camera", "image"}, "Fun-Camera takes a camera trajectory and a start image")
         return task
     raise ConditioningError(
         f"The standalone pipeline does not support {variant} (task {task!r}); supported tasks: {', '.join(MODES)}."
@@ -536,10 +552,20 @@ def resolve_params(
         cache=cache_from_dict(request.cache),
         guidance=GuidanceOptions(**request.guidance) if isinstance(request.guidance, dict) else request.guidance,
         sigmas=tuple(float(s) for s in request.sigmas) if request.sigmas else None,
+        context_windows=_context_windows(request.context_windows),
     )
     check_size(int(resolved.width), int(resolved.height), 2 * stride)
     check_frames(int(resolved.frames))
     return resolved
+
+
+def _context_windows(value: ContextWindows | dict | None) -> ContextWindows | None:
+    """Context windows from GenerateParams (the object, or its fields as a dict, e.g. from JSON)."""
+    if value is None or isinstance(value, ContextWindows):
+        return value
+    if not isinstance(value, dict):
+        raise InputError(f"context_windows must be ContextWindows, a dict of its fields or None; got {value!r}.")
+    return ContextWindows(**value)
 
 
 def build_conditioning(
@@ -566,6 +592,11 @@ def build_conditioning(
             control_mask=inputs.control_mask,
             reference_images=inputs.reference_images,
             strength=r.vace_strength,
+        )
+    if mode == "fun-camera":
+        camera = inputs.camera if inputs.camera is not None else preset_trajectory("static", frames)
+        return fun_camera_conditioning(
+            vae, camera, frames, width, height, inputs.image, clip_fea, extra_channels or None
         )
     if mode == "fun-control":
         return fun_control_conditioning(

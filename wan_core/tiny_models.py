@@ -31,6 +31,13 @@ TINY_FILES: tuple[TinyFile, ...] = (
     TinyFile("diffusion_models", "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2-i2v", "fp8_scaled"),
     TinyFile("diffusion_models", "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", "wan2.2-i2v", "fp8_scaled"),
     TinyFile("diffusion_models", "wan2.2_ti2v_5B_fp16.safetensors", "wan2.2-ti2v"),
+    TinyFile("diffusion_models", "wan2.1_fun_camera_v1.1_1.3B_bf16.safetensors", "wan2.1-fun-camera"),
+    TinyFile(
+        "diffusion_models", "wan2.2_fun_camera_high_noise_14B_fp8_scaled.safetensors", "wan2.2-fun-camera", "fp8_scaled"
+    ),
+    TinyFile(
+        "diffusion_models", "wan2.2_fun_camera_low_noise_14B_fp8_scaled.safetensors", "wan2.2-fun-camera", "fp8_scaled"
+    ),
     TinyFile("vae", "wan_2.1_vae.safetensors", "vae2.1"),
     TinyFile("vae", "wan2.2_vae.safetensors", "vae2.2"),
     TinyFile("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "umt5", "fp8_scaled"),

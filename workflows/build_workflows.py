@@ -53,6 +53,7 @@ MODEL_SOURCES: dict[str, tuple[str, str]] = {  # file name -> (ComfyUI model fol
     "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": ("diffusion_models", _RESOLVE_22),
     "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": ("diffusion_models", _RESOLVE_22),
     "wan2.2_ti2v_5B_fp16.safetensors": ("diffusion_models", _RESOLVE_22),
+    "wan2.1_fun_camera_v1.1_1.3B_bf16.safetensors": ("diffusion_models", _RESOLVE_21),
     TE: ("text_encoders", _RESOLVE_21),
     VAE21: ("vae", _RESOLVE_21),
     VAE22: ("vae", _RESOLVE_22),
@@ -125,8 +126,8 @@ def text(g: GraphBuilder, t: int, m: int, prompt: str) -> int:
 
 
 def finish(g: GraphBuilder, m: int, v: int, te: int, cond: int, sampler: dict, fps: float, prefix: str,
-           sigmas: int | None = None) -> None:
-    inputs = {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0)}
+           extra: dict | None = None, sigmas: int | None = None) -> None:
+    inputs = {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0), **(extra or {})}
     if sigmas is not None:
         inputs["sigmas"] = (sigmas, 0)
     s = g.add("WanCoreSampler", sampler, inputs)
@@ -329,6 +330,42 @@ def a14b_t2v_distill() -> dict:
     sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS})
     finish(g, ml, v, te, c, distilled_sampler(boundary=0.875), 16.0, "a14b_t2v_distill", sigmas=sigmas)
     return g.build("Wan2.2 A14B T2V distilled (4 steps)")
+def t2v_long_context() -> dict:
+    model = "wan2.1_t2v_1.3B_bf16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 T2V 1.3B: 241 frames in context windows", [("diffusion_models", model), ("vae", VAE21),
+                                                              ("text_encoders", TE)], REPACK_21,
+         "241 frames = 61 latent frames, sampled in windows of 21 latent frames (81 video frames, the trained "
+         "length) that overlap by 6 and shift between steps; their results are blended every step.")
+    m, v, t = loaders(g, model)
+    te = text(g, t, m, "A drone flies along a winding coastal road at golden hour, waves below, one continuous shot.")
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 241}, {"vae": (v, 0)})
+    w = g.add("WanCoreContextWindows", {"context_length": 21, "context_overlap": 6, "schedule": "uniform",
+                                        "blend": "linear", "positions": "real", "image": "first",
+                                        "freenoise": True})
+    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "t2v_long_context", {"context_windows": (w, 0)})
+    return g.build("Wan2.1 T2V long video (context windows)")
+
+
+def fun_camera_orbit() -> dict:
+    model = "wan2.1_fun_camera_v1.1_1.3B_bf16.safetensors"
+    g = GraphBuilder()
+    note(g, "Wan2.1 Fun Camera V1.1 1.3B: orbit", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
+                                                   ("clip_vision", CLIP)], REPACK_21,
+         "Put start.png into ComfyUI's input folder. Wan Camera Trajectory picks the move (or a CameraCtrl pose "
+         "file); Wan Camera Preview draws it.")
+    m, v, t = loaders(g, model)
+    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
+    img = g.add("LoadImage", {"image": "start.png"})
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
+    cam = g.add("WanCoreCameraTrajectory", {"preset": "orbit_left", "speed": 1.0, "length": 81})
+    pv = g.add("WanCoreCameraPreview", {"width": 512, "height": 256}, {"camera": (cam, 0)})
+    g.add("PreviewImage", {}, {"images": (pv, 0)})
+    te = text(g, t, m, "The camera circles a stone fountain in a sunny courtyard, water sparkling.")
+    c = g.add("WanCoreFunCameraToVideo", {"width": 832, "height": 480, "length": 81},
+              {"vae": (v, 0), "camera": (cam, 0), "start_image": (img, 0), "clip_embeds": (ce, 0), "model": (m, 0)})
+    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "fun_camera_orbit")
+    return g.build("Wan2.1 Fun Camera orbit")
 
 
 def all_workflows() -> dict[str, dict]:
@@ -351,6 +388,8 @@ def _graphs() -> dict[str, dict]:
         "wan22_ti2v_5b": ti2v_5b(),
         "wan21_t2v_14b_distill": t2v_14b_distill(),
         "wan22_a14b_t2v_distill": a14b_t2v_distill(),
+        "wan21_t2v_long_context": t2v_long_context(),
+        "wan21_fun_camera_orbit": fun_camera_orbit(),
     }
 
 

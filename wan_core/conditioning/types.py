@@ -82,6 +82,7 @@ class Conditioning:
     * ``frame_lock``: TI2V first-frame replacement, or None.
     * ``trim_latent_frames``: leading latent frames to drop after sampling (VACE references).
     * ``init_latent``: a normalised latent to start from when denoise < 1 (V2V), or None.
+    * ``camera``: [1, 24, T, H, W] Plücker rays at pixel size for Fun-camera models, or None.
     """
 
     latent_shape: tuple[int, int, int, int]
@@ -91,6 +92,7 @@ class Conditioning:
     frame_lock: FrameLock | None = None
     trim_latent_frames: int = 0
     init_latent: torch.Tensor | None = None
+    camera: torch.Tensor | None = None
 
     def with_(self, **changes: Any) -> Conditioning:
         return replace(self, **changes)

@@ -121,6 +121,7 @@ BUILDER_HINTS = {
     "fun-control": "build it with fun_control_conditioning and a control video",
     "fun-inp": "build it with fun_inp_conditioning",
     "vace": "use vace_conditioning; VACE models take no image channels",
+    "fun-camera": "build it with fun_camera_conditioning (Wan Fun Camera to Video) and connect the model",
 }
 
 
@@ -227,12 +228,35 @@ def _check_frame_lock(cond: Conditioning, dit_config) -> None:
         )
 
 
+def _check_camera(cond: Conditioning, dit_config) -> None:
+    channels = _field(dit_config, "camera_channels")
+    name = _model_name(dit_config)
+    if cond.camera is None:
+        if channels:
+            log.info("%s runs without camera conditioning (no trajectory given): the camera moves freely.", name)
+        return
+    if not channels:
+        raise ConditioningError(
+            f"camera conditioning was given but the model {name} has no camera adapter: load a Fun-Camera model "
+            f"(e.g. wan2.1_fun_camera_v1.1_1.3B_bf16.safetensors) or remove the camera input"
+        )
+    shape = tuple(cond.camera.shape)
+    down = int(_field(dit_config, "camera_downscale", 8))
+    c, t, h, w = cond.latent_shape
+    expected = (1, int(channels), t, h * down, w * down)
+    if shape != expected:
+        raise ConditioningError(
+            f"the camera conditioning has shape {shape} but the model {name} needs {list(expected)} for this video "
+            f"(Plücker rays at pixel size): build it with the video's frames, width and height"
+        )
+
+
 def validate_conditioning(cond: Conditioning, dit_config: DiTConfig, vae_config: VAEConfig | None = None) -> None:
     """Raise :class:`ConditioningError` (naming the fix) when ``cond`` does not fit the loaded model.
 
     Checks, in order: VAE vs model latent channels, conditioning latent channels,
     whole 2x2 patches, image-conditioning channels ``y``, CLIP features, VACE inputs, TI2V frame lock,
-    and the VACE reference trim.
+    the camera rays and the VACE reference trim.
     """
     if vae_config is not None:
         check_vae(dit_config, vae_config)
@@ -242,6 +266,7 @@ def validate_conditioning(cond: Conditioning, dit_config: DiTConfig, vae_config:
     _check_clip(cond, dit_config)
     _check_vace(cond, dit_config)
     _check_frame_lock(cond, dit_config)
+    _check_camera(cond, dit_config)
     if not 0 <= cond.trim_latent_frames < cond.latent_shape[1]:
         raise ConditioningError(
             f"trim_latent_frames {cond.trim_latent_frames} must be below the latent frame count "

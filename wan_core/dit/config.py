@@ -14,6 +14,10 @@ The task follows from which optional parts exist (``img_emb``, ``img_emb.emb_pos
 * in 48 (or 52) / out 16: Fun-Control. in 48 / out 48: Wan2.2 TI2V-5B (per-token t).
 * vace_patch_embedding: VACE; layer positions from config.json ``vace_layers`` or
   spaced ``num_layers // count`` apart (spec 1.2).
+* control_adapter: Wan-Fun camera. With img_emb: Wan2.1 Fun Control Camera (V1.1), y = the
+  start-image latent (in = 2C); without: Wan2.2 Fun camera, y = 4-ch mask + latent (in = 2C + 4).
+  The adapter's input is 24 Plücker channels pixel-unshuffled by the VAE stride (8, or 16
+  for 48-channel latents).
 """
 
 from __future__ import annotations
@@ -40,13 +44,13 @@ REQUIRED_KEYS = (
 
 # Released Wan DiTs whose extras we do not implement: key -> what it is.
 UNSUPPORTED_MARKERS = {
-    "control_adapter.conv.weight": "Wan-Fun Camera (control_adapter)",
     "casual_audio_encoder.encoder.final_linear.weight": "Wan2.2 S2V (audio)",
     "audio_proj.audio_proj_glob_1.layer.bias": "HuMo (audio)",
     "face_adapter.fuser_blocks.0.k_norm.weight": "Wan2.2 Animate (face adapter)",
 }
 
 SIZE_LABELS = {(1536, 30): "1.3b", (5120, 40): "14b", (3072, 30): "5b"}
+CAMERA_CHANNELS = 24  # 6 Plücker channels x the 4 pixel frames of one latent frame
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class DiTConfig:
     has_ref_conv: bool = False
     ref_conv_in_dim: int | None = None
     per_token_timesteps: bool = False
+    camera_channels: int | None = None
+    camera_downscale: int = 8
+    camera_blocks: int = 0
     eps: float = 1e-6
     text_len: int = TEXT_LEN
 
@@ -102,6 +109,10 @@ class DiTConfig:
     @property
     def has_vace(self) -> bool:
         return bool(self.vace_layers)
+
+    @property
+    def has_camera(self) -> bool:
+        return self.camera_channels is not None
 
     @property
     def patch_volume(self) -> int:
@@ -136,7 +147,7 @@ def check_is_wan_dit(shapes: Shapes) -> None:
         if key in shapes:
             raise UnsupportedModelError(
                 f"This Wan DiT is {what} (found {key!r}), which is not supported. Supported: "
-                "T2V, I2V, FLF2V, VACE, Fun-Control/InP, Wan2.2 A14B experts and TI2V-5B."
+                "T2V, I2V, FLF2V, VACE, Fun-Control/InP/Camera, Wan2.2 A14B experts and TI2V-5B."
             )
 
 
@@ -165,8 +176,17 @@ def detect_vace_layers(shapes: Shapes, num_layers: int, json_config: Mapping | N
     return tuple(range(0, step * count, step))
 
 
-def classify(in_dim: int, out_dim: int, has_img: bool, has_pos: bool, has_vace: bool) -> tuple[str, str]:
+def classify(
+    in_dim: int, out_dim: int, has_img: bool, has_pos: bool, has_vace: bool, has_camera: bool = False
+) -> tuple[str, str]:
     """(family, task) from channel counts and optional parts; raises for unknown layouts."""
+    if has_camera:
+        if has_vace or in_dim - out_dim not in (out_dim, out_dim + 4):
+            raise UnsupportedModelError(
+                f"Camera DiT with in_dim {in_dim}/out_dim {out_dim}/VACE {has_vace}: unknown layout. Wan-Fun camera "
+                f"models take {2 * out_dim} (Wan2.1, with img_emb) or {2 * out_dim + 4} (Wan2.2) input channels."
+            )
+        return ("wan2.1" if has_img else "wan2.2"), "fun-camera"
     if has_vace:
         if in_dim != out_dim or has_img:
             raise UnsupportedModelError(
@@ -186,7 +206,7 @@ def classify(in_dim: int, out_dim: int, has_img: bool, has_pos: bool, has_vace: 
         return "wan2.1", "t2v"
     raise UnsupportedModelError(
         f"Unknown Wan DiT layout: in_dim {in_dim}, out_dim {out_dim}, img_emb {has_img}. Known: t2v 16/16, "
-        "i2v 36/16, fun-control 48/16, ti2v 48/48, vace 16/16 + vace_blocks."
+        "i2v 36/16, fun-control 48/16, ti2v 48/48, vace 16/16 + vace_blocks, fun-camera 32|36/16 + control_adapter."
     )
 
 
@@ -219,7 +239,8 @@ def config_from_shapes(shapes: Shapes, json_config: Mapping | None = None) -> Di
     has_img = "img_emb.proj.0.weight" in shapes
     has_pos = "img_emb.emb_pos" in shapes
     has_vace = "vace_patch_embedding.weight" in shapes
-    family, task = classify(in_dim, out_dim, has_img, has_pos, has_vace)
+    camera = detect_camera(shapes, out_dim, patch)
+    family, task = classify(in_dim, out_dim, has_img, has_pos, has_vace, camera is not None)
     clip_dim = shapes["img_emb.proj.0.weight"][0] if has_img else None
     clip_tokens = shapes["img_emb.emb_pos"][1] if has_pos else (257 if clip_dim == 1280 else None)
     size = SIZE_LABELS.get((dim, num_layers))
@@ -245,7 +266,28 @@ def config_from_shapes(shapes: Shapes, json_config: Mapping | None = None) -> Di
         has_ref_conv=ref_in is not None,
         ref_conv_in_dim=ref_in,
         per_token_timesteps=task == "ti2v",
+        **(camera or {}),
     )
+
+
+def camera_downscale_for(latent_channels: int) -> int:
+    """Pixel-unshuffle factor of the camera adapter = the VAE's spatial stride (16 for the z48 Wan2.2 VAE)."""
+    return 16 if latent_channels == 48 else 8
+
+
+def detect_camera(shapes: Shapes, out_dim: int, patch: tuple[int, ...]) -> dict | None:
+    """Camera-adapter fields of DiTConfig from ``control_adapter.*`` shapes; None without an adapter."""
+    conv = shapes.get("control_adapter.conv.weight")
+    if conv is None:
+        return None
+    down = camera_downscale_for(out_dim)
+    if len(conv) != 4 or conv[1] % (down * down) or tuple(conv[2:]) != tuple(patch[1:]):
+        raise UnsupportedModelError(
+            f"control_adapter.conv.weight has shape {tuple(conv)}; a Wan-Fun camera adapter's is "
+            f"[dim, 24*{down}*{down}, {patch[1]}, {patch[2]}]. The file is not a released camera model or is damaged."
+        )
+    blocks = count_indexed(shapes, "control_adapter.residual_blocks")
+    return {"camera_channels": conv[1] // (down * down), "camera_downscale": down, "camera_blocks": blocks}
 
 
 # Released architectures (WAN_SPEC 1.2): variant -> (dim, ffn, layers, in, out, clip_dim, clip_tokens, vace)
@@ -259,7 +301,11 @@ RELEASED: dict[str, tuple[int, int, int, int, int, int | None, int | None, tuple
     "wan2.1-fun-control-1.3b": (1536, 8960, 30, 48, 16, 1280, 257, ()),
     "wan2.2-i2v-a14b": (5120, 13824, 40, 36, 16, None, None, ()),
     "wan2.2-ti2v-5b": (3072, 14336, 30, 48, 48, None, None, ()),
+    "wan2.1-fun-camera-1.3b": (1536, 8960, 30, 32, 16, 1280, 257, ()),
+    "wan2.1-fun-camera-14b": (5120, 13824, 40, 32, 16, 1280, 257, ()),
+    "wan2.2-fun-camera-a14b": (5120, 13824, 40, 36, 16, None, None, ()),
 }
+_CAMERA_RELEASES = {"wan2.1-fun-camera-1.3b", "wan2.1-fun-camera-14b", "wan2.2-fun-camera-a14b"}
 
 
 def released_config(variant: str) -> DiTConfig:
@@ -267,7 +313,13 @@ def released_config(variant: str) -> DiTConfig:
     if variant not in RELEASED:
         raise UnsupportedModelError(f"Unknown released variant {variant!r}; known: {', '.join(RELEASED)}.")
     dim, ffn, layers, in_dim, out_dim, clip_dim, clip_tokens, vace = RELEASED[variant]
-    family, task = classify(in_dim, out_dim, clip_dim is not None, clip_tokens == 514, bool(vace))
+    camera = variant in _CAMERA_RELEASES
+    family, task = classify(in_dim, out_dim, clip_dim is not None, clip_tokens == 514, bool(vace), camera)
+    adapter = {
+        "camera_channels": CAMERA_CHANNELS,
+        "camera_downscale": camera_downscale_for(out_dim),
+        "camera_blocks": 1,
+    }
     return DiTConfig(
         variant=variant,
         family=family,
@@ -286,4 +338,5 @@ def released_config(variant: str) -> DiTConfig:
         vace_layers=vace,
         vace_in_dim=96 if vace else None,
         per_token_timesteps=task == "ti2v",
+        **(adapter if camera else {}),
     )

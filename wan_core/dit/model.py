@@ -2,7 +2,7 @@
 
 Variants differ only by optional parts, attached by :class:`DiTConfig`: ``img_emb``
 + ``k_img/v_img`` (Wan2.1 I2V/FLF2V/Fun), ``vace_*`` (VACE), ``ref_conv`` (Fun V1.1
-reference image) and per-token timesteps (Wan2.2 TI2V-5B).
+reference image), ``control_adapter`` (Fun camera) and per-token timesteps (Wan2.2 TI2V-5B).
 
 Precision policy: ``compute_dtype`` (bf16 on GPUs, fp32 on CPU by default) for
 matmuls, convolutions and attention; fp32 for the timestep embedding, modulation,
@@ -14,6 +14,7 @@ converted per call by :class:`~wan_core.ops.WanLinear`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
@@ -23,6 +24,7 @@ from ..errors import ConditioningError, InputError
 from .attention import check_backend
 from .blocks import Context, SelfAttention, WanBlock
 from .blockswap import BlockSwap
+from .camera import CameraAdapter
 from .config import DiTConfig
 from .embeddings import (
     Head,
@@ -75,6 +77,10 @@ class WanDiT(nn.Module):
             self.ref_conv = nn.Conv2d(
                 c.ref_conv_in_dim, c.dim, c.patch_size[1:], stride=c.patch_size[1:], device=device
             )
+        if c.has_camera:
+            self.control_adapter = CameraAdapter(
+                c.camera_channels, c.dim, c.camera_downscale, c.patch_size[1:], c.camera_blocks, device=device
+            )
         self.rope = RopeCache(c.head_dim)
         self.block_swap: BlockSwap | None = None
         self.sequence_parallel: TokenSplit | None = None
@@ -93,7 +99,7 @@ class WanDiT(nn.Module):
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise InputError(f"Compute dtype {dtype} is not supported; use float32, bfloat16 or float16.")
         self.compute_dtype = dtype
-        for name in ("patch_embedding", "vace_patch_embedding", "ref_conv"):
+        for name in ("patch_embedding", "vace_patch_embedding", "ref_conv", "control_adapter"):
             conv = getattr(self, name, None)
             if conv is not None:
                 conv.to(dtype=dtype)
@@ -153,6 +159,8 @@ class WanDiT(nn.Module):
         vace_context: torch.Tensor | list[torch.Tensor] | None = None,
         vace_scale: float | list[float] = 1.0,
         ref_latent: torch.Tensor | None = None,
+        camera: torch.Tensor | None = None,
+        frame_positions: Sequence[int] | None = None,
         block_cache: Any = None,
     ) -> torch.Tensor:
         """Velocity [B, out_dim, T, h, w] fp32 for the normalised latent x [B, C, T, h, w].
@@ -161,42 +169,50 @@ class WanDiT(nn.Module):
         context: [B, L<=512, text_dim] or B tensors [L_i, text_dim]. clip_fea: [B, N, clip_dim].
         y: [B, in_dim - C, T, h, w] appended after x. vace_context: [B, vace_in_dim, T, h, w]
         or a list (vace_scale one float or one per context). ref_latent: [B, C_ref, h, w] for
-        ``ref_conv`` models (prepended as one extra frame). Batch-1 conditioning broadcasts.
+        ``ref_conv`` models (prepended as one extra frame). camera: [B, 24, T, H, W] Plücker rays
+        at pixel size for Fun-camera models. frame_positions: the temporal RoPE position of each of
+        the T latent frames (context windows); default 0..T-1. Batch-1 conditioning broadcasts.
         block_cache: a step-cache hook (MagCache / TeaCache) that runs the blocks or reuses a residual.
         """
         if self.block_swap is not None:
             self.block_swap.discard_prefetch()
         with torch.no_grad():
-            x, grid = self._patchify_input(x, y)
+            x, grid = self._patchify_input(x, y, camera)
             batch, tokens = x.shape[0], x.shape[1]
             ref_tokens = 0
             if ref_latent is not None:
                 x, ref_tokens = self._prepend_reference(x, ref_latent)
             e, e0 = self._embed_time(self._timesteps(t, batch, grid, ref_tokens))
             ctx = self._embed_context(context, clip_fea, batch)
-            rope = self.rope.get((grid[0] + (1 if ref_tokens else 0), grid[1], grid[2]), x.device)
+            rope = self._rope(grid, ref_tokens, frame_positions, x.device)
             vace = self._start_vace(x, vace_context, vace_scale, ref_tokens)
-            split = self.sequence_parallel
-            if split is not None:  # from here on each rank holds only its share of the tokens
-                if block_cache is not None:
-                    raise InputError(
-                        "Block-skipping step caches (MagCache, TeaCache) cannot run on several GPUs: each rank "
-                        "would decide on its own share of the tokens. Use EasyCache there, or one GPU."
-                    )
-                x, e, e0, rope, vace = split.scatter_inputs(x, e, e0, rope, vace)
-            if block_cache is None:
-                x = self._run_blocks(x, e0, ctx, rope, vace)
-            else:  # a partial (not a closure, whose cells an exception's traceback would keep alive)
-                blocks = functools.partial(self._run_blocks, e0=e0, ctx=ctx, rope=rope, vace=vace)
-                x = block_cache.run_blocks(x, e, e0, blocks)
-            if split is None:
-                out = self.head(x[:, ref_tokens:], e if e.shape[1] == 1 else e[:, ref_tokens:])
-            else:
-                out = split.gather(self.head(x, e))[:, ref_tokens:]
+            out = self._blocks_and_head(x, e, e0, ctx, rope, vace, ref_tokens, block_cache)
             return self._unpatchify(out, grid, batch, tokens)
 
-    def _patchify_input(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int, int]]:
-        """[B, C, T, h, w] (+ y) -> tokens [B, S, D] fp32 and the grid (f, h/2, w/2)."""
+    def _blocks_and_head(self, x, e, e0, ctx: Context, rope, vace, ref_tokens: int, block_cache: Any) -> torch.Tensor:
+        """Blocks + head -> [B, S, out]: one rank's share of the tokens under sequence parallelism, and
+        through a step cache's hook when one is given (it may reuse a residual instead of running them)."""
+        split = self.sequence_parallel
+        if split is not None:  # from here on each rank holds only its share of the tokens
+            if block_cache is not None:
+                raise InputError(
+                    "Block-skipping step caches (MagCache, TeaCache) cannot run on several GPUs: each rank "
+                    "would decide on its own share of the tokens. Use EasyCache there, or one GPU."
+                )
+            x, e, e0, rope, vace = split.scatter_inputs(x, e, e0, rope, vace)
+        if block_cache is None:
+            x = self._run_blocks(x, e0, ctx, rope, vace)
+        else:  # a partial (not a closure, whose cells an exception's traceback would keep alive)
+            blocks = functools.partial(self._run_blocks, e0=e0, ctx=ctx, rope=rope, vace=vace)
+            x = block_cache.run_blocks(x, e, e0, blocks)
+        if split is None:
+            return self.head(x[:, ref_tokens:], e if e.shape[1] == 1 else e[:, ref_tokens:])
+        return split.gather(self.head(x, e))[:, ref_tokens:]
+
+    def _patchify_input(
+        self, x: torch.Tensor, y: torch.Tensor | None, camera: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """[B, C, T, h, w] (+ y, + camera tokens) -> tokens [B, S, D] fp32 and the grid (f, h/2, w/2)."""
         if x.ndim != 5:
             raise InputError(f"x must be a 5-D latent [B, C, T, h, w]; got shape {tuple(x.shape)}.")
         if y is not None:
@@ -212,10 +228,35 @@ class WanDiT(nn.Module):
         if x.shape[2] % pt or x.shape[3] % ph or x.shape[4] % pw:
             raise InputError(f"Latent size {tuple(x.shape[2:])} is not divisible by the patch size {c.patch_size}.")
         tokens = self.patch_embedding(x.to(device=self.device, dtype=self.compute_dtype))  # inputs may be elsewhere
+        if camera is not None:
+            tokens = tokens + self._camera_tokens(camera, tokens)
         grid = tuple(tokens.shape[2:])
         # [B, D, f, gh, gw] -> [B, S, D]; contiguous, or every later op inherits the transposed strides
         tokens = tokens.flatten(2).transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)
         return tokens, grid  # type: ignore[return-value]
+
+    def _camera_tokens(self, camera: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The camera adapter's output [1|B, D, f, gh, gw] for patch-embedded ``tokens`` [B, D, f, gh, gw]."""
+        if not self.config.has_camera:
+            raise ConditioningError(
+                f"{self.config.variant} has no camera adapter (control_adapter); load a Fun-Camera model or remove "
+                "the camera conditioning."
+            )
+        out = self.control_adapter(camera.to(device=self.device, dtype=self.compute_dtype))
+        if out.shape[2:] != tokens.shape[2:] or out.shape[0] not in (1, tokens.shape[0]):
+            raise ConditioningError(
+                f"The camera conditioning gives a token grid {tuple(out.shape[2:])} (batch {out.shape[0]}) but the "
+                f"latent's is {tuple(tokens.shape[2:])} (batch {tokens.shape[0]}): build it with the video's frames, "
+                "width and height."
+            )
+        return out
+
+    def _rope(self, grid: tuple[int, int, int], ref_tokens: int, positions: Sequence[int] | None, device):
+        """RoPE factors for the frames (a reference frame, when prepended, takes position 0)."""
+        frames = grid[0] + (1 if ref_tokens else 0)
+        if positions is not None and ref_tokens:
+            positions = [0, *(int(p) + 1 for p in positions)]
+        return self.rope.get((frames, grid[1], grid[2]), device, frame_positions=positions)
 
     def _prepend_reference(self, x: torch.Tensor, ref_latent: torch.Tensor) -> tuple[torch.Tensor, int]:
         if not self.config.has_ref_conv:
@@ -251,11 +292,11 @@ class WanDiT(nn.Module):
         text = self.text_embedding.embed(context, batch, self.compute_dtype, self.device)
         image = None
         if self.config.has_image_embedding:
-            if clip_fea is None and self.config.task != "fun-control":
+            if clip_fea is None and self.config.task not in ("fun-control", "fun-camera"):
                 raise ConditioningError(
                     f"{self.config.variant} needs CLIP vision features (clip_fea); connect a CLIP vision encode."
                 )
-            if clip_fea is not None:  # Fun-Control may run without CLIP: the image branch is skipped
+            if clip_fea is not None:  # Fun-Control / Fun-Camera may run without CLIP: the image branch is skipped
                 image = self.img_emb(clip_fea.to(self.device), batch).to(self.compute_dtype)
         return Context(text, image)
 

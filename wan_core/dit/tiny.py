@@ -13,7 +13,7 @@ import torch
 
 from ..errors import InputError
 from ..tiny_models import TINY, TinySizes
-from .config import DiTConfig, variant_name
+from .config import CAMERA_CHANNELS, DiTConfig, camera_downscale_for, variant_name
 
 # variant -> (family, task, in_dim, out_dim, has_img, flf)
 TINY_VARIANTS: dict[str, tuple[str, str, int, int, bool, bool]] = {
@@ -26,6 +26,8 @@ TINY_VARIANTS: dict[str, tuple[str, str, int, int, bool, bool]] = {
     "wan2.2-t2v": ("wan2.1", "t2v", 16, 16, False, False),
     "wan2.2-i2v": ("wan2.2", "i2v", 36, 16, False, False),
     "wan2.2-ti2v": ("wan2.2", "ti2v", 48, 48, False, False),
+    "wan2.1-fun-camera": ("wan2.1", "fun-camera", 32, 16, True, False),
+    "wan2.2-fun-camera": ("wan2.2", "fun-camera", 36, 16, False, False),
 }
 
 CLIP_TOKENS = 17  # tiny CLIP: 56 px / 14 px patches = 16 patches + class token
@@ -37,6 +39,7 @@ def tiny_dit_config(variant: str, sizes: TinySizes = TINY) -> DiTConfig:
         raise InputError(f"Unknown tiny DiT variant {variant!r}; use one of {', '.join(TINY_VARIANTS)}.")
     family, task, in_dim, out_dim, has_img, flf = TINY_VARIANTS[variant]
     vace = task == "vace"
+    camera = {"camera_channels": CAMERA_CHANNELS, "camera_downscale": camera_downscale_for(out_dim), "camera_blocks": 1}
     return DiTConfig(
         variant=variant_name(family, task, None),
         family=family,
@@ -55,6 +58,7 @@ def tiny_dit_config(variant: str, sizes: TinySizes = TINY) -> DiTConfig:
         vace_layers=tuple(sizes.vace_layers) if vace else (),
         vace_in_dim=96 if vace else None,
         per_token_timesteps=task == "ti2v",
+        **(camera if task == "fun-camera" else {}),
     )
 
 

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 OFFLOAD_MODES = ("auto", "always", "never")
 # The official switch points as a fraction of the 0..1000 timestep range (the release configs' ``boundary``).
-OFFICIAL_BOUNDARIES = {"t2v": 0.875, "i2v": 0.9}
+# Wan2.2 Fun camera: VideoX-Fun samples it with its I2V config (boundary 0.9).
+OFFICIAL_BOUNDARIES = {"t2v": 0.875, "i2v": 0.9, "fun-camera": 0.9}
 # Head-room kept free besides the incoming expert's weights (activations, allocator slack).
 _HEADROOM = 0.10
 

@@ -112,12 +112,14 @@ def expand_batch(tensor: torch.Tensor | None, n: int, device: torch.device) -> t
 
 
 def conditioning_extras(cond: Conditioning, progress: float, n: int, device: torch.device) -> dict:
-    """y / clip_fea / active VACE hints for a forward of batch n at sampling progress 0..1."""
+    """y / clip_fea / camera / active VACE hints for a forward of batch n at sampling progress 0..1."""
     extras: dict = {}
     if cond.y is not None:
         extras["y"] = expand_batch(cond.y, n, device)
     if cond.clip_fea is not None:
         extras["clip_fea"] = expand_batch(cond.clip_fea, n, device)
+    if cond.camera is not None:
+        extras["camera"] = expand_batch(cond.camera, n, device)
     hints = [h for h in cond.vace if h.active(progress)]
     if hints:
         extras["vace_context"] = [expand_batch(h.context, n, device) for h in hints]

@@ -2,7 +2,8 @@
 
 One call handles every Wan variant: a single DiT or the two Wan2.2 A14B experts, CFG,
 batches of seeds, video-to-video (denoise < 1), the TI2V first-frame lock with per-token
-timesteps, VACE hints with step ranges, progress/preview callbacks and interruption.
+timesteps, VACE hints with step ranges, context windows (long videos), progress/preview callbacks
+and interruption.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .preview import PREVIEW_CHANNELS, latent_preview
 from .schedules import Schedule, build_schedule
 from .settings import SamplerSettings
 from .solvers import make_solver
+from .windows import ContextWindowing, freenoise
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,12 @@ def initial_latent(
     cond: Conditioning, settings: SamplerSettings, schedule: Schedule, device: torch.device
 ) -> torch.Tensor:
     """x at σ_0 [B, C, T, h, w] fp32: pure noise, or (1 − σ_0)·init + σ_0·noise when an init latent is given."""
-    noise = seeded_noise(cond.latent_shape, settings.seed, settings.batch_size).to(device)
+    noise = freenoise(
+        seeded_noise(cond.latent_shape, settings.seed, settings.batch_size),
+        settings.context_windows,
+        cond,
+        settings.seed,
+    ).to(device)
     if cond.init_latent is None:
         if settings.denoise < 1.0 and settings.sigmas is None:
             raise InputError(
@@ -168,6 +175,7 @@ class _Run:
         self.residency, self.hooks, self.device = residency, hooks, device
         self.solver = make_solver(settings.solver, schedule.sigmas)
         self.caches = caches
+        self.windows = None if settings.context_windows is None else ContextWindowing(settings.context_windows, cond)
         self.x: torch.Tensor | None = None
 
     def loop(self, positive: TextEmbeddings, negative: TextEmbeddings | None) -> torch.Tensor:
@@ -192,13 +200,23 @@ class _Run:
             t = step_timesteps(self.schedule, k, batch, token_mask, self.device)
             extras = conditioning_extras(cond, k / n, batch, self.device)
             inputs = StepInputs(t, pos, neg, extras, step=k, steps=n, cache=self.caches.step(k, dit))
-            v = guidance.velocity(dit, self.x, inputs, cfg)
+            v = self._velocity(guidance, dit, inputs, cfg, k)
             preview = self._preview(v) if self.hooks.want_preview else None
             self.x = _locked(cond, self.solver.step(self.x, v))
             del v, extras, inputs
             self.hooks.step(k + 1, n, preview)
         self.hooks.report(self.caches.finish())
         return self._finish()
+
+    def _velocity(self, guidance: Guidance, dit: DiTLike, inputs: StepInputs, cfg: float, k: int) -> torch.Tensor:
+        """The guided velocity of step k: one DiT call, or blended context windows."""
+        if self.windows is None:
+            return guidance.velocity(dit, self.x, inputs, cfg)
+
+        def predict(x: torch.Tensor, window_inputs: StepInputs) -> torch.Tensor:
+            return guidance.velocity(dit, x, window_inputs, cfg)
+
+        return self.windows.velocity(predict, self.x, inputs, k, self.hooks.check)
 
     def _preview(self, v: torch.Tensor) -> torch.Tensor | None:
         """RGB of the current x0 prediction (first video, middle frame); None for latents without factors."""

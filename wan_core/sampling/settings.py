@@ -10,6 +10,7 @@ import torch
 from ..errors import InputError
 from .cache.settings import CACHE_CLASSES, CacheSettings
 from .guidance import GuidanceOptions
+from .windows import ContextWindows
 
 SOLVERS = ("unipc", "dpm++", "euler")
 TIMESTEP_MODES = ("official", "float")
@@ -40,6 +41,7 @@ class SamplerSettings:
     * ``cache``: a step cache (EasyCache / MagCache / TeaCache settings, see
       :mod:`wan_core.sampling.cache`) or None; ``guidance``: opt-in CFG savings
       (:class:`~wan_core.sampling.guidance.GuidanceOptions`) or None.
+    * ``context_windows``: sample in overlapping windows along time (long videos), or None.
     """
 
     steps: int = 50
@@ -54,6 +56,7 @@ class SamplerSettings:
     batch_cfg: bool = True
     cache: CacheSettings | None = None
     guidance: GuidanceOptions | None = None
+    context_windows: ContextWindows | None = None
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -72,6 +75,11 @@ class SamplerSettings:
             raise InputError(f"cache must be EasyCache / MagCache / TeaCache settings or None, got {self.cache!r}.")
         if self.guidance is not None and not isinstance(self.guidance, GuidanceOptions):
             raise InputError(f"guidance must be GuidanceOptions or None, got {self.guidance!r}.")
+        if self.cache is not None and self.context_windows is not None:
+            raise InputError(
+                f"A step cache ({self.cache.method}) and context windows cannot be combined: the cache reuses "
+                "whole-latent results, each window is a different slice. Remove one of them."
+            )
         if isinstance(self.cfg, (tuple, list)) and len(self.cfg) != 2:
             raise InputError(f"cfg must be a number or a (low_noise, high_noise) pair, got {self.cfg!r}.")
 
