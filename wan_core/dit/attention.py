@@ -87,7 +87,9 @@ def sdpa_order(device: torch.device, dtype: torch.dtype) -> tuple[str, ...]:
 
 def _sdpa_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: str) -> torch.Tensor:
     """One SDPA call on [B, S, H, d] views with only ``kernel`` enabled (``sdpa_any``: all of them)."""
-    backends = [getattr(SDPBackend, n) for n in _backend_names.values()] if kernel == "sdpa_any" else [SDPA_KERNELS[kernel]]
+    backends = (
+        [getattr(SDPBackend, n) for n in _backend_names.values()] if kernel == "sdpa_any" else [SDPA_KERNELS[kernel]]
+    )
     with sdpa_kernel(backends):
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)

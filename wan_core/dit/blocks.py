@@ -70,6 +70,34 @@ def affine_input(x: torch.Tensor, norm: nn.LayerNorm, cdt: torch.dtype) -> torch
     return F.layer_norm(x, (x.shape[-1],), weight, bias, norm.eps).to(cdt)
 
 
+def residual_modulated(x, y, gate, shift, scale, eps: float, cdt: torch.dtype) -> torch.Tensor:
+    """``x += y * gate`` (in place; gate None: ``x += y``), then :func:`modulated_input` (one pass on GPUs)."""
+    if fused.enabled(x, cdt):
+        return fused.residual_norm_affine(x, y, gate, 1 + scale, shift, eps, cdt)
+    x.add_(y) if gate is None else x.addcmul_(y, gate)
+    return modulated_input(x, shift, scale, eps, cdt)
+
+
+def residual_affine(x, y, gate, norm: nn.LayerNorm, cdt: torch.dtype) -> torch.Tensor:
+    """``x += y * gate`` (in place; gate None: ``x += y``), then :func:`affine_input` (one pass on GPUs)."""
+    if fused.enabled(x, cdt):
+        return fused.residual_norm_affine(x, y, gate, norm.weight.float(), norm.bias.float(), norm.eps, cdt)
+    x.add_(y) if gate is None else x.addcmul_(y, gate)
+    return affine_input(x, norm, cdt)
+
+
+class FeedForward(nn.Sequential):
+    """``ffn``: Linear -> GELU(tanh) -> Linear (official names ffn.0 / ffn.2); the GELU runs in the GEMM epilogue."""
+
+    def __init__(self, dim: int, ffn_dim: int, device=None) -> None:
+        super().__init__(
+            WanLinear(dim, ffn_dim, device=device), nn.GELU(approximate="tanh"), WanLinear(ffn_dim, dim, device=device)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[2](fused.linear_gelu(self[0], x))
+
+
 @dataclass
 class Context:
     """Embedded conditioning shared by all blocks of one forward: text [B, 512, D], image [B, Li, D] or None."""
@@ -140,23 +168,19 @@ class WanBlock(nn.Module):
         self.self_attn = SelfAttention(dim, num_heads, eps, device=device)
         self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=True, device=device)
         self.cross_attn = CrossAttention(dim, num_heads, eps, image_kv, device=device)
-        self.ffn = nn.Sequential(
-            WanLinear(dim, ffn_dim, device=device),
-            nn.GELU(approximate="tanh"),
-            WanLinear(ffn_dim, dim, device=device),
-        )
+        self.ffn = FeedForward(dim, ffn_dim, device=device)
 
     def forward(
         self, x: torch.Tensor, e0: torch.Tensor | TokenTable, ctx: Context, rope: torch.Tensor, cdt: torch.dtype
     ) -> torch.Tensor:
         """x [B, S, D] fp32 -> fp32; e0 [B, 1, 6, D] fp32 or a per-token TokenTable."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = split_modulation(self.modulation, e0)
-        # The residual stream x (fp32, owned by the forward pass) is updated in place.
+        # The residual stream x (fp32, owned by the forward pass) is updated in place; each
+        # residual update is fused with the norm that reads x next.
         # 1. Self-attention (modulated, gated)
         y = self.self_attn(modulated_input(x, shift_sa, scale_sa, self.eps, cdt), rope)
-        x = x.addcmul_(y, gate_sa)
         # 2. Cross-attention (affine LayerNorm, no modulation, no gate)
-        x = x.add_(self.cross_attn(affine_input(x, self.norm3, cdt), ctx))
+        y = self.cross_attn(residual_affine(x, y, gate_sa, self.norm3, cdt), ctx)
         # 3. Feed-forward (modulated, gated)
-        y = self.ffn(modulated_input(x, shift_ff, scale_ff, self.eps, cdt))
+        y = self.ffn(residual_modulated(x, y, None, shift_ff, scale_ff, self.eps, cdt))
         return x.addcmul_(y, gate_ff)
