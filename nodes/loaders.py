@@ -16,14 +16,24 @@ from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_V
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 WEIGHT_DTYPES = [*DTYPES, "fp8_e4m3fn", "fp8_e5m2"]
-ATTENTION = ["auto", "sdpa", "flash_attn", "sageattention"]
+ATTENTION = [
+    "auto",
+    "sdpa",
+    "sdpa_cudnn",
+    "sdpa_flash",
+    "sdpa_efficient",
+    "flash_attn",
+    "sageattention",
+    "int8",
+    "int8_fp16pv",
+]
 
 
 def _dtype(name: str) -> str | None:
     return None if name == "auto" else name
 
 
-def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int, device=None):
+def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int, device=None, fast_8bit=False):
     return wan_core.load_dit(
         bridge.model_path("diffusion_models", name),
         device=device or bridge.compute_device(),
@@ -31,6 +41,7 @@ def _load_one_dit(name: str, weight_dtype: str, attention: str, block_swap: int,
         attention=attention,
         block_swap=block_swap,
         offload_device=bridge.offload_device(),
+        fast_8bit=fast_8bit,
     )
 
 
@@ -71,7 +82,11 @@ class WanModelLoader:
                     "bf16 on GPUs, fp32 on CPU; fp8 stores weights in fp8 (half the memory, "
                     "dequantised per layer).",
                 ),
-                "attention": combo(ATTENTION, "Attention kernel; auto picks the fastest installed one."),
+                "attention": combo(
+                    ATTENTION,
+                    "Attention kernel; auto picks the fastest exact one for this GPU (cuDNN on Hopper). sdpa_* pin "
+                    "one PyTorch kernel; int8 / int8_fp16pv are our approximate 8-bit kernels.",
+                ),
                 "block_swap": widget(
                     "INT",
                     "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM).",
@@ -79,16 +94,26 @@ class WanModelLoader:
                     min=0,
                     max=40,
                 ),
-            }
+            },
+            "optional": {
+                "fast_8bit": widget(
+                    "BOOLEAN",
+                    "Opt-in approximate 8-bit compute (INT8/FP8 attention, FP8 matmuls): faster on Hopper GPUs "
+                    "(sm90+), slightly different results. Off = exact bf16.",
+                    default=False,
+                ),
+            },
         }
 
-    def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap):
+    def load(self, model_name, low_noise_model_name, weight_dtype, attention, block_swap, fast_8bit=False):
         bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
-        high = _load_one_dit(model_name, weight_dtype, attention, block_swap)
+        high = _load_one_dit(model_name, weight_dtype, attention, block_swap, fast_8bit=fast_8bit)
         low = None
         if low_noise_model_name != NONE_CHOICE:
             # parked on the offload device; the sampler moves each expert in when its steps start
-            low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device())
+            low = _load_one_dit(
+                low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device(), fast_8bit
+            )
             _check_experts(high, low)
         handle = WanModelHandle(high=high, low=low)
         return with_ui_text(handle.describe(), handle)

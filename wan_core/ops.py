@@ -41,6 +41,9 @@ class WanLinear(nn.Module):
         self.scale_weight: torch.Tensor | None
         self.register_buffer("scale_weight", None)
         self.adapters: list[Adapter] = []
+        # Optional matmul provider (a compute mode with its own weight format, e.g. the 8-bit
+        # path's wan_core.kernels.fp8_linear.Fp8Linear): called as kernel(self, x).
+        self.kernel: Callable | None = None
 
     def set_scale(self, scale: torch.Tensor | None) -> None:
         """Attach (or remove) the per-tensor dequantisation scale as a buffer."""
@@ -54,6 +57,12 @@ class WanLinear(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is not None:
+            out = self.kernel(self, x)
+            dense = self.kernel.dense_input(x, out.dtype) if self.adapters else None
+            for adapter in self.adapters:
+                out = out + adapter(dense)
+            return out
         dtype = x.dtype
         w = (
             self.weight

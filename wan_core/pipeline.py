@@ -141,12 +141,14 @@ class WanPipeline:
         offload: bool | None = None,
         attention: str = "auto",
         text_cache: PathLike | bool | None = None,
+        fast_8bit: bool = False,
     ) -> WanPipeline:
         """Load every component from files (any layout the loaders accept).
 
         ``model`` is the DiT (the high-noise expert for Wan2.2 A14B, ``model_low`` the
         low-noise one). ``offload`` None means: offload on accelerators, not on CPU.
         ``text_cache``: the text encoder's embedding disk cache folder (False: memory only).
+        ``fast_8bit``: the DiT's opt-in approximate 8-bit compute (``WanDiT.set_fast_8bit``).
         """
         import wan_core
 
@@ -156,8 +158,10 @@ class WanPipeline:
         offload = dev.type != "cpu" if offload is None else offload
         home = torch.device("cpu") if offload else dev
         started = time.perf_counter()
-        dit = _load_dit(model, home, weights, cdtype, attention)
-        dit_low = _load_dit(model_low, home, weights, cdtype, attention) if model_low else None
+        dit = _load_dit(model, home, weights, cdtype, attention, dev if fast_8bit else None)
+        dit_low = (
+            _load_dit(model_low, home, weights, cdtype, attention, dev if fast_8bit else None) if model_low else None
+        )
         vae_model = wan_core.load_vae(vae, device=home, dtype=cdtype)
         te = wan_core.load_text_encoder(
             text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype, cache_dir=text_cache, keep_loaded=not offload
@@ -332,13 +336,25 @@ class WanPipeline:
         return video[0].float().clamp(-1, 1).add(1).mul(0.5).permute(1, 2, 3, 0).contiguous().cpu()
 
 
-def _load_dit(source: Any, device: torch.device, weights: torch.dtype, compute: torch.dtype, attention: str) -> Any:
-    """A DiT on ``device`` with Linear weights in ``weights`` (fp8 files stay fp8), computing in ``compute``."""
+def _load_dit(
+    source: Any,
+    device: torch.device,
+    weights: torch.dtype,
+    compute: torch.dtype,
+    attention: str,
+    fast_8bit_on: torch.device | None = None,
+) -> Any:
+    """A DiT on ``device`` with Linear weights in ``weights`` (fp8 files stay fp8), computing in ``compute``.
+
+    ``fast_8bit_on``: turn the 8-bit path on for running on that device (None: off).
+    """
     import wan_core
 
     dit = wan_core.load_dit(source, device=device, dtype=weights, attention=attention)
     if hasattr(dit, "set_compute_dtype"):
         dit.set_compute_dtype(compute)  # loaded on the CPU for offloading: keep the accelerator's dtype
+    if fast_8bit_on is not None:
+        dit.set_fast_8bit(True, run_on=fast_8bit_on)
     return dit
 
 

@@ -10,7 +10,8 @@
 * ``"flash_attn"``: flash-attn 3 (``flash_attn_interface``) or 2 (``flash_attn``).
 * ``"sageattention"``: SageAttention (int8 QK; approximate, never picked by auto).
 * ``"int8"``: our Triton kernel, INT8 Q K^T with per-block scales, P V in FP8
-  (:mod:`wan_core.kernels.int8_attention`; approximate, CUDA sm89+ only).
+  (:mod:`wan_core.kernels.int8_attention`; approximate, CUDA sm89+ only);
+  ``"int8_fp16pv"``: the same with P V in fp16.
 * ``"auto"``: flash-attn 3 when installed and the tensors are on CUDA, else ``"sdpa"``.
 
 Why explicit: SDPA's own choice reads process-wide state that other code changes.
@@ -61,6 +62,7 @@ ALIASES = {
     "sage": "sageattention",
     "sageattention": "sageattention",
     "int8": "int8",
+    "int8_fp16pv": "int8_fp16pv",
     "auto": "auto",
 }
 PIP_NAMES = {
@@ -68,6 +70,7 @@ PIP_NAMES = {
     "flash_attn_3": "flash-attn 3 (hopper build)",
     "sageattention": "sageattention",
 }
+APPROXIMATE_BACKENDS = ("int8", "int8_fp16pv", "sageattention")  # never picked by auto
 _warned: set[str] = set()
 _refused: dict[tuple, set[str]] = {}  # (device, dtype, shapes) -> SDPA kernels that raised for it
 
@@ -153,8 +156,9 @@ def _load(name: str) -> AttnFn | None:
         elif name == "sageattention":
             sage = importlib.import_module("sageattention").sageattn
             return lambda q, k, v: sage(q, k, v, tensor_layout="NHD", is_causal=False)
-        elif name == "int8":
-            return importlib.import_module("wan_core.kernels.int8_attention").int8_attention
+        elif name in ("int8", "int8_fp16pv"):
+            module = importlib.import_module("wan_core.kernels.int8_attention")
+            return module.int8_attention if name == "int8" else module.int8_attention_fp16_pv
         else:
             return None
     except (ImportError, AttributeError, OSError) as exc:

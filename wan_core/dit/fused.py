@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - depends on the install
     tl = None
 
 _HALF = (torch.bfloat16, torch.float16)
+FP8_ROWS = torch.float8_e4m3fn  # as an output dtype: Fp8Rows (fp8 rows + per-row scales) for the FP8 GEMMs
 
 
 def enabled(x: torch.Tensor, out_dtype: torch.dtype) -> bool:
@@ -44,7 +45,7 @@ def enabled(x: torch.Tensor, out_dtype: torch.dtype) -> bool:
     return (
         triton is not None
         and x.is_cuda
-        and out_dtype in _HALF
+        and (out_dtype in _HALF or out_dtype == FP8_ROWS)
         and os.environ.get("WAN_CORE_NO_TRITON", "") in ("", "0")
     )
 
@@ -52,7 +53,18 @@ def enabled(x: torch.Tensor, out_dtype: torch.dtype) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _norm_affine_kernel(X, MUL, ADD, OUT, S, D, mul_b, mul_s, add_b, add_s, eps, BLOCK: tl.constexpr):
+    def _store_row(OUT, SCALE, row, cols, m, y, FP8: tl.constexpr):
+        """Store one output row; FP8: scaled by its amax into e4m3 range, the scale to SCALE[row]."""
+        if FP8:
+            s = tl.maximum(tl.max(tl.where(m, tl.abs(y), 0.0), axis=0), 1e-12) / 448.0
+            tl.store(SCALE + row, s)
+            y = y / s
+        tl.store(OUT + cols, y.to(OUT.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _norm_affine_kernel(
+        X, MUL, ADD, OUT, SCALE, S, D, mul_b, mul_s, add_b, add_s, eps, FP8: tl.constexpr, BLOCK: tl.constexpr
+    ):
         row = tl.program_id(0)
         b = row // S
         s = row % S
@@ -64,8 +76,7 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
         mul = tl.load(MUL + b * mul_b + s * mul_s + cols, mask=m, other=0.0).to(tl.float32)
         add = tl.load(ADD + b * add_b + s * add_s + cols, mask=m, other=0.0).to(tl.float32)
-        y = xc * rstd * mul + add
-        tl.store(OUT + row.to(tl.int64) * D + cols, y.to(OUT.dtype.element_ty), mask=m)
+        _store_row(OUT + row.to(tl.int64) * D, SCALE, row, cols, m, xc * rstd * mul + add, FP8)
 
     @triton.jit
     def _residual_norm_kernel(
@@ -75,6 +86,7 @@ if triton is not None:
         MUL,
         ADD,
         OUT,
+        SCALE,
         S,
         D,
         g_b,
@@ -85,6 +97,7 @@ if triton is not None:
         add_s,
         eps,
         GATED: tl.constexpr,
+        FP8: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
         row = tl.program_id(0)
@@ -104,7 +117,7 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
         mul = tl.load(MUL + b * mul_b + s * mul_s + cols, mask=m, other=0.0).to(tl.float32)
         add = tl.load(ADD + b * add_b + s * add_s + cols, mask=m, other=0.0).to(tl.float32)
-        tl.store(OUT + row.to(tl.int64) * D + cols, (xc * rstd * mul + add).to(OUT.dtype.element_ty), mask=m)
+        _store_row(OUT + row.to(tl.int64) * D, SCALE, row, cols, m, xc * rstd * mul + add, FP8)
 
     @triton.jit
     def _rms_rope_kernel(X, W, TBL, OUT, S, D, HALF_HEAD, eps, ROPE: tl.constexpr, BLOCK: tl.constexpr):
@@ -142,34 +155,52 @@ def _strides(t: torch.Tensor, batch: int, seq: int) -> tuple[int, int]:
     return b, s
 
 
-def norm_affine(
-    x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype
-) -> torch.Tensor:
-    """``LayerNorm(x) * mul + add`` -> ``out_dtype``; x [B, S, D] (any float), mul/add [B|1, 1|S, D] or [D] fp32."""
+def _broadcast_operand(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous() if t.ndim == 1 or t.stride(-1) != 1 else t
+
+
+def _output(x: torch.Tensor, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output buffer and its per-row scale buffer (used only for FP8 rows)."""
+    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    fp8 = out_dtype == FP8_ROWS
+    scale = torch.empty(*x.shape[:-1], 1, device=x.device, dtype=torch.float32) if fp8 else out
+    return out, scale
+
+
+def _result(out: torch.Tensor, scale: torch.Tensor):
+    if out.dtype != FP8_ROWS:
+        return out
+    from ..kernels.fp8_linear import Fp8Rows
+
+    return Fp8Rows(out, scale)
+
+
+def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype):
+    """``LayerNorm(x) * mul + add`` -> ``out_dtype``; x [B, S, D] (any float), mul/add [B|1, 1|S, D] or [D] fp32.
+
+    ``out_dtype`` fp8 e4m3: returns :class:`~wan_core.kernels.fp8_linear.Fp8Rows` (one scale per token).
+    """
     batch, seq, dim = x.shape
     x = x.contiguous()
-    mul = mul.contiguous() if mul.ndim == 1 or mul.stride(-1) != 1 else mul
-    add = add.contiguous() if add.ndim == 1 or add.stride(-1) != 1 else add
-    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    mul, add = _broadcast_operand(mul), _broadcast_operand(add)
+    out, scale = _output(x, out_dtype)
     block = triton.next_power_of_2(dim)
     _norm_affine_kernel[(batch * seq,)](
         x,
         mul,
         add,
         out,
+        scale,
         seq,
         dim,
         *_strides(mul, batch, seq),
         *_strides(add, batch, seq),
         eps,
+        FP8=out_dtype == FP8_ROWS,
         BLOCK=block,
         num_warps=_warps(block),
     )
-    return out
-
-
-def _broadcast_operand(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous() if t.ndim == 1 or t.stride(-1) != 1 else t
+    return _result(out, scale)
 
 
 def residual_norm_affine(
@@ -180,12 +211,12 @@ def residual_norm_affine(
     add: torch.Tensor,
     eps: float,
     out_dtype: torch.dtype,
-) -> torch.Tensor:
+):
     """``x += y * gate`` in place (gate None: ``x += y``), then ``LayerNorm(x) * mul + add`` -> ``out_dtype``.
 
     One pass instead of two: the residual update and the next norm each read the
     fp32 stream x [B, S, D] (contiguous); y [B, S, D] any float; gate/mul/add fp32
-    [B|1, 1|S, D] or [D].
+    [B|1, 1|S, D] or [D]. ``out_dtype`` fp8 e4m3: returns Fp8Rows (see :func:`norm_affine`).
     """
     batch, seq, dim = x.shape
     if not x.is_contiguous():
@@ -193,7 +224,7 @@ def residual_norm_affine(
     y = y.contiguous()
     gate_t = _broadcast_operand(gate) if gate is not None else x
     mul, add = _broadcast_operand(mul), _broadcast_operand(add)
-    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    out, scale = _output(x, out_dtype)
     block = triton.next_power_of_2(dim)
     _residual_norm_kernel[(batch * seq,)](
         x,
@@ -202,6 +233,7 @@ def residual_norm_affine(
         mul,
         add,
         out,
+        scale,
         seq,
         dim,
         *(_strides(gate_t, batch, seq) if gate is not None else (0, 0)),
@@ -209,10 +241,11 @@ def residual_norm_affine(
         *_strides(add, batch, seq),
         eps,
         GATED=gate is not None,
+        FP8=out_dtype == FP8_ROWS,
         BLOCK=block,
         num_warps=_warps(block),
     )
-    return out
+    return _result(out, scale)
 
 
 def rms_norm_rope(
