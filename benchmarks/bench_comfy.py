@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eight-bit", default="14b", help="presets that also run the opt-in 8-bit path")
     p.add_argument("--eager", default="1.3b", help="presets that also run ours without the fused kernels")
     p.add_argument("--diffusers", default="1.3b", help="presets that also run diffusers (when installed)")
+    p.add_argument("--profile", default="", help="presets whose exact forward is also profiled (top CUDA kernels)")
     p.add_argument("--sampler-steps", type=int, default=4, help="steps of the Sampler node run (0: skip)")
     p.add_argument("--attention", default="auto", help="our attention backend")
     p.add_argument("--runs", type=int, default=2)
@@ -130,6 +132,8 @@ def bench_dit(comfy: dict, preset: str, args, device: torch.device) -> list[Row]
     o = measure(lambda: ours(x, t, context), runs)
     show(f"ours exact ({ours.attention_backend})", o, n, rel(o.out, n.out))
     rows.append((f"DiT {preset} exact", n.seconds, o.seconds, rel(o.out, n.out), n.peak_gib, o.peak_gib))
+    if preset in _set(args.profile) and device.type == "cuda":
+        profile_forward(lambda: ours(x, t, context))
     if preset in _set(args.eager):
         os.environ["WAN_CORE_NO_TRITON"] = "1"
         try:
@@ -144,16 +148,26 @@ def bench_dit(comfy: dict, preset: str, args, device: torch.device) -> list[Row]
     return rows
 
 
+def profile_forward(fn) -> None:
+    """Print the CUDA kernels of one call, grouped, by total device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        _sync()
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=70))
+
+
 def bench_eight_bit(weights, x, t, context, exact, native, args, device, preset: str) -> Row:
     import wan_core
     from wan_core.errors import BackendUnavailableError
 
     try:
         q8 = wan_core.load_dit(weights, device=device, attention=args.attention, fast_8bit=True)
+        q = measure(lambda: q8(x, t, context), args.runs)
     except BackendUnavailableError as exc:
         print(f"  8-bit path SKIPPED: {exc}", flush=True)
         return (f"DiT {preset} 8-bit (skipped)", native.seconds, float("nan"), float("nan"), native.peak_gib, 0.0)
-    q = measure(lambda: q8(x, t, context), args.runs)
     err = rel(q.out, exact.out)
     show("ours 8-bit (int8 attn, fp8 GEMMs)", q, native, rel(q.out, native.out))
     print(f"  8-bit rel err vs ours exact bf16: {err:.2e}", flush=True)
@@ -285,16 +299,24 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"ComfyUI at {path} (attention: {comfy['attention']}); torch {torch.__version__}; {name}", flush=True)
     rows: list[Row] = []
+    failed = 0
     presets = [p for p in SIZES if p in _set(args.dit)]
-    for preset in presets[:1] if args.smoke else presets:
-        rows += bench_dit(comfy, preset, args, device)
-        torch.cuda.empty_cache() if device.type == "cuda" else None
-    for version in sorted(_set(args.vae)):
-        rows.append(bench_vae(comfy, version, args, device))
+    sections = [(f"DiT {p}", lambda p=p: rows.extend(bench_dit(comfy, p, args, device))) for p in presets]
+    sections += [
+        (f"VAE {v}", lambda v=v: rows.append(bench_vae(comfy, v, args, device))) for v in sorted(_set(args.vae))
+    ]
     if args.sampler_steps:
-        bench_sampler(args, device)
+        sections.append(("Sampler node", lambda: bench_sampler(args, device)))
+    for name, run in sections[:1] + sections[len(presets) :] if args.smoke else sections:
+        try:  # one failing section must not hide the others' numbers
+            run()
+        except Exception:
+            failed += 1
+            print(f"SECTION FAILED: {name}\n{traceback.format_exc()}", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     print_table(rows)
-    return 0
+    return 1 if failed else 0
 
 
 def print_table(rows: list[Row]) -> None:
