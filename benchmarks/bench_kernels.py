@@ -45,6 +45,15 @@ def bench_attention(tokens: int, heads: int, runs: int) -> None:
             print(f"  {backend}: FAILED {type(exc).__name__}: {str(exc)[:300]}", flush=True)
             continue
         line(backend, ms, flops, rel(out, ref))
+    from wan_core.kernels.int8_attention import int8_attention
+
+    for config in ((128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 128, 4, 3), (128, 32, 4, 4)):
+        try:
+            ms, _, out = time_cuda(lambda c=config: int8_attention(q, k, v, config=c), runs)
+        except Exception as exc:
+            print(f"  int8 {config}: FAILED {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+            continue
+        line(f"int8 (BLOCK_M, BLOCK_N, warps, stages)={config}", ms, flops, rel(out, ref))
 
 
 def bench_gemms(tokens: int, dim: int, ffn: int, runs: int) -> None:

@@ -98,8 +98,8 @@ class WanModelLoader:
             "optional": {
                 "fast_8bit": widget(
                     "BOOLEAN",
-                    "Opt-in approximate 8-bit compute (INT8/FP8 attention, FP8 matmuls): faster on Hopper GPUs "
-                    "(sm90+), slightly different results. Off = exact bf16.",
+                    "Opt-in approximate 8-bit compute: FP8 matmuls with per-token scales (Hopper GPUs, sm90+); "
+                    "slightly different results. Pick attention int8 for 8-bit attention too. Off = exact bf16.",
                     default=False,
                 ),
             },

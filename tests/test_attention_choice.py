@@ -53,7 +53,9 @@ def test_choice_survives_a_foreign_sdpa_context(foreign_priority):
     assert _sdpa_ops(lambda: attn.attention(q, k, v, "sdpa")) == want
     with sdpa_kernel([SDPBackend.MATH], set_priority=foreign_priority):
         # a plain call follows the foreign state, ours does not
-        assert _sdpa_ops(lambda: F.scaled_dot_product_attention(q, k, v)) == ["aten::_scaled_dot_product_attention_math"]
+        assert _sdpa_ops(lambda: F.scaled_dot_product_attention(q, k, v)) == [
+            "aten::_scaled_dot_product_attention_math"
+        ]
         assert _sdpa_ops(lambda: attn.attention(q, k, v, "sdpa")) == want
         assert _enabled() == ("math",)  # and the foreign state is left as it was
     assert _sdpa_ops(lambda: attn.attention(q, k, v, "sdpa")) == want

@@ -162,8 +162,10 @@ def test_tiny_dit_8bit_compiled_close_to_exact():
     ctx, t = [torch.randn(7, dit.config.text_dim, device="cuda")], torch.tensor([700.0], device="cuda")
     exact = dit(x, t, ctx)
     dit.set_fast_8bit(True)
+    fp8_gemms = dit(x, t, ctx)
+    dit.set_attention("int8")
     fast = dit(x, t, ctx)
-    assert dit.attention_backend == "int8" and 1e-4 < _rel(fast, exact) < 0.1
+    assert 1e-4 < _rel(fp8_gemms, exact) < 0.1 and 1e-4 < _rel(fast, exact) < 0.1
 
 
 @needs_cuda

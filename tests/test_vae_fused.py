@@ -60,9 +60,13 @@ def test_residual_block_chunks_fused_equal_eager(device, monkeypatch):
 
 
 def test_tiny_vae_decode_fused_equals_eager(device, monkeypatch):
-    vae = wan_core.load_vae(tiny_vae_state_dict("2.1"), device=device, dtype=torch.bfloat16)
+    sd = tiny_vae_state_dict("2.1")
+    vae = wan_core.load_vae(sd, device=device, dtype=torch.bfloat16)
     z = torch.randn(1, 16, 2, 2, 4, device=device)
+    ref = wan_core.load_vae(sd, device="cpu", dtype=torch.float32).decode(z.cpu())
     monkeypatch.setattr(kernels, "usable", lambda x: False)
     eager = vae.decode(z)
     monkeypatch.setattr(kernels, "usable", lambda x: True)
-    assert _rel(vae.decode(z), eager) < 2e-2
+    fused = vae.decode(z)
+    # the fused kernel rounds once (fp32 inside), the eager bf16 ops several times: at least as close to fp32
+    assert _rel(fused.cpu(), ref) <= 1.1 * _rel(eager.cpu(), ref) + 1e-3 and _rel(fused, eager) < 4e-2

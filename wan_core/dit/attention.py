@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, _backend_names, sdpa_kernel
 
+from .. import kernels
 from ..errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ PIP_NAMES = {
     "flash_attn_3": "flash-attn 3 (hopper build)",
     "sageattention": "sageattention",
 }
-APPROXIMATE_BACKENDS = ("int8", "int8_fp16pv", "sageattention")  # never picked by auto
 _warned: set[str] = set()
 _refused: dict[tuple, set[str]] = {}  # (device, dtype, shapes) -> SDPA kernels that raised for it
 
@@ -81,8 +81,10 @@ def sdpa_order(device: torch.device, dtype: torch.dtype) -> tuple[str, ...]:
         if torch.cuda.get_device_capability(device)[0] >= 9:
             return ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
         return ("sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math")
-    if device.type == "cuda":  # fp32, or ROCm (flash via aotriton)
+    if device.type == "cuda" and torch.version.hip is not None:  # ROCm: flash via aotriton
         return ("sdpa_flash", "sdpa_efficient", "sdpa_math")
+    if device.type == "cuda":  # fp32: flash and cuDNN take half precision only
+        return ("sdpa_efficient", "sdpa_math")
     if device.type == "cpu":
         return ("sdpa_flash", "sdpa_math")  # the CPU flash kernel, then the reference
     return ("sdpa_math",) if device.type == "meta" else ("sdpa_any",)
@@ -210,7 +212,8 @@ def select(backend: str, device: torch.device) -> AttnFn:
         return sdpa
     if backend in SDPA_KERNELS:
         return sdpa_with((backend,))
-    if device.type != "cuda":
+    interpretable = backend.startswith("int8") and device.type == "cpu" and kernels.interpreted()  # tests
+    if device.type != "cuda" and not interpretable:
         if backend != "auto" and backend not in _warned:
             _warned.add(backend)
             log.warning("Attention backend %s needs CUDA; using SDPA on %s.", backend, device.type)

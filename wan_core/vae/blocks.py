@@ -101,15 +101,26 @@ class CausalConv3d(nn.Conv3d):
         The cache keeps the last 2 input frames; a 1-frame chunk keeps
         [previous chunk's last frame, this frame] (official rule; zeros before the first).
         """
+        return self.convolve(self.prepare(x, cache, norm))
+
+    def prepare(self, x: torch.Tensor, cache: ChunkCache, norm: RMSNorm | None = None) -> torch.Tensor:
+        """The conv's input for one chunk: [cached frames | x or SiLU(norm(x))]; updates the cache.
+
+        Split from :meth:`convolve` so that a caller can drop ``x`` before the conv runs
+        (one full-size activation less at the decoder's peak).
+        """
         if self.front == 0:
-            return self(F.silu(norm(x)) if norm is not None else x)
+            return F.silu(norm(x)) if norm is not None else x
         buf, body = self._buffer(x, cache.get(self))
         if norm is None:
             body.copy_(x)
         elif not (kernels.usable(x) and x.dtype in HALF_DTYPES and rms_norm_silu_into(x, norm.gamma, body)):
             body.copy_(F.silu(norm(x)))
         cache.put(self, buf[:, :, -CACHE_FRAMES:].clone())
-        return super().forward(buf)
+        return buf
+
+    def convolve(self, prepared: torch.Tensor) -> torch.Tensor:
+        return super().forward(prepared)
 
 
 class RMSNorm(nn.Module):
@@ -149,9 +160,12 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:
         r = self.residual
         h = self.shortcut(x)
-        x = r[2].step(x, cache, norm=r[0])
-        x = r[6].step(x, cache, norm=r[3])
-        return x + h
+        buf = r[2].prepare(x, cache, norm=r[0])
+        del x  # (still held as h when the shortcut is the identity)
+        y = r[2].convolve(buf)
+        buf = r[6].prepare(y, cache, norm=r[3])
+        del y  # the conv input is in buf now: one full-size activation less at the peak
+        return r[6].convolve(buf).add_(h)
 
 
 def per_frame(fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
