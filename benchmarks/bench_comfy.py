@@ -169,7 +169,7 @@ def bench_eight_bit(weights, x, t, context, exact, native, args, device, preset:
         print(f"  8-bit path SKIPPED: {exc}", flush=True)
         return (f"DiT {preset} 8-bit (skipped)", native.seconds, float("nan"), float("nan"), native.peak_gib, 0.0)
     err = rel(q.out, exact.out)
-    show("ours 8-bit (int8 attn, fp8 GEMMs)", q, native, rel(q.out, native.out))
+    show(f"ours 8-bit (fp8 GEMMs, {q8.attention_backend})", q, native, rel(q.out, native.out))
     print(f"  8-bit rel err vs ours exact bf16: {err:.2e}", flush=True)
     return (f"DiT {preset} 8-bit (err vs exact)", native.seconds, q.seconds, err, native.peak_gib, q.peak_gib)
 

@@ -161,8 +161,8 @@ class ResidualBlock(nn.Module):
         r = self.residual
         h = self.shortcut(x)
         buf = r[2].prepare(x, cache, norm=r[0])
-        del x  # (still held as h when the shortcut is the identity)
         y = r[2].convolve(buf)
+        del buf  # before the next buffer is allocated
         buf = r[6].prepare(y, cache, norm=r[3])
         del y  # the conv input is in buf now: one full-size activation less at the peak
         return r[6].convolve(buf).add_(h)
