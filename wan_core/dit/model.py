@@ -95,8 +95,8 @@ class WanDiT(nn.Module):
         The block Linears get an :class:`~wan_core.kernels.fp8_linear.Fp8Linear` (FP8 copy of
         the weight, per-channel scales; fp8 checkpoints are used as stored) and the norms hand them
         FP8 rows with per-token scales. Attention keeps the chosen backend: on an H200 our INT8
-        kernel (``attention="int8"``) measured slower than cuDNN's bf16 kernel (252 vs 204 ms at
-        14B 720p), so it is an explicit choice. Raises BackendUnavailableError naming the missing piece.
+        kernel (``attention="int8"``) at best tied cuDNN's bf16 kernel (204 ms at 14B 720p) with
+        4e-2 error, so it is an explicit choice. Raises BackendUnavailableError naming the missing piece.
         ``run_on``: the device the model will run on (default: where it is now); the FP8 weight
         copies are made there on the first call, and dropped whenever the model moves.
         """
