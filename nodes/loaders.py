@@ -11,6 +11,7 @@ import torch
 
 import wan_core
 from wan_core.dit.model import WanDiT
+from wan_core.errors import InputError
 from wan_core.modelset import ModelSet
 
 from . import comfy_bridge as bridge
@@ -19,7 +20,17 @@ from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_V
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 WEIGHT_DTYPES = [*DTYPES, "fp8_e4m3fn", "fp8_e5m2", "int8"]
-ATTENTION = ["auto", "sdpa", "flash_attn", "sageattention"]
+ATTENTION = [
+    "auto",
+    "sdpa",
+    "sdpa_cudnn",
+    "sdpa_flash",
+    "sdpa_efficient",
+    "flash_attn",
+    "sageattention",
+    "int8",
+    "int8_fp16pv",
+]
 
 
 def _dtype(name: str) -> str | None:
@@ -27,7 +38,12 @@ def _dtype(name: str) -> str | None:
 
 
 def _load_one_dit(
-    name: str, weight_dtype: str, attention: str, block_swap: int, device: torch.device | None = None
+    name: str,
+    weight_dtype: str,
+    attention: str,
+    block_swap: int,
+    device: torch.device | None = None,
+    fast_8bit: bool = False,
 ) -> WanDiT:
     return wan_core.load_dit(
         bridge.model_path("diffusion_models", name),
@@ -36,6 +52,7 @@ def _load_one_dit(
         attention=attention,
         block_swap=block_swap,
         offload_device=bridge.offload_device(),
+        fast_8bit=fast_8bit,
     )
 
 
@@ -66,7 +83,11 @@ class WanModelLoader:
                     "dequantised per layer); int8 quantises them to int8 at load (half the memory, "
                     "for GPUs without fp8). GGUF files always stay in their own quantisation.",
                 ),
-                "attention": combo(ATTENTION, "Attention kernel; auto picks the fastest installed one."),
+                "attention": combo(
+                    ATTENTION,
+                    "Attention kernel; auto picks the fastest exact one for this GPU (cuDNN on Hopper). sdpa_* pin "
+                    "one PyTorch kernel; int8 / int8_fp16pv are our approximate 8-bit kernels.",
+                ),
                 "block_swap": widget(
                     "INT",
                     "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM).",
@@ -82,6 +103,12 @@ class WanModelLoader:
                     "on each other (same weights, kept between prompts). Empty = one GPU.",
                     default="",
                 ),
+                "fast_8bit": widget(
+                    "BOOLEAN",
+                    "Opt-in approximate 8-bit compute: FP8 matmuls with per-token scales (Hopper GPUs, sm90+); "
+                    "slightly different results. Pick attention int8 for 8-bit attention too. Off = exact bf16.",
+                    default=False,
+                ),
             },
         }
 
@@ -93,15 +120,20 @@ class WanModelLoader:
         attention: str,
         block_swap: int,
         gpus: str = "",
+        fast_8bit: bool = False,
     ) -> dict:
         bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
         if gpus.strip():
+            if fast_8bit:
+                raise InputError("fast_8bit is not available with several GPUs (gpus) yet: turn one of them off.")
             return self._load_parallel(gpus, model_name, low_noise_model_name, weight_dtype, attention, block_swap)
-        high = _load_one_dit(model_name, weight_dtype, attention, block_swap)
+        high = _load_one_dit(model_name, weight_dtype, attention, block_swap, fast_8bit=fast_8bit)
         low = None
         if low_noise_model_name != NONE_CHOICE:
             # parked on the offload device; the sampler moves each expert in when its steps start
-            low = _load_one_dit(low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device())
+            low = _load_one_dit(
+                low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device(), fast_8bit
+            )
         models = ModelSet(high=high, low=low)  # checks that the two experts belong together
         return with_ui_text(models.describe(), models)
 

@@ -48,6 +48,9 @@ class WanLinear(nn.Module):
         self.ggml_type: str | None = None
         self.matmul = DEQUANT
         self.adapters: list[Adapter] = []
+        # Optional matmul provider (a compute mode with its own weight format, e.g. the 8-bit
+        # path's wan_core.kernels.fp8_linear.Fp8Linear): called as kernel(self, x).
+        self.kernel: Callable | None = None
 
     @property
     def weight_shape(self) -> tuple[int, int]:
@@ -75,6 +78,12 @@ class WanLinear(nn.Module):
         return self.quantized_weight().dequantize(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is not None:  # a compute mode that brings its own weight format (the 8-bit path)
+            out = self.kernel(self, x)
+            dense = self.kernel.dense_input(x, out.dtype) if self.adapters else None
+            for adapter in self.adapters:
+                out = out + adapter(dense)
+            return out
         out = self.quantized_weight().linear(x, self.bias, self.matmul)
         for adapter in self.adapters:
             out = out + adapter(x)

@@ -237,12 +237,14 @@ class WanPipeline:
         offload: bool | None = None,
         attention: str = "auto",
         text_cache: PathLike | bool | None = None,
+        fast_8bit: bool = False,
     ) -> WanPipeline:
         """Load every component from files (any layout the loaders accept).
 
         ``model`` is the DiT (the high-noise expert for Wan2.2 A14B, ``model_low`` the
         low-noise one). ``offload`` None means: offload on accelerators, not on CPU.
         ``text_cache``: the text encoder's embedding disk cache folder (False: memory only).
+        ``fast_8bit``: the DiT's opt-in approximate 8-bit compute (``WanDiT.set_fast_8bit``).
         """
         from .text.loader import load_text_encoder
         from .vae.loader import load_vae
@@ -254,8 +256,10 @@ class WanPipeline:
         offload = dev.type != "cpu" if offload is None else offload
         home = torch.device("cpu") if offload else dev
         started = time.perf_counter()
-        dit = _load_dit(model, home, weights, cdtype, attention)
-        dit_low = _load_dit(model_low, home, weights, cdtype, attention) if model_low else None
+        dit = _load_dit(model, home, weights, cdtype, attention, dev if fast_8bit else None)
+        dit_low = (
+            _load_dit(model_low, home, weights, cdtype, attention, dev if fast_8bit else None) if model_low else None
+        )
         vae_model = load_vae(vae, device=home, dtype=cdtype)
         te = load_text_encoder(
             text_encoder, tokenizer=tokenizer, device=dev, dtype=cdtype, cache_dir=text_cache, keep_loaded=not offload
@@ -422,13 +426,23 @@ class WanPipeline:
 
 
 def _load_dit(
-    source: CheckpointInput, device: torch.device, weights: torch.dtype, compute: torch.dtype, attention: str
+    source: CheckpointInput,
+    device: torch.device,
+    weights: torch.dtype,
+    compute: torch.dtype,
+    attention: str,
+    fast_8bit_on: torch.device | None = None,
 ) -> WanDiT:
-    """A DiT on ``device`` with Linear weights in ``weights`` (fp8 files stay fp8), computing in ``compute``."""
+    """A DiT on ``device`` with Linear weights in ``weights`` (fp8 files stay fp8), computing in ``compute``.
+
+    ``fast_8bit_on``: turn the 8-bit path on for running on that device (None: off).
+    """
     from .dit.loader import load_dit
 
     dit = load_dit(source, device=device, dtype=weights, attention=attention)
     dit.set_compute_dtype(compute)  # loaded on the CPU for offloading: keep the accelerator's dtype
+    if fast_8bit_on is not None:
+        dit.set_fast_8bit(True, run_on=fast_8bit_on)
     return dit
 
 

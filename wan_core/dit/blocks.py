@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.fp8_linear import quantize_rows
 from ..ops import WanLinear
 from . import fused
 from .attention import attention
@@ -56,19 +57,54 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: flo
     return torch.addcmul(shift, layer_norm(x, eps), 1 + scale)
 
 
+def _cast(t: torch.Tensor, cdt: torch.dtype):
+    """fp32 ``t`` in ``cdt``; ``cdt`` fp8 e4m3 means FP8 rows with per-token scales (the 8-bit path's GEMM input)."""
+    return quantize_rows(t) if cdt == fused.FP8_ROWS else t.to(cdt)
+
+
 def modulated_input(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, cdt: torch.dtype):
     """``LN(x) * (1 + scale) + shift`` computed in fp32, returned in ``cdt`` (one fused pass on GPUs)."""
     if fused.enabled(x, cdt):
         return fused.norm_affine(x, 1 + scale, shift, eps, cdt)
-    return modulate(x, shift, scale, eps).to(cdt)
+    return _cast(modulate(x, shift, scale, eps), cdt)
 
 
-def affine_input(x: torch.Tensor, norm: nn.LayerNorm, cdt: torch.dtype) -> torch.Tensor:
+def affine_input(x: torch.Tensor, norm: nn.LayerNorm, cdt: torch.dtype):
     """``norm3(x)`` (affine LayerNorm) computed in fp32, returned in ``cdt``."""
     weight, bias = norm.weight.float(), norm.bias.float()
     if fused.enabled(x, cdt):
         return fused.norm_affine(x, weight, bias, norm.eps, cdt)
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, norm.eps).to(cdt)
+    return _cast(F.layer_norm(x, (x.shape[-1],), weight, bias, norm.eps), cdt)
+
+
+def residual_modulated(x, y, gate, shift, scale, eps: float, cdt: torch.dtype) -> torch.Tensor:
+    """``x += y * gate`` (in place; gate None: ``x += y``), then :func:`modulated_input` (one pass on GPUs)."""
+    if fused.enabled(x, cdt):
+        return fused.residual_norm_affine(x, y, gate, 1 + scale, shift, eps, cdt)
+    x.add_(y) if gate is None else x.addcmul_(y, gate)
+    return modulated_input(x, shift, scale, eps, cdt)
+
+
+def residual_affine(x, y, gate, norm: nn.LayerNorm, cdt: torch.dtype) -> torch.Tensor:
+    """``x += y * gate`` (in place; gate None: ``x += y``), then :func:`affine_input` (one pass on GPUs)."""
+    if fused.enabled(x, cdt):
+        return fused.residual_norm_affine(x, y, gate, norm.weight.float(), norm.bias.float(), norm.eps, cdt)
+    x.add_(y) if gate is None else x.addcmul_(y, gate)
+    return affine_input(x, norm, cdt)
+
+
+class FeedForward(nn.Sequential):
+    """``ffn``: Linear -> GELU(tanh) -> Linear (official names ffn.0 / ffn.2); the GELU runs in the GEMM epilogue."""
+
+    def __init__(self, dim: int, ffn_dim: int, device=None) -> None:
+        super().__init__(
+            WanLinear(dim, ffn_dim, device=device), nn.GELU(approximate="tanh"), WanLinear(ffn_dim, dim, device=device)
+        )
+
+    def forward(self, x) -> torch.Tensor:
+        if self[2].kernel is not None:  # 8-bit path: GELU fused into the FP8 quantisation of ffn.2's input
+            return self[2](quantize_rows(self[0](x), gelu=True))
+        return self[2](fused.linear_gelu(self[0], x))
 
 
 @dataclass
@@ -144,27 +180,25 @@ class WanBlock(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, eps: float, image_kv: bool, device=None) -> None:
         super().__init__()
         self.eps = eps
+        self.fp8_inputs = False  # 8-bit path: the norms hand FP8 rows to the Linears (see WanDiT.set_fast_8bit)
         self.modulation = nn.Parameter(torch.zeros(1, 6, dim, device=device))
         self.self_attn = SelfAttention(dim, num_heads, eps, device=device)
         self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=True, device=device)
         self.cross_attn = CrossAttention(dim, num_heads, eps, image_kv, device=device)
-        self.ffn = nn.Sequential(
-            WanLinear(dim, ffn_dim, device=device),
-            nn.GELU(approximate="tanh"),
-            WanLinear(ffn_dim, dim, device=device),
-        )
+        self.ffn = FeedForward(dim, ffn_dim, device=device)
 
     def forward(
         self, x: torch.Tensor, e0: torch.Tensor | TokenTable, ctx: Context, rope: torch.Tensor, cdt: torch.dtype
     ) -> torch.Tensor:
         """x [B, S, D] fp32 -> fp32; e0 [B, 1, 6, D] fp32 or a per-token TokenTable."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = split_modulation(self.modulation, e0)
-        # The residual stream x (fp32, owned by the forward pass) is updated in place.
+        adt = fused.FP8_ROWS if self.fp8_inputs else cdt  # what the norms hand to the Linears
+        # The residual stream x (fp32, owned by the forward pass) is updated in place; each
+        # residual update is fused with the norm that reads x next.
         # 1. Self-attention (modulated, gated)
-        y = self.self_attn(modulated_input(x, shift_sa, scale_sa, self.eps, cdt), rope)
-        x = x.addcmul_(y, gate_sa)
+        y = self.self_attn(modulated_input(x, shift_sa, scale_sa, self.eps, adt), rope)
         # 2. Cross-attention (affine LayerNorm, no modulation, no gate)
-        x = x.add_(self.cross_attn(affine_input(x, self.norm3, cdt), ctx))
+        y = self.cross_attn(residual_affine(x, y, gate_sa, self.norm3, adt), ctx)
         # 3. Feed-forward (modulated, gated)
-        y = self.ffn(modulated_input(x, shift_ff, scale_ff, self.eps, cdt))
+        y = self.ffn(residual_modulated(x, y, None, shift_ff, scale_ff, self.eps, adt))
         return x.addcmul_(y, gate_ff)

@@ -7,7 +7,11 @@ writes the whole tensor; these kernels do each group in one pass:
 * :func:`norm_affine` - ``LayerNorm(x) * mul + add`` written straight in the compute
   dtype (the modulated pre-norms, and ``norm3`` with its affine weight/bias);
 * :func:`rms_norm_rope` - q/k RMSNorm across heads, times its weight, then the 3-D
-  rotation, written in the compute dtype (RoPE optional, for cross-attention q).
+  rotation, written in the compute dtype (RoPE optional, for cross-attention q);
+* :func:`residual_norm_affine` - the gated residual update ``x += y * gate`` and the
+  next norm (+ modulation) in one pass over the fp32 stream;
+* :func:`linear_gelu` - the FFN's first Linear with its bias and the tanh GELU in the
+  GEMM's epilogue (cuBLASLt through ``torch._addmm_activation``; no Triton needed).
 
 Numerics equal the eager path in :mod:`wan_core.dit.blocks` (fp32 statistics, fp32
 arithmetic, one rounding to the compute dtype at the end). When Triton is missing,
@@ -17,6 +21,7 @@ Set ``WAN_CORE_NO_TRITON=1`` to force the eager path.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -32,6 +37,7 @@ except ImportError:  # pragma: no cover - depends on the install
     tl = None
 
 _HALF = (torch.bfloat16, torch.float16)
+FP8_ROWS = torch.float8_e4m3fn  # as an output dtype: Fp8Rows (fp8 rows + per-row scales) for the FP8 GEMMs
 
 
 def enabled(x: torch.Tensor, out_dtype: torch.dtype) -> bool:
@@ -39,7 +45,7 @@ def enabled(x: torch.Tensor, out_dtype: torch.dtype) -> bool:
     return (
         triton is not None
         and x.is_cuda
-        and out_dtype in _HALF
+        and (out_dtype in _HALF or out_dtype == FP8_ROWS)
         and os.environ.get("WAN_CORE_NO_TRITON", "") in ("", "0")
     )
 
@@ -47,7 +53,18 @@ def enabled(x: torch.Tensor, out_dtype: torch.dtype) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _norm_affine_kernel(X, MUL, ADD, OUT, S, D, mul_b, mul_s, add_b, add_s, eps, BLOCK: tl.constexpr):
+    def _store_row(OUT, SCALE, row, cols, m, y, FP8: tl.constexpr):
+        """Store one output row; FP8: scaled by its amax into e4m3 range, the scale to SCALE[row]."""
+        if FP8:
+            s = tl.maximum(tl.max(tl.where(m, tl.abs(y), 0.0), axis=0), 1e-12) / 448.0
+            tl.store(SCALE + row, s)
+            y = y / s
+        tl.store(OUT + cols, y.to(OUT.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _norm_affine_kernel(
+        X, MUL, ADD, OUT, SCALE, S, D, mul_b, mul_s, add_b, add_s, eps, FP8: tl.constexpr, BLOCK: tl.constexpr
+    ):
         row = tl.program_id(0)
         b = row // S
         s = row % S
@@ -59,8 +76,48 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
         mul = tl.load(MUL + b * mul_b + s * mul_s + cols, mask=m, other=0.0).to(tl.float32)
         add = tl.load(ADD + b * add_b + s * add_s + cols, mask=m, other=0.0).to(tl.float32)
-        y = xc * rstd * mul + add
-        tl.store(OUT + row.to(tl.int64) * D + cols, y.to(OUT.dtype.element_ty), mask=m)
+        _store_row(OUT + row.to(tl.int64) * D, SCALE, row, cols, m, xc * rstd * mul + add, FP8)
+
+    @triton.jit
+    def _residual_norm_kernel(
+        X,
+        Y,
+        GATE,
+        MUL,
+        ADD,
+        OUT,
+        SCALE,
+        S,
+        D,
+        g_b,
+        g_s,
+        mul_b,
+        mul_s,
+        add_b,
+        add_s,
+        eps,
+        GATED: tl.constexpr,
+        FP8: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        b = row // S
+        s = row % S
+        cols = tl.arange(0, BLOCK)
+        m = cols < D
+        xp = X + row.to(tl.int64) * D + cols
+        x = tl.load(xp, mask=m, other=0.0)
+        y = tl.load(Y + row.to(tl.int64) * D + cols, mask=m, other=0.0).to(tl.float32)
+        if GATED:
+            y = y * tl.load(GATE + b * g_b + s * g_s + cols, mask=m, other=0.0)
+        x = x + y
+        tl.store(xp, x, mask=m)
+        mean = tl.sum(x, axis=0) / D
+        xc = tl.where(m, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+        mul = tl.load(MUL + b * mul_b + s * mul_s + cols, mask=m, other=0.0).to(tl.float32)
+        add = tl.load(ADD + b * add_b + s * add_s + cols, mask=m, other=0.0).to(tl.float32)
+        _store_row(OUT + row.to(tl.int64) * D, SCALE, row, cols, m, xc * rstd * mul + add, FP8)
 
     @triton.jit
     def _rms_rope_kernel(X, W, TBL, OUT, S, D, HALF_HEAD, eps, ROPE: tl.constexpr, BLOCK: tl.constexpr):
@@ -98,30 +155,97 @@ def _strides(t: torch.Tensor, batch: int, seq: int) -> tuple[int, int]:
     return b, s
 
 
-def norm_affine(
-    x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype
-) -> torch.Tensor:
-    """``LayerNorm(x) * mul + add`` -> ``out_dtype``; x [B, S, D] (any float), mul/add [B|1, 1|S, D] or [D] fp32."""
+def _broadcast_operand(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous() if t.ndim == 1 or t.stride(-1) != 1 else t
+
+
+def _output(x: torch.Tensor, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output buffer and its per-row scale buffer (used only for FP8 rows)."""
+    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    fp8 = out_dtype == FP8_ROWS
+    scale = torch.empty(*x.shape[:-1], 1, device=x.device, dtype=torch.float32) if fp8 else out
+    return out, scale
+
+
+def _result(out: torch.Tensor, scale: torch.Tensor):
+    if out.dtype != FP8_ROWS:
+        return out
+    from ..kernels.fp8_linear import Fp8Rows
+
+    return Fp8Rows(out, scale)
+
+
+def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype):
+    """``LayerNorm(x) * mul + add`` -> ``out_dtype``; x [B, S, D] (any float), mul/add [B|1, 1|S, D] or [D] fp32.
+
+    ``out_dtype`` fp8 e4m3: returns :class:`~wan_core.kernels.fp8_linear.Fp8Rows` (one scale per token).
+    """
     batch, seq, dim = x.shape
     x = x.contiguous()
-    mul = mul.contiguous() if mul.ndim == 1 or mul.stride(-1) != 1 else mul
-    add = add.contiguous() if add.ndim == 1 or add.stride(-1) != 1 else add
-    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    mul, add = _broadcast_operand(mul), _broadcast_operand(add)
+    out, scale = _output(x, out_dtype)
     block = triton.next_power_of_2(dim)
     _norm_affine_kernel[(batch * seq,)](
         x,
         mul,
         add,
         out,
+        scale,
         seq,
         dim,
         *_strides(mul, batch, seq),
         *_strides(add, batch, seq),
         eps,
+        FP8=out_dtype == FP8_ROWS,
         BLOCK=block,
         num_warps=_warps(block),
     )
-    return out
+    return _result(out, scale)
+
+
+def residual_norm_affine(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gate: torch.Tensor | None,
+    mul: torch.Tensor,
+    add: torch.Tensor,
+    eps: float,
+    out_dtype: torch.dtype,
+):
+    """``x += y * gate`` in place (gate None: ``x += y``), then ``LayerNorm(x) * mul + add`` -> ``out_dtype``.
+
+    One pass instead of two: the residual update and the next norm each read the
+    fp32 stream x [B, S, D] (contiguous); y [B, S, D] any float; gate/mul/add fp32
+    [B|1, 1|S, D] or [D]. ``out_dtype`` fp8 e4m3: returns Fp8Rows (see :func:`norm_affine`).
+    """
+    batch, seq, dim = x.shape
+    if not x.is_contiguous():
+        raise ValueError("residual_norm_affine updates x in place and needs it contiguous")
+    y = y.contiguous()
+    gate_t = _broadcast_operand(gate) if gate is not None else x
+    mul, add = _broadcast_operand(mul), _broadcast_operand(add)
+    out, scale = _output(x, out_dtype)
+    block = triton.next_power_of_2(dim)
+    _residual_norm_kernel[(batch * seq,)](
+        x,
+        y,
+        gate_t,
+        mul,
+        add,
+        out,
+        scale,
+        seq,
+        dim,
+        *(_strides(gate_t, batch, seq) if gate is not None else (0, 0)),
+        *_strides(mul, batch, seq),
+        *_strides(add, batch, seq),
+        eps,
+        GATED=gate is not None,
+        FP8=out_dtype == FP8_ROWS,
+        BLOCK=block,
+        num_warps=_warps(block),
+    )
+    return _result(out, scale)
 
 
 def rms_norm_rope(
@@ -150,3 +274,53 @@ def rms_norm_rope(
         num_warps=_warps(block),
     )
     return out
+
+
+def _plain_weight(layer: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor | None:
+    """The layer's weight when it is a plain tensor in ``dtype`` with nothing else to apply, else None."""
+    weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+    plain = (
+        isinstance(weight, torch.Tensor)
+        and type(weight) in (torch.Tensor, torch.nn.Parameter)
+        and weight.dtype == dtype
+        and isinstance(bias, torch.Tensor)
+        and bias.dtype == dtype
+        and getattr(layer, "scale_weight", None) is None
+        and not getattr(layer, "adapters", None)
+        and getattr(layer, "kernel", None) is None
+    )
+    return weight if plain else None
+
+
+@functools.lru_cache(maxsize=None)
+def epilogue_gelu_is_tanh(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``torch._addmm_activation(use_gelu=True)`` applies the tanh GELU here (Wan's FFN needs tanh).
+
+    Read once per device and dtype from a product that is exact in any precision (identity
+    weight): at x = -3 the tanh and erf forms differ by 10 %. PyTorch's CPU kernel uses erf.
+    """
+    x = torch.tensor([[-3.0, -2.5, 1.0, 2.0]] * 2, device=device, dtype=dtype)
+    out = torch._addmm_activation(
+        torch.zeros(4, device=device, dtype=dtype), x, torch.eye(4, device=device, dtype=dtype), use_gelu=True
+    )
+    ref = x.double()
+    tanh = torch.nn.functional.gelu(ref, approximate="tanh")
+    erf = torch.nn.functional.gelu(ref)
+    return bool((out.double() - tanh).abs().sum() < (out.double() - erf).abs().sum())
+
+
+def linear_gelu(layer: torch.nn.Module, x: torch.Tensor, epilogue: bool | None = None) -> torch.Tensor:
+    """``gelu_tanh(layer(x))`` for x [..., in]; with a plain weight the GELU runs in the GEMM's epilogue.
+
+    On CUDA cuBLASLt applies bias + GELU(tanh) to the fp32 accumulator before rounding
+    (one write of [.., out] instead of a write, a read and a write). ``epilogue`` None:
+    on CUDA only (on the CPU the same call is addmm + in-place GELU, no faster; tests
+    force it there). Anything else (fp8 or scaled weights, LoRA adapters, a weight
+    kernel) takes ``layer(x)`` and a separate GELU.
+    """
+    weight = _plain_weight(layer, x.dtype)
+    use = x.is_cuda if epilogue is None else epilogue and x.device.type in ("cuda", "cpu")
+    if weight is None or not use or x.numel() == 0 or not epilogue_gelu_is_tanh(x.device, x.dtype):
+        return torch.nn.functional.gelu(layer(x), approximate="tanh")
+    out = torch._addmm_activation(layer.bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
+    return out.view(*x.shape[:-1], out.shape[-1])

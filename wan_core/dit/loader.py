@@ -134,11 +134,13 @@ def load_dit(
     attention: str = "auto",
     block_swap: int = 0,
     offload_device: torch.device | str = "cpu",
+    fast_8bit: bool = False,
 ) -> WanDiT:
     """Load a Wan DiT from any supported layout (see the module docstring) onto ``device``.
 
     ``attention``: "auto", "sdpa", "flash_attn" or "sageattention" (missing kernels raise
     BackendUnavailableError). ``block_swap``: number of blocks to keep on ``offload_device``.
+    ``fast_8bit``: opt-in approximate 8-bit compute (see :meth:`WanDiT.set_fast_8bit`).
     """
     dev = resolve_device(device)
     store = resolve_dtype(dtype, dev) if dtype is not None else None
@@ -163,6 +165,8 @@ def load_dit(
         log.info("Loaded %d fp8-scaled Linear layers (%s).", scaled, scaled_fp8_dtype(src))
     model.set_compute_dtype(compute)
     model.set_attention(attention)
+    if fast_8bit:
+        model.set_fast_8bit(True)
     model.eval().requires_grad_(False)
     if block_swap:
         model.set_block_swap(block_swap, offload_device)

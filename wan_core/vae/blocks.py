@@ -14,11 +14,14 @@ Tensors are ``[B, C, T, H, W]`` unless said otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .. import kernels
+from ..kernels.norm_silu import rms_norm_silu_into
 
 CACHE_FRAMES = 2  # frames of history a 3x3x3 causal conv needs (2 * temporal padding 1)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -56,8 +59,10 @@ class ChunkCache:
 class CausalConv3d(nn.Conv3d):
     """Conv3d padded causally in time: ``2 * pt`` frames in front, none behind.
 
-    Spatial padding is symmetric (``ph``, ``pw``). ``history`` (frames of the
-    previous chunk's input) replaces as many of the leading zero frames.
+    Spatial padding is symmetric (``ph``, ``pw``) and done by the convolution itself.
+    ``history`` (frames of the previous chunk's input) replaces as many of the leading
+    zero frames. The input is assembled once in a frame buffer [history | x] (no ``cat``
+    and ``pad`` copies); with a ``norm`` the fused RMSNorm + SiLU writes into it directly.
     """
 
     def __init__(
@@ -69,30 +74,56 @@ class CausalConv3d(nn.Conv3d):
         padding: int | tuple[int, int, int] = 0,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
-        pt, ph, pw = cast(tuple[int, int, int], self.padding)
-        self.causal_pad = (pw, pw, ph, ph, 2 * pt, 0)
-        self.padding = (0, 0, 0)
+        pt, ph, pw = self.padding
+        self.front = 2 * pt
+        self.padding = (0, ph, pw)
 
-    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        pad = list(self.causal_pad)
-        if history is not None and pad[4] > 0:
-            x = torch.cat([history.to(x), x], dim=2)
-            pad[4] = max(0, pad[4] - history.shape[2])
-        return super().forward(F.pad(x, pad))
+    def _buffer(self, x: torch.Tensor, history: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(buffer [B, C, front + T, H, W] with the history/zero frames filled, its view for x)."""
+        b, c, t, h, w = x.shape
+        weight = self.weight
+        last = weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+        fmt = torch.channels_last_3d if last else torch.contiguous_format  # what the conv will want
+        buf = torch.empty((b, c, self.front + t, h, w), device=x.device, dtype=x.dtype, memory_format=fmt)
+        kept = 0 if history is None else min(history.shape[2], self.front)
+        buf[:, :, : self.front - kept].zero_()
+        if kept:
+            buf[:, :, self.front - kept : self.front].copy_(history[:, :, -kept:])
+        return buf, buf[:, :, self.front :]
 
-    def step(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:
-        """Run on one chunk, using and updating this conv's cached input frames.
+    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        if self.front == 0:
+            return super().forward(x)
+        buf, body = self._buffer(x, history)
+        body.copy_(x)
+        return super().forward(buf)
+
+    def step(self, x: torch.Tensor, cache: ChunkCache, norm: RMSNorm | None = None) -> torch.Tensor:
+        """Run on one chunk (``norm``: on ``SiLU(norm(x))``), using and updating this conv's cached frames.
 
         The cache keeps the last 2 input frames; a 1-frame chunk keeps
-        [previous chunk's last frame, this frame] (official rule).
+        [previous chunk's last frame, this frame] (official rule; zeros before the first).
         """
-        previous = cache.get(self)
-        keep = x[:, :, -CACHE_FRAMES:].clone()
-        if keep.shape[2] < CACHE_FRAMES and previous is not None:
-            keep = torch.cat([previous[:, :, -1:], keep], dim=2)
-        out = self(x, previous)
-        cache.put(self, keep)
-        return out
+        return self.convolve(self.prepare(x, cache, norm))
+
+    def prepare(self, x: torch.Tensor, cache: ChunkCache, norm: RMSNorm | None = None) -> torch.Tensor:
+        """The conv's input for one chunk: [cached frames | x or SiLU(norm(x))]; updates the cache.
+
+        Split from :meth:`convolve` so that a caller can drop ``x`` before the conv runs
+        (one full-size activation less at the decoder's peak).
+        """
+        if self.front == 0:
+            return F.silu(norm(x)) if norm is not None else x
+        buf, body = self._buffer(x, cache.get(self))
+        if norm is None:
+            body.copy_(x)
+        elif not (kernels.usable(x) and x.dtype in HALF_DTYPES and rms_norm_silu_into(x, norm.gamma, body)):
+            body.copy_(F.silu(norm(x)))
+        cache.put(self, buf[:, :, -CACHE_FRAMES:].clone())
+        return buf
+
+    def convolve(self, prepared: torch.Tensor) -> torch.Tensor:
+        return super().forward(prepared)
 
 
 class RMSNorm(nn.Module):
@@ -132,9 +163,12 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:
         r = self.residual
         h = self.shortcut(x)
-        x = cast(CausalConv3d, r[2]).step(F.silu(r[0](x)), cache)
-        x = cast(CausalConv3d, r[6]).step(F.silu(r[3](x)), cache)
-        return x + h
+        buf = r[2].prepare(x, cache, norm=r[0])
+        y = r[2].convolve(buf)
+        del buf  # before the next buffer is allocated
+        buf = r[6].prepare(y, cache, norm=r[3])
+        del y  # the conv input is in buf now: one full-size activation less at the peak
+        return r[6].convolve(buf).add_(h)
 
 
 def per_frame(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -169,10 +203,10 @@ class AttentionBlock(nn.Module):
 
 
 class Upsample2x(nn.Module):
-    """Nearest-exact x2 spatial upsampling, computed in fp32 as the official code does."""
+    """Nearest-exact x2 spatial upsampling (copies values, so the official fp32 round trip changes nothing)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x.float(), scale_factor=2.0, mode="nearest-exact").to(x.dtype)
+        return F.interpolate(x, scale_factor=2.0, mode="nearest-exact")
 
 
 RESAMPLE_MODES = ("downsample2d", "downsample3d", "upsample2d", "upsample3d")
@@ -254,4 +288,4 @@ class OutputHead(nn.Sequential):
         super().__init__(RMSNorm(in_dim), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1))
 
     def forward(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:  # type: ignore[override]
-        return cast(CausalConv3d, self[2]).step(F.silu(self[0](x)), cache)
+        return self[2].step(x, cache, norm=self[0])

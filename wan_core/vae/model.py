@@ -133,10 +133,13 @@ class WanVAE(nn.Module):
         cfg, s = self.config, self.config.spatial_stride
         b, _, latent_frames, h, w = z.shape
         frames = (latent_frames - 1) * cfg.temporal_stride + 1
-        out = torch.empty(b, VIDEO_CHANNELS, frames, h * s, w * s, device=self.device)
         grid = TileGrid.build(h, w, tiling, s, in_scale=1, out_scale=s)
+        # Untiled, the chunks are written as they come (in the VAE dtype, which loses nothing): half the
+        # output's memory while the decoder's working set peaks. Blended tiles accumulate in fp32.
+        dtype = self.dtype if grid.count == 1 else torch.float32
+        out = torch.empty(b, VIDEO_CHANNELS, frames, h * s, w * s, device=self.device, dtype=dtype)
         run_tiled(self.decode_chunks, z, out, grid, hooks, steps_per_tile=latent_frames)
-        return out.clamp_(-1.0, 1.0)
+        return out.clamp_(-1.0, 1.0).float()
 
     # -- chunk iterators (one spatial region, whole clip) --------------------------------
 
