@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from wan_core.dit.config import variant_name
+from wan_core.dit.config import describe_variant
 
 WAN_MODEL = "WAN_MODEL"
 WAN_VAE = "WAN_VAE"
@@ -58,9 +58,8 @@ class WanModelHandle:
         the pair is named from the task and size instead (e.g. wan2.2-t2v-a14b).
         """
         if self.low is None:
-            return self.high.config.variant
-        cfg = self.high.config
-        return f"{variant_name('wan2.2', cfg.task, cfg.size_label)} (high + low noise experts)"
+            return describe_variant(self.high.config)
+        return f"{describe_variant(self.high.config, self.low.config)} (high + low noise experts)"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from typing import Union
 import torch
 
 from .devices import FP8_DTYPES
-from .errors import CheckpointError, preview_keys
+from .errors import CheckpointError, NonFiniteError, preview_keys
+from .finite import all_finite, count_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -461,10 +462,25 @@ def materialize(
     for name in targets:
         if name not in found:
             continue
-        tensor = src[name]
-        want = dtype_rule(name, tensor.dtype) if dtype_rule else tensor.dtype
-        tensor = tensor.to(device=device, dtype=want)
+        stored = src[name]
+        want = dtype_rule(name, stored.dtype) if dtype_rule else stored.dtype
+        tensor = stored.to(device=device, dtype=want)
+        if not all_finite(tensor):  # one cheap reduction per tensor, on the target device
+            raise _nonfinite_weight(name, what, getattr(src, "description", "the checkpoint"), stored, want)
         _assign(module, name, tensor)
+
+
+def _nonfinite_weight(name: str, what: str, where: str, stored: torch.Tensor, want: torch.dtype) -> NonFiniteError:
+    """The error for a NaN/Inf weight: damaged in the file, or finite there and overflowing ``want``."""
+    if all_finite(stored):
+        return NonFiniteError(
+            f"Tensor {name!r} of {what} ({where}) is finite in the file but overflows {want} when converted: "
+            "load the model in bf16 or fp32 instead."
+        )
+    return NonFiniteError(
+        f"Tensor {name!r} of {what} ({where}) holds {count_nonfinite(stored)} NaN/Inf values: the file is "
+        "damaged. Re-download it (or re-export it, if you made it)."
+    )
 
 
 def _assign(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:

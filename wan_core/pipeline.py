@@ -28,9 +28,12 @@ from typing import Any, Union
 import torch
 
 from .devices import empty_cache, is_fp8, resolve_device, resolve_dtype
+from .dit.config import ambiguity_note, describe_variant
 from .errors import ConditioningError, InputError
 from .memory import move, on_device
+from .model_fit import ModelFacts, check_model_set
 from .progress import NO_HOOKS, RunHooks
+from .validation import check_generation, check_size
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +66,14 @@ class GenerateParams:
 @dataclass(frozen=True)
 class GenerateInputs:
     """Pixel inputs, all float 0..1: image / last_image [1, H, W, 3], control_video [F, H, W, 3],
-    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3]."""
+    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3] (or a list of [1, H, W, 3]
+    images of different sizes)."""
 
     image: torch.Tensor | None = None
     last_image: torch.Tensor | None = None
     control_video: torch.Tensor | None = None
     control_mask: torch.Tensor | None = None
-    reference_images: torch.Tensor | None = None
+    reference_images: torch.Tensor | list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -164,7 +168,13 @@ class WanPipeline:
         )
         # CLIP-H (0.6 B) stays on the compute device: it cannot move, and it is small next to a 14B DiT
         clip = wan_core.load_clip_vision(clip_vision, device=dev, dtype=cdtype) if clip_vision else None
-        log.info("Loaded %s in %.1f s", dit.config.variant, time.perf_counter() - started)
+        log.info(
+            "Loaded %s in %.1f s",
+            describe_variant(dit.config, dit_low.config if dit_low else None),
+            time.perf_counter() - started,
+        )
+        if dit_low is None and ambiguity_note(dit.config):
+            log.info("%s.", ambiguity_note(dit.config))
         names = {
             "model": _name_of(model),
             "model_low": _name_of(model_low),
@@ -208,13 +218,14 @@ class WanPipeline:
     ) -> GenerateResult:
         """Generate one video. ``prompt`` is a string (then ``params`` are GenerateParams fields)
         or a ready GenerateParams; images are float 0..1 tensors (see GenerateInputs)."""
-        request = prompt if isinstance(prompt, GenerateParams) else GenerateParams(prompt=prompt, **params)
+        request = prompt if isinstance(prompt, GenerateParams) else _params(prompt, params)
         inputs = GenerateInputs(image, last_image, control_video, control_mask, reference_images)
         return self.run(request, inputs, hooks or NO_HOOKS)
 
     def run(self, request: GenerateParams, inputs: GenerateInputs, hooks: RunHooks) -> GenerateResult:
         """The whole pipeline: resolve defaults, encode text/images, sample, decode."""
         timings: dict[str, float] = {}
+        request, inputs = check_generation(ModelFacts.of_pipeline(self), request, inputs, self.device)
         mode = choose_mode(self.dit.config, inputs)
         resolved = resolve_params(
             self.dit.config, self.vae.config, request, inputs, mode, two_experts=self.dit_low is not None
@@ -237,7 +248,8 @@ class WanPipeline:
         meta = {
             **resolved,
             "mode": mode,
-            "variant": self.dit.config.variant,
+            "variant": describe_variant(self.dit.config, self.dit_low.config if self.dit_low is not None else None),
+            "experts": "high+low" if self.dit_low is not None else "single",
             "loras": list(self.loras),
             **{k: v for k, v in self.names.items() if v},
         }
@@ -343,19 +355,20 @@ def _load_dit(source: Any, device: torch.device, weights: torch.dtype, compute: 
 
 
 def _check_pair(dit: Any, dit_low: Any, vae: Any) -> None:
-    """The two experts must be the same variant; the VAE must give the DiT its latent channels."""
-    if dit_low is not None and dit_low.config.variant != dit.config.variant:
+    """The experts must be one A14B pair (an A14B expert needs its partner); the VAE must fit the DiT."""
+    check_model_set(dit.config, dit_low.config if dit_low is not None else None, vae.config)
+
+
+def _params(prompt: Any, params: dict[str, Any]) -> GenerateParams:
+    """GenerateParams from keyword arguments; an unknown name is an InputError listing the known ones."""
+    known = set(GenerateParams.__dataclass_fields__)
+    unknown = sorted(set(params) - known)
+    if unknown:
         raise InputError(
-            f"The high-noise model is {dit.config.variant} but the low-noise model is "
-            f"{dit_low.config.variant}: load the two experts of one Wan2.2 A14B release."
+            f"generate() got unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'prompt'}))} "
+            "and the inputs image, last_image, control_video, control_mask, reference_images."
         )
-    want, have = dit.config.latent_channels, vae.config.z_dim
-    if want != have:
-        hint = "wan2.2_vae.safetensors" if want == 48 else "wan_2.1_vae.safetensors"
-        raise ConditioningError(
-            f"The VAE has {have} latent channels (Wan{vae.config.version}) but "
-            f"{dit.config.variant} expects {want}: load {hint}."
-        )
+    return GenerateParams(prompt=prompt, **params)
 
 
 # ---------------------------------------------------------------- decisions: mode, settings, conditioning
@@ -438,18 +451,6 @@ def _negative(config: Any, given: str | None, two_experts: bool) -> str:
     from .configs import default_negative_prompt
 
     return default_negative_prompt(defaults_family(config, two_experts), config.task)
-
-
-def check_size(width: int, height: int, frames: int, multiple: int) -> None:
-    """Pixel sizes must be multiples of VAE stride x patch (16 for Wan2.1, 32 for Wan2.2 VAE); F = 4n+1."""
-    if width <= 0 or height <= 0 or width % multiple or height % multiple:
-        raise InputError(
-            f"Size {width}x{height} is not a multiple of {multiple} (VAE stride x patch size): "
-            f"use e.g. {max(multiple, width // multiple * multiple)}x"
-            f"{max(multiple, height // multiple * multiple)}."
-        )
-    if frames < 1 or (frames - 1) % 4:
-        raise InputError(f"The frame count must be 4n+1 (1, 5, 9, ..., 81); got {frames}: use {(frames // 4) * 4 + 1}.")
 
 
 def size_from_image(image: torch.Tensor, mode: str, area: int, vae_stride: int) -> tuple[int, int]:

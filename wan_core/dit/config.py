@@ -198,6 +198,29 @@ def variant_name(family: str, task: str, size_label: str | None) -> str:
     return f"{family}-{task}-{size_label}"
 
 
+def describe_variant(config: DiTConfig, low_config: DiTConfig | None = None) -> str:
+    """The honest name of one DiT, or of a Wan2.2 A14B expert pair (logs, metadata, node badges).
+
+    Wan2.2 T2V-A14B experts have exactly the keys and shapes of Wan2.1 T2V-14B, so one of them alone
+    reports ``wan2.1-t2v-14b`` (:func:`ambiguity_note` says so); with a low-noise expert the pair is
+    named from its task and size (``wan2.2-t2v-a14b``).
+    """
+    if low_config is None:
+        return config.variant
+    return variant_name("wan2.2", config.task, config.size_label)
+
+
+def ambiguity_note(config: DiTConfig) -> str | None:
+    """What a single DiT might also be, when its tensors cannot tell (None when they can)."""
+    if config.family == "wan2.1" and config.task == "t2v" and config.size_label in ("14b", None):
+        return (
+            f"{config.variant} has the same tensors as one expert of Wan2.2 T2V-A14B; if this file is such "
+            "an expert, load its partner too (high-noise expert first, then the low-noise one), or it runs "
+            "alone with Wan2.1 T2V defaults"
+        )
+    return None
+
+
 def config_from_shapes(shapes: Shapes, json_config: Mapping | None = None) -> DiTConfig:
     """Detect a :class:`DiTConfig` from official tensor names -> shapes (prefix/scales already removed)."""
     check_is_wan_dit(shapes)

@@ -15,6 +15,7 @@ import torch
 from ..conditioning.types import Conditioning
 from ..devices import empty_cache, resolve_device
 from ..errors import ConditioningError, InputError
+from ..finite import LatentGuard
 from ..progress import NO_HOOKS, RunHooks
 from .experts import OFFICIAL_BOUNDARIES, DiTLike, Experts, Residency, model_device
 from .guidance import Guidance, StepInputs, TextEmbeddings, as_context_list, conditioning_extras
@@ -148,6 +149,7 @@ class _Run:
         self.cond, self.settings, self.schedule, self.plan = cond, settings, schedule, plan
         self.residency, self.hooks, self.device = residency, hooks, device
         self.solver = make_solver(settings.solver, schedule.sigmas)
+        self.guard = LatentGuard.for_plan(plan)
         self.x: torch.Tensor | None = None
 
     def loop(self, positive, negative) -> torch.Tensor:
@@ -173,6 +175,7 @@ class _Run:
             v = guidance.velocity(dit, self.x, StepInputs(t, pos, neg, extras), cfg)
             preview = self._preview(v) if self.hooks.want_preview else None
             self.x = _locked(cond, self.solver.step(self.x, v))
+            self.guard.check(self.x, k + 1, cfg, dit)
             del v, extras
             self.hooks.step(k + 1, n, preview)
         return self._finish()
