@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..checkpoints import guess_kind
+from ..checkpoints import guess_kind, shape_guard
 from ..errors import UnsupportedModelError, preview_keys
 
 HEAD_DIM = 128
@@ -221,6 +221,7 @@ def ambiguity_note(config: DiTConfig) -> str | None:
     return None
 
 
+@shape_guard("a Wan DiT")
 def config_from_shapes(shapes: Shapes, json_config: Mapping | None = None) -> DiTConfig:
     """Detect a :class:`DiTConfig` from official tensor names -> shapes (prefix/scales already removed)."""
     check_is_wan_dit(shapes)
