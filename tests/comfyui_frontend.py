@@ -212,7 +212,8 @@ def frontend_api(workflow: dict, info: dict) -> dict:
         for inp in node.get("inputs", []):
             if inp.get("link") is not None:
                 inputs[inp["name"]] = [str(links[inp["link"]][1]), links[inp["link"]][2]]
-        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"]}
+        title = node.get("title") or info[node["type"]].get("display_name") or node["type"]  # the editor's default
+        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title}}
     return api
 
 

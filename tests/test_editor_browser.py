@@ -125,12 +125,15 @@ def test_workflow_loads_without_missing_nodes(editor, name):
     assert saved == {n["id"]: n.get("widgets_values") or [] for n in graph["nodes"]}, (
         "the editor would save other values"
     )
-    queued = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in report["prompt"].items()}
+    queued = {
+        nid: {"class_type": n["class_type"], "inputs": n["inputs"], "_meta": n.get("_meta")}
+        for nid, n in report["prompt"].items()
+    }
     twin = {
-        nid: {"class_type": n["class_type"], "inputs": n["inputs"]}
+        nid: {"class_type": n["class_type"], "inputs": n["inputs"], "_meta": n["_meta"]}
         for nid, n in load_json(API_DIR / f"{name}.json").items()
     }
-    assert queued == twin, "the editor's graphToPrompt differs from workflows/api"
+    assert queued == twin, "the editor's graphToPrompt (titles included) differs from workflows/api"
 
 
 def _expected_snap(node_type: str, widget: str, value: int) -> int:

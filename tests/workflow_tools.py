@@ -74,6 +74,14 @@ class MarkdownNote(Note):
 
 
 NATIVE_NODES = {"LoadImage": LoadImage, "Note": Note, "MarkdownNote": MarkdownNote}
+NATIVE_DISPLAY_NAMES = {"LoadImage": "Load Image", "Note": "Note", "MarkdownNote": "Markdown Note"}
+
+
+def display_name(node_type: str) -> str:
+    """The editor's default node title: the display name (ours from NODE_DISPLAY_NAME_MAPPINGS)."""
+    import nodes
+
+    return nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node_type) or NATIVE_DISPLAY_NAMES.get(node_type, node_type)
 
 
 def node_definitions() -> dict[str, type]:
@@ -294,7 +302,7 @@ def ui_to_api(workflow: dict, defs: dict[str, type] | None = None) -> dict:
             if inp.get("link") is not None:
                 link = links[inp["link"]]
                 inputs[inp["name"]] = [str(link[1]), link[2]]
-        title = node.get("title") or node["type"]
+        title = node.get("title") or display_name(node["type"])  # the editor's default title
         api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title}}
     return api
 

@@ -15,6 +15,7 @@ import torch
 
 from ..devices import empty_cache, free_memory, module_bytes
 from ..errors import InputError
+from ..validation import check_cfg, check_number
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ class Experts:
     offload: str = "auto"
 
     def __post_init__(self) -> None:
+        for scale in (self.cfg_high, self.cfg_low):
+            if scale is not None:
+                check_cfg(scale)
+        if self.boundary is not None:
+            check_number(self.boundary, "boundary")
         if self.offload not in OFFLOAD_MODES:
             raise InputError(f"Unknown offload mode {self.offload!r}; use one of {', '.join(OFFLOAD_MODES)}.")
 
