@@ -292,6 +292,24 @@ def check_shard_kinds(kinds: Mapping[Path, str]) -> None:
         )
 
 
+def _check_folder_is_one_model(folder: Path, files: list[Path]) -> None:
+    """Without an index, several files in a folder are shards of one model only if no two of them look
+    like different models and no tensor name repeats (two VAEs side by side are two models)."""
+    keys = {path: set(read_safetensors_header(path)[0]) for path in files}
+    kinds = {path: guess_kind(names) for path, names in keys.items()}
+    seen: set[str] = set()
+    repeated = False
+    for names in keys.values():
+        repeated = repeated or bool(seen & names)
+        seen |= names
+    if repeated or len({k for k in kinds.values() if k != UNKNOWN_KIND}) > 1:
+        listed = "; ".join(f"{p.name}: {k}" for p, k in kinds.items())
+        raise CheckpointError(
+            f"Folder {folder} holds {len(files)} separate model files ({listed}) and no *.safetensors.index.json "
+            "naming the shards of one model: pass the model file itself, not the folder."
+        )
+
+
 def _shards_of_folder(folder: Path) -> tuple[list[Path], dict | None]:
     config = None
     cfg_path = folder / "config.json"
@@ -305,13 +323,7 @@ def _shards_of_folder(folder: Path) -> tuple[list[Path], dict | None]:
         return sorted({folder / name for name in weight_map.values()}), config
     files = sorted(folder.glob("*.safetensors"))
     if len(files) > 1:
-        kinds = {path: guess_kind(read_safetensors_header(path)[0]) for path in files}
-        if len({k for k in kinds.values() if k != UNKNOWN_KIND}) > 1:
-            listed = "; ".join(f"{p.name}: {k}" for p, k in kinds.items())
-            raise CheckpointError(
-                f"Folder {folder} holds several different models ({listed}) and no *.safetensors.index.json "
-                "naming the shards of one: pass the model file itself, not the folder."
-            )
+        _check_folder_is_one_model(folder, files)
     if not files:
         files = sorted(p for p in folder.iterdir() if p.suffix in TORCH_SUFFIXES)
     if not files:

@@ -295,12 +295,14 @@ def preflight(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Path]:
     """Every check that needs no model weights, before any model loads: output path, device, settings,
     input files, model headers and what the model can use. Returns (request, inputs, loras, out)."""
     from .devices import resolve_device, resolve_dtype
+    from .dit.attention import check_backend
     from .model_fit import inspect_files
     from .validation import CLI_NAMES, check_generation, check_output_path
 
     out = check_output_path(args.out, CLI_NAMES)
     device = resolve_device(args.device)
     resolve_dtype(args.dtype, device)
+    check_backend(args.attention)
     loras = [parse_lora(text) for text in args.lora]
     request, inputs = _request(args), _load_inputs(args)
     files = {

@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,9 +78,14 @@ def inspect_files(files: Mapping[str, Any], tokenizer: Any = None, loras: Sequen
     from .vae.loader import official_source as vae_source
     from .validation import check_input_file
 
+    shown = names or _identity
     for key, value in files.items():
+        if key in ("model", "model_low") and isinstance(value, (str, os.PathLike)) and Path(value).is_dir():
+            continue  # an HF-style folder of shards: the checkpoint reader checks it
         for path in [] if value is None else value if isinstance(value, (list, tuple)) else [value]:
-            check_input_file(path, key, names or _identity)
+            check_input_file(path, key, shown)
+    if tokenizer is not None and not Path(tokenizer).is_dir():
+        check_input_file(tokenizer, "tokenizer", shown)
     src = vae_source(files["vae"])
     vae = vae_detect({k: src.shape(k) for k in src.keys()})
     load_text_encoder(files["text_encoder"], tokenizer=tokenizer, device="cpu", cache_dir=False)  # lazy: header
@@ -118,7 +124,7 @@ def check_model_set(config: Any, low_config: Any, vae_config: Any, names: Any = 
                 f"The high-noise model is {config.variant} but the low-noise model is {low_config.variant}: "
                 "load the two experts of one Wan2.2 A14B release."
             )
-        if config.task not in A14B_PAIR_TASKS:
+        if config.task not in A14B_PAIR_TASKS or config.size_label not in ("14b", None):
             raise InputError(
                 f"{_name(names, 'model_low')} is for the two experts of Wan2.2 A14B (T2V, I2V, Fun); "
                 f"{config.variant} is a single model: remove {_name(names, 'model_low')}."

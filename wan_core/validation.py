@@ -97,9 +97,10 @@ class Range:
 
 
 RANGES: dict[str, Range] = {
-    "frames": Range(1, 4 * 4096 + 1, integer=True, why="4n+1 pixel frames"),
-    "width": Range(1, 32768, integer=True),
-    "height": Range(1, 32768, integer=True),
+    # no upper size bound here: wan_core.model_fit refuses sizes beyond the rotary table or free memory
+    "frames": Range(1, 2**31 - 1, integer=True, why="4n+1 pixel frames"),
+    "width": Range(1, 2**31 - 1, integer=True),
+    "height": Range(1, 2**31 - 1, integer=True),
     "steps": Range(1, 1000, integer=True, why="the flow schedule has 1000 training timesteps"),
     "cfg": Range(0.0, 100.0, why="released models use 1 to 7"),
     "shift": Range(0.0, 1000.0, low_open=True, why="released models use 1 to 17"),
@@ -301,7 +302,7 @@ def file_problem(path: Path) -> str | None:
         info = path.stat()
     except FileNotFoundError:
         parent = next((p for p in path.parents if p.exists()), None)
-        where = f" ({parent} exists)" if parent is not None and parent != path.parent else ""
+        where = f" (the nearest existing folder is {parent})" if parent is not None and parent != path.parent else ""
         return f"does not exist{where}"
     except OSError as exc:
         return f"cannot be inspected ({exc.strerror or exc})"
