@@ -49,8 +49,8 @@ class WanTerminated(WanInterrupted):
     """The process was asked to end (SIGTERM); partial output is removed as for an interrupt."""
 
 
-class NonFiniteError(WanError, ValueError):
-    """NaN or Inf found in weights, inputs, embeddings or the latent being sampled."""
+class NonFiniteError(InputError):
+    """NaN or Inf found in settings, weights, inputs, embeddings or the latent being sampled."""
 
 
 class OutputError(InputError):

@@ -300,6 +300,8 @@ def file_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as a file (None when it can): missing, a folder, a device, unreadable."""
     try:
         info = path.stat()
+    except ValueError:  # a NUL byte in the name
+        return "is not a valid path (it contains a NUL character)"
     except FileNotFoundError:
         parent = next((p for p in path.parents if p.exists()), None)
         where = f" (the nearest existing folder is {parent})" if parent is not None and parent != path.parent else ""
@@ -339,6 +341,8 @@ def check_output_path(path: Any, names: Names = API_NAMES, suffixes: tuple[str, 
         raise OutputError(
             f"{shown} {path.name!r} has no video suffix: use a file name ending in {' or '.join(suffixes)}."
         )
+    if "\0" in str(path):
+        raise OutputError(f"{shown} {str(path)!r} is not a valid path (it contains a NUL character).")
     if path.exists() or path.is_symlink():
         _check_replaceable(path, shown)
     folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
