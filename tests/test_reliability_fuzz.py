@@ -9,8 +9,8 @@ small, so the module stays fast on a 2-core CPU.
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import struct
 import tempfile
 from pathlib import Path
@@ -26,7 +26,12 @@ from wan_core.dit.loader import detect_config
 from wan_core.errors import InputError, WanError
 from wan_core.images import load_image
 
-FUZZ = settings(max_examples=int(os.environ.get("WAN_FUZZ_EXAMPLES", "40")), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("WAN_FUZZ_EXAMPLES", "40")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 SCRATCH = Path(tempfile.mkdtemp(prefix="wan_fuzz_"))  # hypothesis re-runs a test body: no function fixtures
 
 DIT_KEYS = (
