@@ -250,10 +250,10 @@ def _load_inputs(args: argparse.Namespace) -> Any:
         return load_frames(check_input_file(path, name, CLI_NAMES))
 
     return GenerateInputs(
-        image=load_image(args.image, "image", CLI_NAMES) if args.image else None,
-        last_image=load_image(args.last_image, "last_image", CLI_NAMES) if args.last_image else None,
-        control_video=frames(args.control_video, "control_video") if args.control_video else None,
-        control_mask=frames(args.control_mask, "control_mask").mean(dim=-1) if args.control_mask else None,
+        image=load_image(args.image, "image", CLI_NAMES) if args.image is not None else None,
+        last_image=load_image(args.last_image, "last_image", CLI_NAMES) if args.last_image is not None else None,
+        control_video=frames(args.control_video, "control_video") if args.control_video is not None else None,
+        control_mask=frames(args.control_mask, "control_mask").mean(dim=-1) if args.control_mask is not None else None,
         # a list: references may differ in size (each is fitted to the video on its own)
         reference_images=[load_image(p, "reference_images", CLI_NAMES) for p in args.reference_image] or None,
     )
@@ -356,13 +356,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_make_tiny_models(args: argparse.Namespace) -> int:
+def _write_tiny(directory: str, seed: int, names: tuple[str, ...] | None, overwrite: bool = True) -> dict:
+    """write_tiny_models with typed errors (an unknown name, a folder that cannot be written)."""
+    from .errors import OutputError
     from .tiny_build import write_tiny_models
+    from .validation import CLI_NAMES, check_folder, check_number
 
+    check_folder(directory, "directory" if overwrite else "models_dir", CLI_NAMES)
+    check_number(seed, "seed", CLI_NAMES)
     try:
-        written = write_tiny_models(args.directory, seed=args.seed, names=tuple(args.only) if args.only else None)
+        return write_tiny_models(directory, seed=seed, names=names, overwrite=overwrite)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
+    except OSError as exc:
+        raise OutputError(
+            f"Could not write the tiny models under {directory!r} ({exc}); choose another folder."
+        ) from None
+
+
+def cmd_make_tiny_models(args: argparse.Namespace) -> int:
+    written = _write_tiny(args.directory, args.seed, tuple(args.only) if args.only else None)
     for path in written.values():
         _emit(str(path))
     log.info("wrote %d tiny model files under %s", len(written), args.directory)
@@ -395,10 +408,9 @@ def run_selftest(
     import av
 
     from .pipeline import WanPipeline
-    from .tiny_build import write_tiny_models
 
     started = time.perf_counter()
-    paths = write_tiny_models(models_dir, seed=0, names=SELFTEST_FILES, overwrite=False)
+    paths = _write_tiny(str(models_dir), 0, SELFTEST_FILES, overwrite=False)
     pipe = WanPipeline.from_files(
         model=paths[SELFTEST_FILES[0]],
         vae=paths[SELFTEST_FILES[1]],
@@ -436,9 +448,25 @@ def run_selftest(
     }
 
 
+def _selftest_preflight(args: argparse.Namespace) -> None:
+    """The selftest's settings checked before it writes models or samples (the tiny T2V model: multiples of 16)."""
+    from .devices import resolve_device
+    from .validation import CLI_NAMES, check_folder, check_number, check_output_path, check_size
+
+    check_output_path(args.out, CLI_NAMES)
+    resolve_device(args.device)
+    for name in ("steps", "seed"):
+        check_number(getattr(args, name), name, CLI_NAMES)
+    width, height = (check_number(v, n, CLI_NAMES) for v, n in zip(args.size, ("width", "height")))
+    check_size(width, height, args.frames, 16, CLI_NAMES)
+    if args.models_dir:
+        check_folder(args.models_dir, "models_dir", CLI_NAMES)
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     import tempfile
 
+    _selftest_preflight(args)
     hooks, progress = _run_hooks(args)
     try:
         if args.models_dir:
@@ -507,9 +535,22 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)))
 
 
+EMPTY_ALLOWED = ("prompt", "negative_prompt")  # an empty prompt is a prompt; an empty path or name is a slip
+
+
+def _refuse_empty(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An empty value (an unset shell variable) is a syntax error, not "use the default"."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if dest not in EMPTY_ALLOWED and any(isinstance(v, str) and not v.strip() for v in values):
+            parser.error(f"argument --{dest.replace('_', '-')}: an empty value was given (an unset variable?)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _refuse_empty(parser, args)
     _setup_logging(args)
     try:
         with _sigterm_as_exception(), _bars_and_logs():

@@ -74,6 +74,7 @@ def inspect_files(files: Mapping[str, Any], tokenizer: Any = None, loras: Sequen
     from .checkpoints import open_checkpoint
     from .dit.loader import detect_config as dit_config
     from .text.loader import load_text_encoder
+    from .text.t5_keys import SPIECE_KEY
     from .vae.config import detect_config as vae_detect
     from .vae.loader import official_source as vae_source
     from .validation import check_input_file
@@ -88,6 +89,12 @@ def inspect_files(files: Mapping[str, Any], tokenizer: Any = None, loras: Sequen
         check_input_file(tokenizer, "tokenizer", shown)
     src = vae_source(files["vae"])
     vae = vae_detect({k: src.shape(k) for k in src.keys()})
+    text_source = open_checkpoint(files["text_encoder"])
+    if tokenizer is not None and any(k.endswith(SPIECE_KEY) for k in text_source.keys()):
+        raise InputError(
+            f"The text encoder {Path(str(files['text_encoder'])).name} embeds its tokenizer, so "
+            f"{shown('tokenizer')} would be ignored: remove {shown('tokenizer')}."
+        )
     load_text_encoder(files["text_encoder"], tokenizer=tokenizer, device="cpu", cache_dir=False)  # lazy: header
     if files.get("clip_vision") is not None:
         from .vision.clip import ClipVisionConfig

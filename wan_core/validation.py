@@ -68,6 +68,8 @@ CLI_NAMES = Names(
         "lora": "--lora",
         "lora_strength": "--lora strength",
         "out": "--out",
+        "directory": "DIRECTORY",
+        "models_dir": "--models-dir",
         "device": "--device",
         "dtype": "--dtype",
     }
@@ -352,6 +354,20 @@ def check_output_path(path: Any, names: Names = API_NAMES, suffixes: tuple[str, 
         raise OutputError(
             f"{shown} {str(path)!r}: the folder {str(folder)!r} is not writable; choose a folder you can write to."
         )
+    return path
+
+
+def check_folder(path: Any, name: str, names: Names = API_NAMES) -> Path:
+    """A folder to write files into: an existing folder, or one that can be created where it is named."""
+    shown = names(name)
+    if not isinstance(path, (str, os.PathLike)) or not str(path) or "\0" in str(path):
+        raise OutputError(f"{shown} must be a folder path; got {path!r}.")
+    path = Path(path).expanduser()
+    nearest = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not nearest.is_dir():
+        raise OutputError(f"{shown} {str(path)!r}: {str(nearest)!r} is not a folder; choose another folder.")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise OutputError(f"{shown} {str(path)!r}: {str(nearest)!r} is not writable; choose another folder.")
     return path
 
 
