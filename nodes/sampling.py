@@ -10,6 +10,7 @@ import torch
 
 from wan_core.conditioning import validate_conditioning
 from wan_core.lora import apply_lora_stack, remove_lora
+from wan_core.model_fit import check_latent_limits
 from wan_core.sampling import Experts, SamplerSettings, sample
 
 from . import comfy_bridge as bridge
@@ -153,6 +154,7 @@ class WanSampler:
         latent=None,
     ):
         validate_conditioning(conditioning, model.config)
+        check_latent_limits(model.config, conditioning.latent_shape, bridge.compute_device(), batch_size)
         if latent is not None and denoise < 1.0:
             conditioning = conditioning.with_(init_latent=latent_from_comfy(latent)[:1])
         settings = SamplerSettings(

@@ -306,3 +306,34 @@ def test_late_checks_now_fail_before_any_model_loads(tiny, tmp_path, monkeypatch
         assert main([*base, *extra]) == 1, extra
         assert "ERROR" in caplog.text or caplog.records
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '["file"]'
+
+
+def test_sampler_node_refuses_latents_beyond_the_rotary_table_or_memory():
+    from wan_core.dit.config import released_config
+    from wan_core.errors import ResourceLimitError
+    from wan_core.model_fit import check_latent_limits
+
+    config = released_config("wan2.1-t2v-1.3b")
+    check_latent_limits(config, (16, 21, 60, 104), torch.device("cpu"))  # 832x480, 81 frames: fine
+    with pytest.raises(ResourceLimitError, match="rotary"):
+        check_latent_limits(config, (16, 1, 8, 4096), torch.device("cpu"))
+    with pytest.raises(ResourceLimitError, match="GiB"):  # 4096x4096, 1025 frames (the widgets' maxima)
+        check_latent_limits(config, (16, 257, 512, 512), torch.device("cpu"))
+
+
+def test_cli_messages_name_flags_not_api_parameters():
+    from wan_core.cli import cli_message
+
+    text = "pass clip_vision (e.g. clip_vision_h.safetensors in models/clip_vision/) or tokenizer=spiece.model"
+    assert cli_message(text) == (
+        "pass --clip-vision (e.g. clip_vision_h.safetensors in models/clip_vision/) or --tokenizer spiece.model"
+    )
+    assert cli_message("reference_images and last_image") == "--reference-image and --last-image"
+
+
+def test_numpy_inputs_are_accepted_as_tensors(tiny):
+    from wan_core.validation import check_pixels
+
+    array = np.random.default_rng(0).random((1, 24, 32, 3), dtype=np.float32)
+    assert torch.equal(check_pixels(array, "image"), torch.from_numpy(array))
+    assert check_pixels(array[0], "image").shape == (1, 24, 32, 3)  # the batch dimension is added

@@ -201,7 +201,8 @@ def latent_grid(config: Any, vae_config: Any, width: int, height: int, frames: i
 
 def activation_bytes(config: Any, tokens: int, element_bytes: int) -> int:
     """Lower bound of one DiT block's live activations: the FFN hidden state plus q, k, v and x."""
-    return tokens * (int(config.ffn_dim) + 4 * int(config.dim)) * element_bytes
+    width = int(getattr(config, "ffn_dim", 0) or 0) + 4 * int(getattr(config, "dim", 0) or 0)
+    return tokens * width * element_bytes
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -228,26 +229,11 @@ def check_size_limits(
 ) -> None:
     """Refuse sizes beyond the rotary position table or available memory; warn above released sizes."""
     grid = latent_grid(config, vae_config, width, height, frames)
-    for axis, count, setting in zip(("frames", "rows", "columns"), grid, ("frames", "height", "width")):
-        if count > ROPE_POSITIONS:
-            raise ResourceLimitError(
-                f"{_name(names, setting)} gives {count} latent {axis}, but Wan's rotary position table has "
-                f"{ROPE_POSITIONS} per axis (the official implementation cannot run it, no model was trained "
-                f"near it): the video is {width}x{height}, {frames} frames; use at most 1280x720 and 81 frames "
-                "(the released sizes)."
-            )
-    tokens = grid[0] * grid[1] * grid[2]
-    element = 4 if device.type == "cpu" else 2
-    need, free = activation_bytes(config, tokens, element), available_bytes(device)
-    if free is not None and need > free:
-        raise ResourceLimitError(
-            f"A {width}x{height} video of {frames} frames is {tokens} tokens: one DiT block alone needs at least "
-            f"{need / 2**30:.1f} GiB of activations but {device} has {free / 2**30:.1f} GiB free. Lower "
-            f"{_name(names, 'size')} or {_name(names, 'frames')}."
-        )
+    video = f"the video is {width}x{height}, {frames} frames"
+    check_grid(config, grid, device, video, names)
     if width * height > RELEASED_MAX_AREA or frames > RELEASED_MAX_FRAMES:
         released = latent_grid(config, vae_config, 1280, 720, 81)
-        factor = (tokens / max(1, released[0] * released[1] * released[2])) ** 2
+        factor = (_tokens(grid) / max(1, _tokens(released))) ** 2
         log.warning(
             "%dx%d with %d frames is above the released sizes (up to 1280x720, 81 frames; 121 for TI2V-5B): "
             "expect lower quality and about %.1fx the attention work of a 720p 81-frame run.",
@@ -256,6 +242,39 @@ def check_size_limits(
             frames,
             factor,
         )
+
+
+def _tokens(grid: tuple[int, int, int]) -> int:
+    return grid[0] * grid[1] * grid[2]
+
+
+def check_grid(
+    config: Any, grid: tuple[int, int, int], device: torch.device, video: str, names: Any = None, batch: int = 1
+) -> None:
+    """The two hard bounds on a DiT patch grid (frames, rows, columns): rotary positions and memory."""
+    for axis, count, setting in zip(("frames", "rows", "columns"), grid, ("frames", "height", "width")):
+        if count > ROPE_POSITIONS:
+            raise ResourceLimitError(
+                f"{_name(names, setting)} gives {count} latent {axis}, but Wan's rotary position table has "
+                f"{ROPE_POSITIONS} per axis (the official implementation cannot run it, no model was trained "
+                f"near it): {video}; use at most 1280x720 and 81 frames (the released sizes)."
+            )
+    tokens = _tokens(grid) * batch
+    element = 4 if device.type == "cpu" else 2
+    need, free = activation_bytes(config, tokens, element), available_bytes(device)
+    if free is not None and need > free:
+        raise ResourceLimitError(
+            f"{video[0].upper()}{video[1:]}: {tokens} tokens; one DiT block alone needs at least "
+            f"{need / 2**30:.1f} GiB of activations but {device} has {free / 2**30:.1f} GiB free. Lower "
+            f"{_name(names, 'size')} or {_name(names, 'frames')}."
+        )
+
+
+def check_latent_limits(config: Any, latent_shape: Sequence[int], device: torch.device, batch: int = 1) -> None:
+    """:func:`check_grid` for a latent [C, T, h, w] (the sampler node's conditioning)."""
+    pt, ph, pw = tuple(getattr(config, "patch_size", (1, 2, 2)))
+    _c, t, h, w = (int(v) for v in latent_shape)
+    check_grid(config, (t // pt, h // ph, w // pw), device, f"the latent is {t}x{h}x{w} (frames x h x w)", batch=batch)
 
 
 def check_image_for_size(image: torch.Tensor, name: str, explicit_size: bool, names: Any = None) -> None:
