@@ -26,7 +26,7 @@ import subprocess
 
 import pytest
 from conftest import ROOT
-from test_comfyui_real import LINK_NAME, comfyui  # noqa: F401  (the running ComfyUI fixture)
+from test_comfyui_real import LINK_NAME, comfyui_files, comfyui_previews  # noqa: F401  (ComfyUI fixtures)
 from workflow_tools import API_DIR, WORKFLOWS, load_json
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -78,7 +78,8 @@ def _tools() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def editor(request, tmp_path_factory):
     node, chromium = _tools()  # before starting ComfyUI: skip fast when the browser side is missing
-    comfyui = request.getfixturevalue("comfyui")  # noqa: F811
+    # a server with live previews (--preview-method latent2rgb): the sampler's preview must not cover its plot
+    comfyui = request.getfixturevalue("comfyui_previews")
     work = tmp_path_factory.mktemp("editor_browser")
     workflows = {p.stem: load_json(p) for p in sorted(WORKFLOWS.glob("*.json"))}
     plan = {
