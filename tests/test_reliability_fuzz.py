@@ -8,9 +8,11 @@ small, so the module stays fast on a 2-core CPU.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -33,6 +35,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 SCRATCH = Path(tempfile.mkdtemp(prefix="wan_fuzz_"))  # hypothesis re-runs a test body: no function fixtures
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 
 DIT_KEYS = (
     "patch_embedding.weight",
