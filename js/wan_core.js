@@ -157,7 +157,7 @@ function addScheduleWidget(node) {
 }
 
 app.registerExtension({
-  name: "WanCore.editor",
+  name: "wan-core.comfyui-wan-core.editor", // <publisher>.<pack>.<extension>: unique among all packs
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const comfyClass = nodeData?.name || "";
     if (!comfyClass.startsWith(PREFIX)) return;

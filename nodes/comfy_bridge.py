@@ -186,6 +186,22 @@ def _interrupted() -> bool:
     return bool(IN_COMFYUI and _mm.processing_interrupted())
 
 
+def previews_enabled() -> bool:
+    """ComfyUI's ``--preview-method``: unset / ``none`` (its default) sends no previews, as its own samplers
+    do (API clients take preview images for outputs); any other method gets our latent-to-RGB preview."""
+    if not IN_COMFYUI:
+        return False
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
+def _preview_max_size() -> int:
+    from comfy.cli_args import args
+
+    return int(getattr(args, "preview_size", 512) or 512)
+
+
 def _preview_payload(preview: torch.Tensor | None):
     """RGB [h, w, 3] (uint8 or 0..1) -> ("JPEG", PIL image, max size) for ComfyUI's preview."""
     if preview is None:
@@ -195,16 +211,18 @@ def _preview_payload(preview: torch.Tensor | None):
     arr = preview.detach().cpu()
     if arr.dtype != torch.uint8:
         arr = (arr.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return ("JPEG", Image.fromarray(arr.numpy()), 512)
+    return ("JPEG", Image.fromarray(arr.numpy()), _preview_max_size())
 
 
 def make_hooks(total: int, want_preview: bool = True) -> tuple[RunHooks, Callable[[], None]]:
     """RunHooks wired to ComfyUI's progress bar + live preview + interrupt button (tqdm standalone).
 
-    Returns (hooks, closer); call ``closer()`` when done (closes the tqdm bar).
+    Previews follow ComfyUI's ``--preview-method`` (:func:`previews_enabled`). Returns (hooks, closer);
+    call ``closer()`` when done (closes the tqdm bar).
     """
     if IN_COMFYUI:
         bar = _comfy_utils.ProgressBar(total)
+        want_preview = want_preview and previews_enabled()
 
         def progress(step: int, steps: int, preview: torch.Tensor | None) -> None:
             bar.update_absolute(step, steps, _preview_payload(preview) if want_preview else None)

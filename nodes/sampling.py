@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from wan_core.conditioning import Conditioning, validate_conditioning
+from wan_core.model_fit import check_latent_limits
 from wan_core.modelset import ModelSet
 from wan_core.sampling import Experts, SamplerSettings, sample
 from wan_core.sampling.cache import CacheSettings, StepReport
@@ -188,6 +189,7 @@ class WanSampler:
         context_windows: ContextWindows | None = None,
     ) -> dict:
         validate_conditioning(conditioning, model.config)
+        check_latent_limits(model.config, conditioning.latent_shape, bridge.compute_device(), batch_size)
         if latent is not None and denoise < 1.0:
             conditioning = conditioning.with_(init_latent=latent_from_comfy(latent)[:1])
         target, settings = sampler_inputs(

@@ -87,8 +87,16 @@ class ComfyUIProcess:
     """``main.py --cpu`` on 127.0.0.1:``port`` with its own input, output, user and temp folders under
     ``work``; start/stop/kill and start again on the same port (a server restart)."""
 
-    def __init__(self, root: Path, work: Path, extra_model_paths: Path, port: int | None = None):
+    def __init__(
+        self,
+        root: Path,
+        work: Path,
+        extra_model_paths: Path,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.root, self.work, self.extra_model_paths = root, work, extra_model_paths
+        self.extra_args = extra_args
         self.port = port or free_port()
         self.inputs, self.outputs = work / "input", work / "output"
         self.log_path = work / "comfyui.log"
@@ -123,6 +131,7 @@ class ComfyUIProcess:
             "--disable-all-custom-nodes",
             "--whitelist-custom-nodes",
             LINK_NAME,
+            *self.extra_args,
         ]
 
     def start(self, wait: bool = True) -> None:

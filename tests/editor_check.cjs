@@ -19,7 +19,7 @@ async function waitForApp(page) {
     return !!(app && app.graph && app.canvas && window.LiteGraph?.registered_node_types?.WanCoreSampler);
   }, null, { timeout: 120000, polling: 250 });
   // extensions register after the node defs; wait until ours is in
-  await page.waitForFunction(() => window.comfyAPI.app.app.extensions?.some((e) => e.name === "WanCore.editor"),
+  await page.waitForFunction(() => window.comfyAPI.app.app.extensions?.some((e) => e.name === "wan-core.comfyui-wan-core.editor"),
     null, { timeout: 60000, polling: 250 });
 }
 

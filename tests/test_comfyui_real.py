@@ -19,8 +19,8 @@ free port and checks, against the running server:
 * a native ``EmptyHunyuanLatentVideo`` latent has the same shape as ours and decodes with ours;
 * ComfyUI's own VAEEncode/VAEDecode and ours, on one released-width Wan2.1 VAE file, give the
   same LATENT and decode each other's LATENT to the same frames;
-* over ``/ws`` (the editor's channel) the sampler reports progress to its last step and sends
-  JPEG live previews;
+* over ``/ws`` (the editor's channel) the sampler reports progress to its last step; it sends JPEG
+  live previews only when ComfyUI runs with a ``--preview-method`` (a second server checks that);
 * ``/interrupt`` during sampling (LoRAs attached) ends the prompt as interrupted, and the cached
   model then reproduces the latent of an earlier run exactly.
 """
@@ -93,7 +93,8 @@ def _write_gguf_dit(folder: Path, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def comfyui(tmp_path_factory):
+def comfyui_files(tmp_path_factory):
+    """Tiny models and extra_model_paths.yaml, and this pack linked into custom_nodes (shared by the servers)."""
     root = comfyui_path()
     from wan_core.tiny_build import write_tiny_models
 
@@ -103,15 +104,34 @@ def comfyui(tmp_path_factory):
     _write_released_width_vae(models / "vae" / REAL_VAE)
     _write_gguf_dit(models / "diffusion_models", GGUF_DIT)
     write_extra_model_paths(work / "extra_model_paths.yaml", models)
-    server = ComfyUIProcess(root, work, work / "extra_model_paths.yaml")
-    shutil.copytree(WORKFLOWS / "inputs", server.inputs)
     with pack_linked(root):
-        try:
-            server.start()
-            info = _get(f"{server.base}/object_info", timeout=120)
-            yield {"base": server.base, "outputs": server.outputs, "log": server.log_path, "info": info}
-        finally:
-            server.stop()
+        yield {"root": root, "work": work}
+
+
+def _start_comfyui(files: dict, name: str, extra_args: tuple[str, ...] = ()):
+    """Start ``main.py --cpu`` with this pack only; yields {base, outputs, log, info}."""
+    server = ComfyUIProcess(
+        files["root"], files["work"] / name, files["work"] / "extra_model_paths.yaml", extra_args=extra_args
+    )
+    shutil.copytree(WORKFLOWS / "inputs", server.inputs)
+    try:
+        server.start()
+        info = _get(f"{server.base}/object_info", timeout=120)
+        yield {"base": server.base, "outputs": server.outputs, "log": server.log_path, "info": info}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def comfyui(comfyui_files):
+    """A server with ComfyUI's defaults (no --preview-method: no live previews)."""
+    yield from _start_comfyui(comfyui_files, "default")
+
+
+@pytest.fixture(scope="module")
+def comfyui_previews(comfyui_files):
+    """A second server started with --preview-method latent2rgb (started only for the preview test)."""
+    yield from _start_comfyui(comfyui_files, "previews", ("--preview-method", "latent2rgb", "--preview-size", "256"))
 
 
 # --------------------------------------------------------------------------- registration
@@ -411,17 +431,17 @@ def test_native_vae_and_ours_share_the_latent_convention(comfyui):
     assert diff.max() <= 2 and diff.mean() < 0.2, (diff.max(), diff.mean())
 
 
-def test_sampler_reports_progress_and_live_previews(comfyui):
-    """What the editor sees over /ws while our sampler runs: progress to the last step and JPEG previews."""
+def _watch_sampler(server: dict) -> tuple[str, str, list, list]:
+    """Queue a 4-step T2V run and read /ws as the editor does: (done event, sampler id, progress, previews)."""
     from comfyui_ws import ComfyWebSocket, preview_image
 
     steps, client_id = 4, uuid.uuid4().hex
     api = override_api(load_json(API_DIR / "wan21_t2v_1.3b.json"), {**SMALL, "steps": steps, "seed": 11})
     (sampler,) = [nid for nid, n in api.items() if n["class_type"] == "WanCoreSampler"]
-    host, port = comfyui["base"].removeprefix("http://").split(":")
+    host, port = server["base"].removeprefix("http://").split(":")
     ws = ComfyWebSocket(host, int(port), client_id)
     try:
-        prompt_id = _post(f"{comfyui['base']}/prompt", {"prompt": api, "client_id": client_id})["prompt_id"]
+        prompt_id = _post(f"{server['base']}/prompt", {"prompt": api, "client_id": client_id})["prompt_id"]
         progress, previews, done = [], [], None
         while done is None:
             message = ws.receive()
@@ -437,6 +457,20 @@ def test_sampler_reports_progress_and_live_previews(comfyui):
     print(f"sampler progress {progress}; {len(previews)} previews, sizes {[im.size for _m, im in previews]}")
     assert done == "execution_success", done
     assert progress and progress[-1] == (steps, steps), progress
+    return done, sampler, progress, previews
+
+
+def test_sampler_reports_progress_and_no_previews_without_preview_method(comfyui):
+    """ComfyUI's default --preview-method is none: our sampler then sends progress but no preview images,
+    as ComfyUI's own samplers do (API clients would take previews for outputs)."""
+    _done, _sampler, _progress, previews = _watch_sampler(comfyui)
+    assert previews == [], f"{len(previews)} previews sent although ComfyUI runs without --preview-method"
+
+
+def test_sampler_sends_live_previews_with_preview_method(comfyui_previews):
+    """With --preview-method latent2rgb the editor gets a JPEG preview of the sampler, within --preview-size."""
+    _done, sampler, _progress, previews = _watch_sampler(comfyui_previews)
     assert previews, "no live preview reached the editor"
     for metadata, image in previews:
         assert metadata.get("node_id", sampler) == sampler and image.format == "JPEG" and min(image.size) >= 1
+        assert max(image.size) <= 256

@@ -29,7 +29,7 @@ import subprocess
 
 import pytest
 from conftest import ROOT
-from test_comfyui_real import LINK_NAME, comfyui  # noqa: F401  (the running ComfyUI fixture)
+from test_comfyui_real import LINK_NAME, comfyui_files, comfyui_previews  # noqa: F401  (ComfyUI fixtures)
 from workflow_tools import API_DIR, WORKFLOWS, load_json
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -83,7 +83,8 @@ def _tools() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def editor(request, tmp_path_factory):
     node, chromium = _tools()  # before starting ComfyUI: skip fast when the browser side is missing
-    comfyui = request.getfixturevalue("comfyui")  # noqa: F811
+    # a server with live previews (--preview-method latent2rgb): the sampler's preview must not cover its plot
+    comfyui = request.getfixturevalue("comfyui_previews")
     work = tmp_path_factory.mktemp("editor_browser")
     workflows = {p.stem: load_json(p) for p in sorted(WORKFLOWS.glob("*.json"))}
     plan = {
@@ -130,12 +131,15 @@ def test_workflow_loads_without_missing_nodes(editor, name):
     assert saved == {n["id"]: n.get("widgets_values") or [] for n in graph["nodes"]}, (
         "the editor would save other values"
     )
-    queued = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in report["prompt"].items()}
+    queued = {
+        nid: {"class_type": n["class_type"], "inputs": n["inputs"], "_meta": n.get("_meta")}
+        for nid, n in report["prompt"].items()
+    }
     twin = {
-        nid: {"class_type": n["class_type"], "inputs": n["inputs"]}
+        nid: {"class_type": n["class_type"], "inputs": n["inputs"], "_meta": n["_meta"]}
         for nid, n in load_json(API_DIR / f"{name}.json").items()
     }
-    assert queued == twin, "the editor's graphToPrompt differs from workflows/api"
+    assert queued == twin, "the editor's graphToPrompt (titles included) differs from workflows/api"
 
 
 def _expected_snap(node_type: str, widget: str, value: int) -> int:

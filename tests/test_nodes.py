@@ -4,6 +4,7 @@ and each node called with fake inputs (fast; tiny-model end-to-end runs are in t
 from __future__ import annotations
 
 import ast
+import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -495,7 +496,7 @@ def test_vae_encode_decode_nodes_speak_comfyui_latents():
         cls["WanCoreVAEDecode"]().decode(vae, latent, True, 64, 64)
 
 
-def _bridge_with_fake_comfyui(monkeypatch, tmp_path):
+def _bridge_with_fake_comfyui(monkeypatch, tmp_path, preview="none"):
     """Load comfy_bridge under another name with stand-in ComfyUI modules in sys.modules."""
     import importlib.util
     import sys
@@ -527,6 +528,16 @@ def _bridge_with_fake_comfyui(monkeypatch, tmp_path):
             events["bar"].append((value, total, preview))
 
     utils.ProgressBar = ProgressBar
+    cli_args = types.ModuleType("comfy.cli_args")
+
+    class LatentPreviewMethod(enum.Enum):  # as ComfyUI defines it
+        NoPreviews = "none"
+        Auto = "auto"
+        Latent2RGB = "latent2rgb"
+        TAESD = "taesd"
+
+    cli_args.LatentPreviewMethod = LatentPreviewMethod
+    cli_args.args = types.SimpleNamespace(preview_method=LatentPreviewMethod(preview), preview_size=512)
     fp = types.ModuleType("folder_paths")
     fp.get_full_path = lambda folder, name: str(tmp_path / folder / name) if name == "ok.safetensors" else None
     fp.get_folder_paths = lambda folder: [str(tmp_path / folder)]
@@ -537,6 +548,7 @@ def _bridge_with_fake_comfyui(monkeypatch, tmp_path):
         "comfy": comfy,
         "comfy.model_management": mm,
         "comfy.utils": utils,
+        "comfy.cli_args": cli_args,
         "folder_paths": fp,
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
@@ -547,7 +559,7 @@ def _bridge_with_fake_comfyui(monkeypatch, tmp_path):
 
 
 def test_bridge_inside_comfyui_uses_its_progress_bar_interrupt_and_folders(monkeypatch, tmp_path):
-    fake, events, interrupt_exc = _bridge_with_fake_comfyui(monkeypatch, tmp_path)
+    fake, events, interrupt_exc = _bridge_with_fake_comfyui(monkeypatch, tmp_path, preview="latent2rgb")
     assert fake.IN_COMFYUI is True
     assert fake.model_files("vae") == ["ok.safetensors"]
     (tmp_path / "diffusion_models" / "sub").mkdir(parents=True)
@@ -557,6 +569,7 @@ def test_bridge_inside_comfyui_uses_its_progress_bar_interrupt_and_folders(monke
     with pytest.raises(InputError, match="not found"):
         fake.model_path("vae", "gone.safetensors")
     hooks, close = fake.make_hooks(4)
+    assert hooks.want_preview  # --preview-method latent2rgb
     hooks.step(1, 4, torch.rand(6, 8, 3))
     value, total, (fmt, image, max_size) = events["bar"][-1]
     assert (value, total, fmt, image.size, max_size) == (1, 4, "JPEG", (8, 6), 512)
@@ -565,4 +578,16 @@ def test_bridge_inside_comfyui_uses_its_progress_bar_interrupt_and_folders(monke
         with fake.comfy_errors():
             hooks.step(2, 4, None)  # RunHooks.check raises WanInterrupted -> ComfyUI's interrupt
     assert events["interrupted"] is False  # ComfyUI's flag was consumed
+    close()
+
+
+@pytest.mark.parametrize("method", ["none", "auto", "taesd"])
+def test_bridge_follows_comfyui_preview_method(monkeypatch, tmp_path, method):
+    """ComfyUI's --preview-method none (its default) means no previews at all, as its own samplers do."""
+    fake, events, _exc = _bridge_with_fake_comfyui(monkeypatch, tmp_path, preview=method)
+    hooks, close = fake.make_hooks(2)
+    assert hooks.want_preview is (method != "none")
+    hooks.step(1, 2, torch.rand(6, 8, 3))
+    payload = events["bar"][-1][2]
+    assert (payload is None) is (method == "none")
     close()

@@ -67,3 +67,16 @@ def test_js_snapping_and_expert_switch(tmp_path):
     sig = [12 * x / (1 + 11 * x) for x in (1 - i / 40 for i in range(41))]
     assert switch == next(i for i, s in enumerate(sig) if s < 0.875)  # first low-noise step
     assert none == -1
+
+
+def test_extension_names_are_namespaced_by_publisher_and_pack():
+    """registerExtension names share one global namespace in the editor: ours start with <publisher>.<pack>."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text()
+    publisher = re.search(r'PublisherId\s*=\s*"([^"]+)"', text).group(1)
+    pack = re.search(r'^name\s*=\s*"([^"]+)"', text, flags=re.M).group(1)
+    names = [n for path in JS for n in re.findall(r'registerExtension\(\{\s*name:\s*"([^"]+)"', path.read_text())]
+    assert names, "no registerExtension call found"
+    for name in names:
+        assert name.startswith(f"{publisher}.{pack}."), name

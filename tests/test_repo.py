@@ -3,6 +3,7 @@
 import importlib.util
 import re
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -38,8 +39,11 @@ def test_comfyui_entry_imports_outside_comfyui():
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
+    path_before = list(sys.path)
     try:
         spec.loader.exec_module(module)
+        assert sys.path == path_before, "the pack's __init__.py must not edit sys.path"
+        assert Path(sys.modules["wan_core"].__file__).parent == ROOT / "wan_core"
         assert module.WEB_DIRECTORY == "./js"
         assert isinstance(module.NODE_CLASS_MAPPINGS, dict)
         assert set(module.NODE_CLASS_MAPPINGS) == set(module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -89,6 +89,21 @@ def test_api_twin_is_in_sync(name, placeholder_models):
     assert ui_to_api(load_json(WORKFLOWS / f"{name}.json")) == load_json(API_DIR / f"{name}.json")
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_api_twin_titles_are_unique_and_meaningful(name):
+    """API clients find nodes by _meta.title: one per node, never the class name, the UI node's own title."""
+    import nodes
+
+    api, ui = load_json(API_DIR / f"{name}.json"), load_json(WORKFLOWS / f"{name}.json")
+    titles = [node["_meta"]["title"] for node in api.values()]
+    assert len(titles) == len(set(titles)), f"duplicate titles: {sorted(titles)}"
+    ui_titles = {str(n["id"]): n.get("title") for n in ui["nodes"]}
+    for nid, node in api.items():
+        title = node["_meta"]["title"]
+        assert title == ui_titles[nid], (nid, title)  # what the editor shows and exports
+        assert title != node["class_type"] and title != nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node["class_type"]), title
+
+
 def test_committed_workflows_equal_the_build_script_output(placeholder_models):
     spec = importlib.util.spec_from_file_location("build_workflows", WORKFLOWS / "build_workflows.py")
     module = importlib.util.module_from_spec(spec)

@@ -99,6 +99,13 @@ NATIVE_DISPLAY_NAMES = {
 }
 
 
+def display_name(node_type: str) -> str:
+    """The editor's default node title: the display name (ours from NODE_DISPLAY_NAME_MAPPINGS)."""
+    import nodes
+
+    return nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node_type) or NATIVE_DISPLAY_NAMES.get(node_type, node_type)
+
+
 def node_definitions() -> dict[str, type]:
     """Our node classes plus the native stand-ins, by node type name."""
     import nodes

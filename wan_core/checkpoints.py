@@ -10,6 +10,7 @@ tensor at a time, so a 28 GB checkpoint never sits in RAM twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -18,12 +19,14 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union, cast
+from typing import TypeVar, Union, cast
 
 import torch
 
 from .devices import FP8_DTYPES
-from .errors import CheckpointError, preview_keys
+from .errors import CheckpointError, NonFiniteError, UnsupportedModelError, WanError, preview_keys
+from .finite import all_finite, count_nonfinite
+from .validation import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -165,20 +168,39 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
             f"Cannot read {path} as safetensors ({exc}). The file may be truncated or not a "
             "safetensors file: download it again."
         ) from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a malformed safetensors header (not a JSON object): download it again.")
     metadata = header.pop("__metadata__", None) or {}
-    base = 8 + n
-    infos: dict[str, TensorInfo] = {}
-    for key, entry in header.items():
-        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise CheckpointError(
-                f"{path}: tensor {key!r} has dtype {entry['dtype']}, which is not supported. "
-                f"Supported: {', '.join(SAFETENSORS_DTYPES)}. Convert the file to bf16/fp16 or download "
-                "another precision."
-            )
-        start, end = entry["data_offsets"]
-        infos[key] = TensorInfo(tuple(entry["shape"]), dtype, path, base + start, end - start)
-    return infos, metadata
+    infos = {key: _tensor_info(path, key, entry, 8 + n) for key, entry in header.items()}
+    return infos, metadata if isinstance(metadata, dict) else {}
+
+
+def _tensor_info(path: Path, key: str, entry: object, base: int) -> TensorInfo:
+    """One header entry -> TensorInfo, checked: known dtype, a shape of sizes >= 0, offsets that fit it."""
+    try:
+        dtype_name, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]  # type: ignore[index]
+        shape = tuple(int(d) for d in shape)
+        start, end = int(start), int(end)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: tensor {key!r} has a malformed header entry ({exc}): download it again."
+        ) from None
+    dtype = SAFETENSORS_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+    if dtype is None:
+        raise CheckpointError(
+            f"{path}: tensor {key!r} has dtype {dtype_name}, which is not supported. "
+            f"Supported: {', '.join(SAFETENSORS_DTYPES)}. Convert the file to bf16/fp16 or download "
+            "another precision."
+        )
+    numel = 1
+    for d in shape:
+        numel *= d
+    if any(d < 0 for d in shape) or start < 0 or end - start != numel * dtype.itemsize:
+        raise CheckpointError(
+            f"{path}: tensor {key!r} (shape {shape}, {dtype_name}) does not match its byte range {start}..{end}: "
+            "the file is damaged; download it again."
+        )
+    return TensorInfo(shape, dtype, path, base + start, end - start)
 
 
 def read_tensor(info: TensorInfo) -> torch.Tensor:
@@ -209,6 +231,7 @@ def _file_identity(paths: list[Path]) -> str:
 def _open_safetensors_files(paths: list[Path]) -> TensorSource:
     infos: dict[str, TensorInfo] = {}
     metadata: dict[str, str] = {}
+    kinds: dict[Path, str] = {}
     for path in paths:
         file_infos, file_meta = read_safetensors_header(path)
         dup = set(file_infos) & set(infos)
@@ -216,6 +239,8 @@ def _open_safetensors_files(paths: list[Path]) -> TensorSource:
             raise CheckpointError(f"Shards repeat tensors ({preview_keys(dup)}); pass each shard once.")
         infos.update(file_infos)
         metadata.update(file_meta)
+        kinds[path] = guess_kind(file_infos)
+    check_shard_kinds(kinds)
     return TensorSource(
         infos,
         lambda key: read_tensor(infos[key]),
@@ -252,16 +277,59 @@ def source_from_dict(sd: Mapping[str, torch.Tensor], description: str = "state d
     return TensorSource(infos, tensors.__getitem__, identity=f"dict:{id(sd)}", description=description)
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not readable JSON ({exc}): fix or re-download it.") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} should hold a JSON object: fix or re-download it.")
+    return value
+
+
+def check_shard_kinds(kinds: Mapping[Path, str]) -> None:
+    """Shards of one model never look like two different models (a DiT and its VAE passed together)."""
+    known = {path: kind for path, kind in kinds.items() if kind != UNKNOWN_KIND}
+    if len(set(known.values())) > 1:
+        listed = "; ".join(f"{path.name}: {kind}" for path, kind in known.items())
+        raise CheckpointError(
+            f"These files are different models, not shards of one ({listed}). Pass each file to its own "
+            "option or loader (the DiT as the model, the VAE as the VAE, ...)."
+        )
+
+
+def _check_folder_is_one_model(folder: Path, files: list[Path]) -> None:
+    """Without an index, several files in a folder are shards of one model only if no two of them look
+    like different models and no tensor name repeats (two VAEs side by side are two models)."""
+    keys = {path: set(read_safetensors_header(path)[0]) for path in files}
+    kinds = {path: guess_kind(names) for path, names in keys.items()}
+    seen: set[str] = set()
+    repeated = False
+    for names in keys.values():
+        repeated = repeated or bool(seen & names)
+        seen |= names
+    if repeated or len({k for k in kinds.values() if k != UNKNOWN_KIND}) > 1:
+        listed = "; ".join(f"{p.name}: {k}" for p, k in kinds.items())
+        raise CheckpointError(
+            f"Folder {folder} holds {len(files)} separate model files ({listed}) and no *.safetensors.index.json "
+            "naming the shards of one model: pass the model file itself, not the folder."
+        )
+
+
 def _shards_of_folder(folder: Path) -> tuple[list[Path], dict | None]:
     config = None
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
-        config = json.loads(cfg_path.read_text())
+        config = _read_json(cfg_path)
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     if indexes:
-        weight_map = json.loads(indexes[0].read_text())["weight_map"]
+        weight_map = _read_json(indexes[0]).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{indexes[0]} has no valid weight_map: download it again.")
         return sorted({folder / name for name in weight_map.values()}), config
     files = sorted(folder.glob("*.safetensors"))
+    if len(files) > 1:
+        _check_folder_is_one_model(folder, files)
     if not files:
         files = sorted(p for p in folder.iterdir() if p.suffix in TORCH_SUFFIXES)
     if not files:
@@ -290,8 +358,6 @@ def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
             src = _open_files(files)
             src.config = config
             return src
-        if not path.exists():
-            raise CheckpointError(f"Checkpoint {path} does not exist. Check the path or file name.")
         return _open_files([path])
     paths = [Path(p) for p in source]
     if not paths:
@@ -301,10 +367,9 @@ def open_checkpoint(source: CheckpointInput | TensorSource) -> TensorSource:
 
 def _open_files(paths: list[Path]) -> TensorSource:
     for p in paths:
-        if not p.is_file():
-            raise CheckpointError(
-                f"Checkpoint shard {p} does not exist. Check the path, or re-download the missing shard."
-            )
+        problem = file_problem(p)
+        if problem:
+            raise CheckpointError(f"Checkpoint {p} {problem}. Check the path, or re-download the missing file.")
     if all(p.suffix == ".safetensors" for p in paths):
         return _open_safetensors_files(paths)
     if len(paths) == 1 and paths[0].suffix.lower() == ".gguf":
@@ -399,13 +464,39 @@ KIND_RULES: tuple[KindRule, ...] = (
 )
 
 
+UNKNOWN_KIND = "an unknown model"
+_Detector = TypeVar("_Detector", bound=Callable[..., object])
+
+
+def shape_guard(what: str) -> Callable[[_Detector], _Detector]:
+    """Decorator for detectors that read configs from shapes: shapes that contradict each other (a damaged
+    or foreign file) raise UnsupportedModelError instead of the IndexError / ZeroDivisionError they cause."""
+
+    def wrap(detector: _Detector) -> _Detector:
+        @functools.wraps(detector)
+        def checked(*args: object, **kwargs: object) -> object:
+            try:
+                return detector(*args, **kwargs)
+            except WanError:
+                raise
+            except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+                raise UnsupportedModelError(
+                    f"The tensor shapes do not form {what} ({type(exc).__name__}: {exc}): the file is damaged or "
+                    f"not {what}. Re-download it, or load it with the matching loader."
+                ) from None
+
+        return checked  # type: ignore[return-value]
+
+    return wrap
+
+
 def guess_kind(keys: Iterable[str]) -> str:
     """Best guess at what a state dict is, for error messages ('this looks like a VAE')."""
     keys = list(keys)
     for rule in KIND_RULES:
         if any(marker in k for k in keys for marker in rule.any_of):
             return rule.kind
-    return "an unknown model"
+    return UNKNOWN_KIND
 
 
 # ---------------------------------------------------------------------------------------
@@ -487,10 +578,25 @@ def materialize(
     for name in targets:
         if name not in found:
             continue
-        tensor = src[name]
-        want = dtype_rule(name, tensor.dtype) if dtype_rule else tensor.dtype
-        tensor = tensor.to(device=device, dtype=want)
+        stored = src[name]
+        want = dtype_rule(name, stored.dtype) if dtype_rule else stored.dtype
+        tensor = stored.to(device=device, dtype=want)
+        if not all_finite(tensor):  # one cheap reduction per tensor, on the target device
+            raise _nonfinite_weight(name, what, getattr(src, "description", "the checkpoint"), stored, want)
         _assign(module, name, tensor)
+
+
+def _nonfinite_weight(name: str, what: str, where: str, stored: torch.Tensor, want: torch.dtype) -> NonFiniteError:
+    """The error for a NaN/Inf weight: damaged in the file, or finite there and overflowing ``want``."""
+    if all_finite(stored):
+        return NonFiniteError(
+            f"Tensor {name!r} of {what} ({where}) is finite in the file but overflows {want} when converted: "
+            "load the model in bf16 or fp32 instead."
+        )
+    return NonFiniteError(
+        f"Tensor {name!r} of {what} ({where}) holds {count_nonfinite(stored)} NaN/Inf values: the file is "
+        "damaged. Re-download it (or re-export it, if you made it)."
+    )
 
 
 def _assign(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:

@@ -5,34 +5,77 @@
     python -m wan_core selftest [--out wan_selftest.mp4]
 
 See docs/CLI.md for every option. Exit codes: 0 ok, 1 a WanError (bad input or
-model file; the message says what to do), 130 interrupted.
+model file; the message says what to do), 2 bad command-line syntax, 3 an unexpected
+error (a bug: rerun with -v for the traceback), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM). Every value is checked before any model loads; an interrupted or failed run
+leaves nothing at --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
+import re
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import cli_longvideo
-from .errors import InputError, WanError, WanInterrupted
+from .errors import InputError, WanError, WanInterrupted, WanTerminated
 from .parallel import options as parallel_options
 
 log = logging.getLogger("wan_core.cli")
 
+EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 130, 143
+
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'832x480' (or '832*480') -> (width, height) in pixels."""
-    parts = text.lower().replace("*", "x").split("x")
+    """'832x480' (or '832*480') -> (width, height) in pixels (ranges are checked by the validation pass)."""
+    parts = str(text).lower().replace("*", "x").replace("×", "x").split("x")
     try:
         width, height = (int(p) for p in parts)
     except ValueError:
-        raise InputError(f"--size must look like 832x480 (width x height); got {text!r}.") from None
+        raise InputError(f"--size must look like 832x480 (width x height, whole pixels); got {text!r}.") from None
     return width, height
+
+
+def parse_frames(text: str) -> int:
+    """'81' -> 81 (4n+1 and the range are checked by the validation pass)."""
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise InputError(f"--frames must be a whole number of frames (4n+1, e.g. 81); got {text!r}.") from None
+
+
+def _number(flag: str, kind: type, example: str) -> Callable[[str], Any]:
+    """An argparse type: int/float with our message (ranges and finiteness come later, with the rest)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise InputError(f"{flag} must be {what} (e.g. {example}); got {text!r}.") from None
+
+    parse.__name__ = flag
+    return parse
+
+
+def _argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse shows only ArgumentTypeError messages (it hides a ValueError's): re-raise ours as one."""
+
+    def typed(text: str) -> Any:
+        try:
+            return parse(text)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    typed.__name__ = getattr(parse, "__name__", "value")
+    return typed
 
 
 def parse_cfg(text: str | None) -> float | tuple[float, float] | None:
@@ -51,9 +94,10 @@ def parse_cfg(text: str | None) -> float | tuple[float, float] | None:
 def parse_lora(text: str) -> Any:
     """'file.safetensors:0.8' or 'file:0.8:0.5' (strength, low-noise expert strength) -> LoraSpec."""
     from .lora import LoraSpec
+    from .validation import CLI_NAMES, check_input_file, check_number
 
     strengths: list[float] = []
-    path = text
+    path = str(text)
     while ":" in path:
         head, tail = path.rsplit(":", 1)
         try:
@@ -63,9 +107,9 @@ def parse_lora(text: str) -> Any:
         strengths.insert(0, value)
         path = head
     if len(strengths) > 2:
-        raise InputError(f"--lora takes path[:strength[:strength_low]]; got {text!r}.")
-    if not Path(path).is_file():
-        raise InputError(f"LoRA file {path!r} does not exist.")
+        raise InputError(f"--lora takes PATH[:STRENGTH[:STRENGTH_LOW]]; got {text!r}.")
+    strengths = [float(check_number(v, "lora_strength", CLI_NAMES)) for v in strengths]
+    check_input_file(path, "lora", CLI_NAMES)
     strength = strengths[0] if strengths else 1.0
     low = strengths[1] if len(strengths) > 1 else None
     return LoraSpec(path=path, strength=strength, strength_low=low)
@@ -88,22 +132,26 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("what to generate (unset = official default for the model's task)")
     group.add_argument("--prompt", required=True)
     group.add_argument("--negative-prompt", help="empty = the official default negative prompt")
-    group.add_argument("--frames", type=int, help="pixel frames, 4n+1")
-    group.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, e.g. 832x480")
-    group.add_argument("--steps", type=int)
+    group.add_argument("--frames", type=_argtype(parse_frames), help="pixel frames, 4n+1")
+    group.add_argument("--size", type=_argtype(parse_size), help="WIDTHxHEIGHT, e.g. 832x480")
+    group.add_argument("--steps", type=_argtype(_number("--steps", int, "40")))
     group.add_argument(
         "--cfg", type=str, help="guidance scale, or LOW,HIGH: the low- and high-noise A14B experts' scales"
     )
-    group.add_argument("--shift", type=float)
+    group.add_argument("--shift", type=_argtype(_number("--shift", float, "5")))
     group.add_argument("--solver", help="unipc, dpm++, euler")
-    group.add_argument("--seed", type=int, help="unset = random (stored in the file)")
-    group.add_argument("--fps", type=float)
+    group.add_argument(
+        "--seed", type=_argtype(_number("--seed", int, "42")), help="unset = random (stored in the file)"
+    )
+    group.add_argument("--fps", type=_argtype(_number("--fps", float, "16")))
     group.add_argument("--image", help="start image (I2V, FLF2V, TI2V, Fun)")
     group.add_argument("--last-image", help="end image (FLF2V)")
     group.add_argument("--control-video", help="VACE / Fun-Control control video")
     group.add_argument("--control-mask", help="VACE mask video (white = generate)")
     group.add_argument("--reference-image", action="append", default=[], help="VACE reference image (repeatable)")
-    group.add_argument("--vace-strength", type=float, default=1.0)
+    group.add_argument(
+        "--vace-strength", type=_argtype(_number("--vace-strength", float, "1")), help="VACE models only (default 1)"
+    )
 
 
 def _speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,14 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     parallel_options.add_arguments(gen)
     tiny = sub.add_parser("make-tiny-models", help="write tiny random-weight model files")
     tiny.add_argument("directory")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=_argtype(_number("--seed", int, "0")), default=0)
     tiny.add_argument("--only", nargs="+", help="write only these file names")
     test = sub.add_parser("selftest", help="tiny models + text-to-video on CPU, end to end")
     test.add_argument("--out", default="wan_selftest.mp4")
-    test.add_argument("--frames", type=int, default=17)
-    test.add_argument("--size", type=parse_size, default=(96, 64))
-    test.add_argument("--steps", type=int, default=4)
-    test.add_argument("--seed", type=int, default=0)
+    test.add_argument("--frames", type=_argtype(parse_frames), default=17)
+    test.add_argument("--size", type=_argtype(parse_size), default=(96, 64))
+    test.add_argument("--steps", type=_argtype(_number("--steps", int, "4")), default=4)
+    test.add_argument("--seed", type=_argtype(_number("--seed", int, "0")), default=0)
     test.add_argument("--device", default="cpu")
     test.add_argument("--models-dir", help="keep the tiny models here instead of a temporary folder")
     return parser
@@ -241,30 +289,83 @@ def _bars_and_logs() -> Iterator[None]:
         yield
 
 
-def _load_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    """The pixel inputs named on the command line, as float 0..1 tensors."""
-    import torch
-
+def _load_inputs(args: argparse.Namespace) -> Any:
+    """The pixel inputs named on the command line, as GenerateInputs of float 0..1 tensors."""
+    from .pipeline import GenerateInputs
+    from .validation import CLI_NAMES, check_input_file
     from .video_io import load_frames, load_image
 
-    inputs: dict[str, Any] = {}
-    if args.image:
-        inputs["image"] = load_image(args.image)
-    if args.last_image:
-        inputs["last_image"] = load_image(args.last_image)
-    if args.control_video:
-        inputs["control_video"] = load_frames(args.control_video)
-    if args.control_mask:
-        inputs["control_mask"] = load_frames(args.control_mask).mean(dim=-1)  # [F, H, W]
-    if args.reference_image:
-        inputs["reference_images"] = torch.cat([load_image(p) for p in args.reference_image])
-    return inputs
+    def frames(path: str, name: str) -> Any:
+        return load_frames(check_input_file(path, name, CLI_NAMES))
+
+    return GenerateInputs(
+        image=load_image(args.image, "image", CLI_NAMES) if args.image is not None else None,
+        last_image=load_image(args.last_image, "last_image", CLI_NAMES) if args.last_image is not None else None,
+        control_video=frames(args.control_video, "control_video") if args.control_video is not None else None,
+        control_mask=frames(args.control_mask, "control_mask").mean(dim=-1) if args.control_mask is not None else None,
+        # a list: references may differ in size (each is fitted to the video on its own)
+        reference_images=[load_image(p, "reference_images", CLI_NAMES) for p in args.reference_image] or None,
+    )
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from .pipeline import GenerateParams
+
+    width, height = args.size if args.size else (None, None)
+    return GenerateParams(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        frames=args.frames,
+        width=width,
+        height=height,
+        steps=args.steps,
+        cfg=parse_cfg(args.cfg),
+        shift=args.shift,
+        solver=args.solver,
+        seed=args.seed,
+        fps=args.fps,
+        vace_strength=1.0 if args.vace_strength is None else args.vace_strength,
+        context_windows=cli_longvideo.context_windows(args),
+        **_speed_options(args),
+    )
+
+
+def _one_or_shards(values: list[str] | None) -> Any:
+    if not values:
+        return None
+    return values if len(values) > 1 else values[0]
 
 
 def _emit(text: str) -> None:
     """The one machine-readable result line, on stdout (logging goes to stderr)."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def preflight(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Path]:
+    """Every check that needs no model weights, before any model loads: output path, device, settings,
+    input files, model headers and what the model can use. Returns (request, inputs, loras, out)."""
+    from .devices import resolve_device, resolve_dtype
+    from .dit.attention import check_backend
+    from .model_fit import inspect_files
+    from .validation import CLI_NAMES, check_generation, check_output_path
+
+    out = check_output_path(args.out, CLI_NAMES)
+    device = resolve_device(args.device)
+    resolve_dtype(args.dtype, device)
+    check_backend(args.attention)
+    loras = [parse_lora(text) for text in args.lora]
+    request, inputs = _request(args), _load_inputs(args)
+    files = {
+        "model": _one_or_shards(args.model),
+        "model_low": _one_or_shards(args.model_low),
+        "vae": args.vae,
+        "text_encoder": args.text_encoder,
+        "clip_vision": args.clip_vision,
+    }
+    facts = inspect_files(files, tokenizer=args.tokenizer, loras=loras, names=CLI_NAMES)
+    request, inputs = check_generation(facts, request, inputs, device, CLI_NAMES)
+    return request, inputs, loras, out
 
 
 def cmd_generate(args: argparse.Namespace, leader: Any = None) -> int:
@@ -279,11 +380,10 @@ def cmd_generate(args: argparse.Namespace, leader: Any = None) -> int:
         return parallel_cli.run(args, cmd_generate)
 
     started = time.perf_counter()
-    loras = [parse_lora(text) for text in args.lora]
-    inputs = _load_inputs(args)
+    request, inputs, loras, out = preflight(args)
     pipe = WanPipeline.from_files(
-        model=args.model if len(args.model) > 1 else args.model[0],
-        model_low=(args.model_low if len(args.model_low) > 1 else args.model_low[0]) if args.model_low else None,
+        model=_one_or_shards(args.model),
+        model_low=_one_or_shards(args.model_low),
         vae=args.vae,
         text_encoder=args.text_encoder,
         clip_vision=args.clip_vision,
@@ -299,33 +399,16 @@ def cmd_generate(args: argparse.Namespace, leader: Any = None) -> int:
         from .parallel.cli import distribute
 
         distribute(pipe, leader, args, loras)
-    width, height = args.size if args.size else (None, None)
     hooks, progress = _run_hooks(args)
-    params = dict(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        frames=args.frames,
-        width=width,
-        height=height,
-        steps=args.steps,
-        cfg=parse_cfg(args.cfg),
-        shift=args.shift,
-        solver=args.solver,
-        seed=args.seed,
-        fps=args.fps,
-        vace_strength=args.vace_strength,
-        context_windows=cli_longvideo.context_windows(args),
-        **_speed_options(args),
-    )
     try:
         if args.extend:
-            result = cli_longvideo.extend(args, pipe, params, hooks)
+            result = cli_longvideo.extend(args, pipe, request, hooks)
         else:
             camera = cli_longvideo.camera_trajectory(args, cli_longvideo.run_frames(args, pipe))
-            result = pipe.generate(params.pop("prompt"), hooks=hooks, camera=camera, **params, **inputs)
+            result = pipe.run(request, dataclasses.replace(inputs, camera=camera), hooks)
     finally:
         progress.close()
-    path = result.save(args.out)
+    path = result.save(out)
     elapsed = time.perf_counter() - started
     log.info(
         "seed %s, %d frames %dx%d, %.1f s in total",
@@ -339,13 +422,26 @@ def cmd_generate(args: argparse.Namespace, leader: Any = None) -> int:
     return 0
 
 
-def cmd_make_tiny_models(args: argparse.Namespace) -> int:
+def _write_tiny(directory: str, seed: int, names: tuple[str, ...] | None, overwrite: bool = True) -> dict:
+    """write_tiny_models with typed errors (an unknown name, a folder that cannot be written)."""
+    from .errors import OutputError
     from .tiny_build import write_tiny_models
+    from .validation import CLI_NAMES, check_folder, check_number
 
+    check_folder(directory, "directory" if overwrite else "models_dir", CLI_NAMES)
+    check_number(seed, "seed", CLI_NAMES)
     try:
-        written = write_tiny_models(args.directory, seed=args.seed, names=tuple(args.only) if args.only else None)
+        return write_tiny_models(directory, seed=seed, names=names, overwrite=overwrite)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
+    except OSError as exc:
+        raise OutputError(
+            f"Could not write the tiny models under {directory!r} ({exc}); choose another folder."
+        ) from None
+
+
+def cmd_make_tiny_models(args: argparse.Namespace) -> int:
+    written = _write_tiny(args.directory, args.seed, tuple(args.only) if args.only else None)
     for path in written.values():
         _emit(str(path))
     log.info("wrote %d tiny model files under %s", len(written), args.directory)
@@ -378,10 +474,9 @@ def run_selftest(
     import av
 
     from .pipeline import WanPipeline
-    from .tiny_build import write_tiny_models
 
     started = time.perf_counter()
-    paths = write_tiny_models(models_dir, seed=0, names=SELFTEST_FILES, overwrite=False)
+    paths = _write_tiny(str(models_dir), 0, SELFTEST_FILES, overwrite=False)
     pipe = WanPipeline.from_files(
         model=paths[SELFTEST_FILES[0]],
         vae=paths[SELFTEST_FILES[1]],
@@ -419,9 +514,25 @@ def run_selftest(
     }
 
 
+def _selftest_preflight(args: argparse.Namespace) -> None:
+    """The selftest's settings checked before it writes models or samples (the tiny T2V model: multiples of 16)."""
+    from .devices import resolve_device
+    from .validation import CLI_NAMES, check_folder, check_number, check_output_path, check_size
+
+    check_output_path(args.out, CLI_NAMES)
+    resolve_device(args.device)
+    for name in ("steps", "seed"):
+        check_number(getattr(args, name), name, CLI_NAMES)
+    width, height = (check_number(v, n, CLI_NAMES) for v, n in zip(args.size, ("width", "height")))
+    check_size(width, height, args.frames, 16, CLI_NAMES)
+    if args.models_dir:
+        check_folder(args.models_dir, "models_dir", CLI_NAMES)
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     import tempfile
 
+    _selftest_preflight(args)
     hooks, progress = _run_hooks(args)
     try:
         if args.models_dir:
@@ -450,16 +561,83 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 COMMANDS = {"generate": cmd_generate, "make-tiny-models": cmd_make_tiny_models, "selftest": cmd_selftest}
 
 
+# API parameter names that deep errors may mention -> the flags a CLI user typed (not inside paths or
+# file names: clip_vision_h.safetensors and models/clip_vision/ stay as they are).
+_API_NAMES = re.compile(
+    r"(?<![\w/\\.-])(clip_vision|model_low|last_image|control_video|control_mask|reference_images|"
+    r"vace_strength|negative_prompt|text_encoder)(?![\w/\\.-])"
+)
+_FLAGS = {"reference_images": "--reference-image"}
+
+
+def cli_message(text: str) -> str:
+    """A WanError message with API parameter names replaced by the CLI's flags."""
+    text = text.replace("tokenizer=", "--tokenizer ")
+    return _API_NAMES.sub(lambda m: _FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")), text)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """SIGTERM raises WanTerminated (like Ctrl-C raises KeyboardInterrupt), so cleanup code runs: the
+    sampler frees memory and a half-written output file is removed. Main thread only."""
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise WanTerminated("Terminated (SIGTERM); partial results were discarded.")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: leave signals to the host program
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)))
+
+
+EMPTY_ALLOWED = ("prompt", "negative_prompt")  # an empty prompt is a prompt; an empty path or name is a slip
+
+
+def _refuse_empty(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An empty value (an unset shell variable) is a syntax error, not "use the default"."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if dest not in EMPTY_ALLOWED and any(isinstance(v, str) and not v.strip() for v in values):
+            parser.error(f"argument --{dest.replace('_', '-')}: an empty value was given (an unset variable?)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _refuse_empty(parser, args)
     _setup_logging(args)
     try:
-        with _bars_and_logs():
+        with _sigterm_as_exception(), _bars_and_logs():
             return COMMANDS[args.command](args)
+    except WanTerminated:
+        log.error("Terminated; nothing was written.")
+        return EXIT_TERMINATED
     except (WanInterrupted, KeyboardInterrupt):
-        log.error("Interrupted.")
-        return 130
+        log.error("Interrupted; nothing was written.")
+        return EXIT_INTERRUPTED
     except WanError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        return 1
+        log.error("%s: %s", type(exc).__name__, cli_message(str(exc)))
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, never a raw traceback
+        if _out_of_memory(exc):
+            log.error("Out of memory (%s): lower --size or --frames, use --offload, or a smaller --dtype.", exc)
+            return EXIT_ERROR
+        log.error(
+            "Unexpected %s: %s. This is a bug in wan_core: rerun with -v for the traceback and report it.",
+            type(exc).__name__,
+            exc,
+        )
+        log.debug("Traceback of the unexpected error:", exc_info=True)
+        return EXIT_BUG

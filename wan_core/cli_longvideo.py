@@ -69,16 +69,13 @@ def run_frames(args: argparse.Namespace, pipe: Any) -> int:
     if args.frames:
         return int(args.frames)
     from .configs import defaults_for
-    from .pipeline import defaults_family
 
-    config = pipe.dit.config
-    return defaults_for(defaults_family(config, pipe.dit_low is not None), config.task).frames
+    return defaults_for(pipe.models.family, pipe.dit.config.task).frames
 
 
-def extend(args: argparse.Namespace, pipe: Any, params: dict[str, Any], hooks: Any) -> Any:
+def extend(args: argparse.Namespace, pipe: Any, request: Any, hooks: Any) -> Any:
     """Run --extend: read the previous video, generate the continuation, return the joined result."""
     from .longvideo import extend_video
-    from .pipeline import GenerateParams
     from .video_io import read_video
 
     if not Path(args.extend).is_file():
@@ -86,7 +83,7 @@ def extend(args: argparse.Namespace, pipe: Any, params: dict[str, Any], hooks: A
     previous, fps = read_video(args.extend)
     return extend_video(
         pipe,
-        GenerateParams(**params),
+        request,
         previous,
         overlap=args.overlap_frames,
         color_match=args.color_match,

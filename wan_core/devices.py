@@ -28,9 +28,9 @@ DTYPE_NAMES: dict[str, torch.dtype] = {
 
 
 def resolve_device(device: torch.device | str | None = None) -> torch.device:
-    """The given device, or the best available accelerator, else CPU."""
+    """The given device (checked: known and present in this PyTorch build), or the best available one."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():  # also true on ROCm builds
         return torch.device("cuda")
     if hasattr(torch, "xpu") and torch.xpu.is_available():
@@ -38,6 +38,43 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+_BACKENDS = {
+    "cuda": lambda: torch.cuda.is_available(),
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+    "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+}
+
+
+def _device_count(kind: str) -> int:
+    module = getattr(torch, kind, None)
+    return int(module.device_count()) if module is not None and hasattr(module, "device_count") else 1
+
+
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device, or InputError when the name is unknown or the device absent."""
+    from .errors import InputError
+
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"device must be a name such as 'cpu' or 'cuda:0'; got {type(device).__name__}.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"Unknown device {device!r}; use cpu, cuda, cuda:N, mps or xpu.") from None
+    available = _BACKENDS.get(dev.type)
+    if available is not None and not available():
+        build = f"PyTorch {torch.__version__}"
+        raise InputError(
+            f"Device {str(device)!r} is not available in this {build} on this machine; use cpu, or install a "
+            f"PyTorch build with {dev.type} support and check the driver."
+        )
+    if available is not None and dev.index is not None and dev.index >= _device_count(dev.type):
+        raise InputError(
+            f"Device {str(device)!r} does not exist: this machine has {_device_count(dev.type)} {dev.type} "
+            f"device(s), numbered from 0."
+        )
+    return dev
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device | str | None = None) -> torch.dtype:

@@ -53,6 +53,22 @@ class WanInterrupted(WanError):
     """The caller asked to stop (ComfyUI's interrupt button, Ctrl-C in the CLI)."""
 
 
+class WanTerminated(WanInterrupted):
+    """The process was asked to end (SIGTERM); partial output is removed as for an interrupt."""
+
+
+class NonFiniteError(InputError):
+    """NaN or Inf found in settings, weights, inputs, embeddings or the latent being sampled."""
+
+
+class OutputError(InputError):
+    """The output path cannot be written (wrong extension, not writable, disk full, not a regular file)."""
+
+
+class ResourceLimitError(InputError):
+    """A requested size is beyond what the model was built for or what memory can hold."""
+
+
 def preview_keys(keys: Iterable[str], limit: int = 5) -> str:
     """Format the first few keys of a collection for an error message."""
     keys = sorted(keys)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, TensorSource
 from .devices import is_fp8
+from .finite import check_finite
 from .ops import WanLinear
 from .quant.weight import FP8_MAX, quantize_fp8
 
@@ -107,6 +108,8 @@ def attach_scales(module: nn.Module, src: Mapping[str, torch.Tensor], device: to
     for name, sub in module.named_modules():
         key = f"{name}.scale_weight"
         if isinstance(sub, WanLinear) and key in src:
-            sub.set_scale(src[key].to(device))
+            scale = src[key].to(device)
+            check_finite(scale, f"The fp8 scale {key!r}", "the file is damaged; re-download it.")
+            sub.set_scale(scale)
             count += 1
     return count

@@ -16,35 +16,15 @@ plus the LoRAs to attach while sampling. It owns the rules both front doors need
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from .dit.config import DiTConfig, variant_name
+from .dit.config import DiTConfig, check_pair, defaults_family, describe_variant
 from .dit.model import WanDiT
-from .errors import InputError
 from .lora import LoraReport, LoraSpec, apply_lora_stack, remove_lora
 from .sampling.experts import Experts
 from .sampling.model import DiTLike
-
-PAIR_FAMILY = "wan2.2"  # only Wan2.2 ships high/low-noise expert pairs
-
-
-def check_pair(high: DiTConfig, low: DiTConfig) -> None:
-    """The two experts of one A14B release have the same architecture: every detected field agrees."""
-    if high == low:
-        return
-    differing = [
-        f"{f.name} {getattr(high, f.name)!r} vs {getattr(low, f.name)!r}"
-        for f in dataclasses.fields(high)
-        if getattr(high, f.name) != getattr(low, f.name)
-    ]
-    raise InputError(
-        f"The two experts do not match: the high-noise model is {high.variant} but the low-noise model is "
-        f"{low.variant} ({'; '.join(differing) or 'different configurations'}). Pick the high- and low-noise "
-        "files of the same Wan2.2 A14B model, or load a single DiT."
-    )
 
 
 class Placement(Protocol):
@@ -88,14 +68,12 @@ class ModelSet:
     @property
     def family(self) -> str:
         """The family whose official defaults apply: an expert pair is always Wan2.2."""
-        return PAIR_FAMILY if self.is_pair else self.config.family
+        return defaults_family(self.config, self.is_pair)
 
     @property
     def variant(self) -> str:
         """The detected variant, or the pair's release name (e.g. wan2.2-t2v-a14b)."""
-        if not self.is_pair:
-            return self.config.variant
-        return variant_name(PAIR_FAMILY, self.config.task, self.config.size_label)
+        return describe_variant(self.config, None if self.low is None else self.low.config)
 
     def describe(self) -> str:
         """The loader badge: the variant, marked as an expert pair when it is one."""

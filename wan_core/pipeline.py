@@ -52,11 +52,12 @@ from .conditioning import (
 )
 from .configs import TaskDefaults, default_negative_prompt, defaults_for
 from .devices import compute_dtype_for, empty_cache, resolve_device, resolve_dtype
-from .dit.config import DiTConfig
+from .dit.config import DiTConfig, ambiguity_note, describe_variant
 from .dit.model import WanDiT
 from .errors import ConditioningError, InputError
 from .lora import LoraSpec
 from .memory import move, on_device
+from .model_fit import ModelFacts
 from .modelset import ModelSet
 from .progress import NO_HOOKS, RunHooks
 from .sampling import Experts, SamplerSettings, sample
@@ -66,6 +67,7 @@ from .sampling.windows import ContextWindows
 from .text.loader import TextEncoder
 from .vae.config import VAEConfig
 from .vae.model import WanVAE
+from .validation import check_generation
 from .vision.loader import ClipVision
 
 log = logging.getLogger(__name__)
@@ -105,14 +107,14 @@ class GenerateParams:
 @dataclass(frozen=True)
 class GenerateInputs:
     """Pixel inputs, all float 0..1: image / last_image [1, H, W, 3], control_video [F, H, W, 3],
-    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3]; camera: a
-    CameraTrajectory for Fun-Camera models."""
+    control_mask [F, H, W] (1 = generate), reference_images [N, H, W, 3] (or a list of [1, H, W, 3]
+    images of different sizes); camera: a CameraTrajectory for Fun-Camera models."""
 
     image: torch.Tensor | None = None
     last_image: torch.Tensor | None = None
     control_video: torch.Tensor | None = None
     control_mask: torch.Tensor | None = None
-    reference_images: torch.Tensor | None = None
+    reference_images: torch.Tensor | list[torch.Tensor] | None = None
     camera: CameraTrajectory | None = None
 
 
@@ -266,7 +268,13 @@ class WanPipeline:
         )
         # CLIP-H (0.6 B) stays on the compute device: it cannot move, and it is small next to a 14B DiT
         clip = load_clip_vision(clip_vision, device=dev, dtype=cdtype) if clip_vision else None
-        log.info("Loaded %s in %.1f s", dit.config.variant, time.perf_counter() - started)
+        log.info(
+            "Loaded %s in %.1f s",
+            describe_variant(dit.config, dit_low.config if dit_low else None),
+            time.perf_counter() - started,
+        )
+        if dit_low is None and ambiguity_note(dit.config):
+            log.info("%s.", ambiguity_note(dit.config))
         names = {
             "model": _name_of(model),
             "model_low": _name_of(model_low),
@@ -319,13 +327,14 @@ class WanPipeline:
     ) -> GenerateResult:
         """Generate one video. ``prompt`` is a string (then ``params`` are GenerateParams fields)
         or a ready GenerateParams; images are float 0..1 tensors (see GenerateInputs)."""
-        request = prompt if isinstance(prompt, GenerateParams) else GenerateParams(prompt=prompt, **params)
+        request = prompt if isinstance(prompt, GenerateParams) else _params(prompt, params)
         inputs = GenerateInputs(image, last_image, control_video, control_mask, reference_images, camera)
         return self.run(request, inputs, hooks or NO_HOOKS)
 
     def run(self, request: GenerateParams, inputs: GenerateInputs, hooks: RunHooks) -> GenerateResult:
         """The whole pipeline: resolve defaults, encode text/images, sample, decode."""
         timings: dict[str, float] = {}
+        request, inputs = check_generation(ModelFacts.of_pipeline(self), request, inputs, self.device)
         mode, resolved = self.resolve(request, inputs)
         tick = time.perf_counter()
         positive, negative = self.encode_prompts(resolved.prompt, resolved.negative_prompt)
@@ -344,6 +353,7 @@ class WanPipeline:
             **resolved.as_metadata(),
             "mode": mode,
             "variant": self.models.variant,
+            "experts": "high+low" if self.models.is_pair else "single",
             "loras": self.lora_metadata(),
             **{k: v for k, v in self.names.items() if v},
         }
@@ -444,6 +454,18 @@ def _load_dit(
     if fast_8bit_on is not None:
         dit.set_fast_8bit(True, run_on=fast_8bit_on)
     return dit
+
+
+def _params(prompt: str, params: dict[str, Any]) -> GenerateParams:
+    """GenerateParams from keyword arguments; an unknown name is an InputError listing the known ones."""
+    known = set(GenerateParams.__dataclass_fields__)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InputError(
+            f"generate() got unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'prompt'}))} "
+            "and the inputs image, last_image, control_video, control_mask, reference_images, camera."
+        )
+    return GenerateParams(prompt=prompt, **params)
 
 
 # ---------------------------------------------------------------- decisions: mode, settings, conditioning

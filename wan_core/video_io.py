@@ -5,12 +5,19 @@ Frames travel as float tensors ``[F, H, W, 3]`` in 0..1 (ComfyUI's IMAGE layout)
 system ffmpeg needed); ``.webp`` as an animated WebP through Pillow. Generation
 parameters are stored inside the file as JSON: in the mp4 ``comment`` tag, or in
 the WebP's EXIF ImageDescription, so a clip always says how it was made.
+
+Writing is atomic (:mod:`wan_core.atomic`): a failure, Ctrl-C or SIGTERM leaves nothing at the
+path and keeps a file already there. Same frames + same metadata give the same bytes with the
+same PyAV/libx264 build: x264's output depends on its thread count, which by default follows the
+CPUs the calling thread may run on (affinity, cgroups), so it is fixed (:data:`X264_THREADS`);
+frames carry explicit timestamps. Other builds of libx264/FFmpeg may still encode differently.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -19,25 +26,38 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from .errors import InputError
+from .atomic import atomic_path
+from .errors import InputError, NonFiniteError, OutputError, WanError
+from .finite import all_finite
+from .images import STILL_SUFFIXES, load_image
+from .validation import VIDEO_SUFFIXES, check_number, check_output_path
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-VIDEO_SUFFIXES = (".mp4", ".webp")
 METADATA_TAG = "comment"
 EXIF_IMAGE_DESCRIPTION = 0x010E
+X264_THREADS = 8  # fixed: x264's output depends on its thread count (see the module docstring)
+
+__all__ = ["VIDEO_SUFFIXES", "load_frames", "load_image", "read_metadata", "read_video", "write_video"]
 
 
 def _to_uint8_frames(frames: torch.Tensor | np.ndarray) -> np.ndarray:
-    """[F, H, W, 3] float 0..1 (torch or numpy) -> uint8 numpy [F, H, W, 3]."""
+    """[F, H, W, 3] float 0..1 (torch or numpy) -> uint8 numpy [F, H, W, 3]; NaN/Inf frames are refused."""
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().to("cpu", torch.float32).numpy()
+    if not isinstance(frames, np.ndarray):
+        raise InputError(f"Video frames must be a tensor [F, H, W, 3]; got {type(frames).__name__}.")
     arr = np.asarray(frames, dtype=np.float32)
     if arr.ndim == 3:  # a single frame
         arr = arr[None]
-    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] == 0:
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4) or 0 in arr.shape:
         raise InputError(f"Video frames must be shaped [F, H, W, 3] with F >= 1; got {tuple(arr.shape)}.")
+    if not all_finite(torch.from_numpy(arr)):
+        raise NonFiniteError(
+            "The video frames contain NaN/Inf values (the video would be black); the decode or an earlier "
+            "step went wrong: see the log, lower cfg or LoRA strengths, or load the models in bf16/fp32."
+        )
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     arr = arr[..., :3]
@@ -57,16 +77,31 @@ def _even_dims(frames: np.ndarray) -> np.ndarray:
 
 
 def _fps_fraction(fps: float) -> Fraction:
-    if not fps or fps <= 0:
-        raise InputError(f"fps must be positive; got {fps!r}.")
-    return Fraction(fps).limit_denominator(1001)
+    return Fraction(check_number(fps, "fps")).limit_denominator(1001)
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats -> their names as strings (JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _metadata_json(metadata: dict[str, Any] | None, ascii_only: bool = False) -> str | None:
-    """JSON text of ``metadata``; ``ascii_only`` escapes non-ASCII (EXIF strings are ASCII: WebP)."""
+    """Strict JSON text of ``metadata``; non-ASCII is escaped for EXIF (ASCII: WebP) and whenever the
+    text is not encodable as UTF-8 (lone surrogates from undecodable command-line bytes)."""
     if not metadata:
         return None
-    return json.dumps(metadata, ensure_ascii=ascii_only, default=str, sort_keys=True)
+    text = json.dumps(_json_safe(metadata), ensure_ascii=ascii_only, default=str, sort_keys=True, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(_json_safe(metadata), ensure_ascii=True, default=str, sort_keys=True, allow_nan=False)
+    return text
 
 
 def write_video(
@@ -78,7 +113,7 @@ def write_video(
     *,
     keyed_metadata: bool = False,
 ) -> Path:
-    """Write frames [F, H, W, 3] float 0..1 to ``path`` (.mp4: H.264 yuv420p; .webp: animated).
+    """Write frames [F, H, W, 3] float 0..1 to ``path`` (.mp4: H.264 yuv420p; .webp: animated), atomically.
 
     ``metadata`` is stored as JSON (see module docstring); ``crf`` is the x264
     quality (lower = better, 0 = lossless luma). ``keyed_metadata`` also stores each
@@ -86,17 +121,28 @@ def write_video(
     dropping the file on ComfyUI's editor loads its ``workflow`` (mp4: keyed ``mdta``
     tags; webp: EXIF strings ``"key:json"``). Returns the path written.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise InputError(f"Cannot write video {path.name!r}: use a file name ending in {' or '.join(VIDEO_SUFFIXES)}.")
+    path = check_output_path(path)
+    rate = _fps_fraction(fps)
     data = _to_uint8_frames(frames)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keyed = _keyed_values(metadata) if keyed_metadata else {}
-    if suffix == ".mp4":
-        _write_mp4(data, path, _fps_fraction(fps), _metadata_json(metadata), crf, keyed)
-    else:
-        _write_webp(data, path, float(_fps_fraction(fps)), _metadata_json(metadata, ascii_only=True), keyed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            if path.suffix.lower() == ".mp4":
+                _write_mp4(data, tmp, rate, _metadata_json(metadata), crf, keyed)
+            else:
+                _write_webp(data, tmp, float(rate), _metadata_json(metadata, ascii_only=True), keyed)
+    except WanError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+    ) as exc:  # disk full, permissions, encoder failures (PyAV errors are OSError)
+        raise OutputError(
+            f"Could not write {str(path)!r} ({type(exc).__name__}: {exc}); nothing was written there. Free disk "
+            "space or choose another output path."
+        ) from exc
     log.info("Wrote %d frames (%dx%d, %.3g fps) to %s", data.shape[0], data.shape[2], data.shape[1], fps, path)
     return path
 
@@ -114,7 +160,7 @@ def _write_mp4(
     data = _even_dims(data)
     # use_metadata_tags writes every tag as a keyed mdta item (moov/udta/meta/keys+ilst): how ComfyUI reads them
     options = {"movflags": "use_metadata_tags"} if keyed else {}
-    with av.open(str(path), mode="w", options=options) as container:
+    with av.open(str(path), mode="w", format="mp4", options=options) as container:
         for key, value in keyed.items():
             container.metadata[key] = value
         if comment is not None:
@@ -122,12 +168,23 @@ def _write_mp4(
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = data.shape[2], data.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(int(crf)), "preset": "medium"}
-        for frame in data:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
+        stream.time_base = 1 / fps
+        stream.options = {"crf": str(int(crf)), "preset": "medium", "threads": str(X264_THREADS)}
+        for index, frame in enumerate(data):
+            _encode_frame(container, stream, frame, index)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def _encode_frame(container: Any, stream: Any, frame: np.ndarray, index: int) -> None:
+    """Encode one rgb24 frame with an explicit timestamp (frame ``index`` in units of 1/fps)."""
+    import av
+
+    video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    video_frame.pts = index
+    video_frame.time_base = stream.time_base
+    for packet in stream.encode(video_frame):
+        container.mux(packet)
 
 
 def _keyed_exif_tags(keyed: dict[str, str]) -> dict[int, str]:
@@ -159,12 +216,15 @@ def _write_webp(data: np.ndarray, path: Path, fps: float, comment: str | None, k
         for tag, text in _keyed_exif_tags(keyed).items():
             exif[tag] = text
         kwargs["exif"] = exif.tobytes()
-    images[0].save(path, format="WEBP", **kwargs)
+    images[0].save(path, format="WEBP", **kwargs)  # Pillow's WebP encoder is single-threaded: deterministic
 
 
 def _check_readable(path: Path) -> None:
-    if not path.is_file():
-        raise InputError(f"Video file {str(path)!r} does not exist.")
+    from .validation import file_problem
+
+    problem = file_problem(path)
+    if problem:
+        raise InputError(f"Video file {str(path)!r} {problem}.")
 
 
 def read_video(path: PathLike, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
@@ -207,12 +267,17 @@ def _read_pil_animation(path: Path, max_frames: int | None) -> tuple[list[np.nda
 
     frames: list[np.ndarray] = []
     durations: list[float] = []
-    with Image.open(path) as image:
-        for frame in ImageSequence.Iterator(image):
-            frames.append(np.asarray(frame.convert("RGB")))
-            durations.append(float(frame.info.get("duration", 0) or 0))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
+    try:
+        with Image.open(path) as image:
+            for frame in ImageSequence.Iterator(image):
+                frames.append(np.asarray(frame.convert("RGB")))
+                durations.append(float(frame.info.get("duration", 0) or 0))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise InputError(f"Video {str(path)!r} is too large to decode ({exc}); downscale it.") from None
+    except Exception as exc:  # Pillow raises many types for damaged files
+        raise InputError(f"Could not decode video {str(path)!r} ({type(exc).__name__}: {exc}): re-export it.") from None
     mean_ms = sum(durations) / len(durations) if durations and sum(durations) > 0 else 1000.0 / 16
     return frames, 1000.0 / mean_ms
 
@@ -240,24 +305,9 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"comment": value}
 
 
-def load_image(path: PathLike) -> torch.Tensor:
-    """Load an image file -> float32 [1, H, W, 3] in 0..1 (EXIF rotation applied, alpha dropped)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Image file {str(path)!r} does not exist.")
-    try:
-        with Image.open(path) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-    except UnidentifiedImageError as exc:
-        raise InputError(f"{str(path)!r} is not an image Pillow can read: {exc}") from exc
-    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).float().div_(255.0)[None]
-
-
 def load_frames(path: PathLike, max_frames: int | None = None) -> torch.Tensor:
     """A video file, or a still image used as a one-frame video -> [F, H, W, 3] float 0..1."""
     suffix = Path(path).suffix.lower()
-    if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+    if suffix in STILL_SUFFIXES:
         return load_image(path)
     return read_video(path, max_frames)[0]

@@ -113,26 +113,38 @@ def note(g: GraphBuilder, title: str, files: list[tuple[str, str]], repack: str,
     g.add("MarkdownNote", {"text": "\n".join(lines)}, size=(380, 320))
 
 
-def loaders(g: GraphBuilder, model: str, vae: str = VAE21, low: str = "none") -> tuple[int, int, int]:
-    m = g.add("WanCoreModelLoader", {"model_name": model, "low_noise_model_name": low})
-    v = g.add("WanCoreVAELoader", {"vae_name": vae})
-    t = g.add("WanCoreTextEncoderLoader", {"text_encoder_name": TE})
+# Every node gets a title of its own (unique in its workflow, saying what it does there): the editor
+# shows it and writes it as the API prompt's _meta.title, which API clients use to find nodes.
+def loaders(g: GraphBuilder, model: str, vae: str = VAE21, low: str = "none",
+            what: str = "Wan2.1 DiT") -> tuple[int, int, int]:
+    m = g.add("WanCoreModelLoader", {"model_name": model, "low_noise_model_name": low}, title=f"Load {what}")
+    v = g.add("WanCoreVAELoader", {"vae_name": vae}, title=f"Load {'Wan2.2' if vae == VAE22 else 'Wan2.1'} VAE")
+    t = g.add("WanCoreTextEncoderLoader", {"text_encoder_name": TE}, title="Load umT5 text encoder")
     return m, v, t
 
 
 def text(g: GraphBuilder, t: int, m: int, prompt: str) -> int:
     return g.add("WanCoreTextEncode", {"positive": prompt, "negative": NEG},
-                 {"text_encoder": (t, 0), "model": (m, 0)})
+                 {"text_encoder": (t, 0), "model": (m, 0)}, title="Prompt (positive, negative)")
 
 
 def finish(g: GraphBuilder, m: int, v: int, te: int, cond: int, sampler: dict, fps: float, prefix: str,
-           extra: dict | None = None, sigmas: int | None = None) -> None:
+           extra: dict | None = None, sigmas: int | None = None, sampler_title: str = "Sample video latent") -> None:
     inputs = {"model": (m, 0), "text_embeds": (te, 0), "conditioning": (cond, 0), **(extra or {})}
     if sigmas is not None:
         inputs["sigmas"] = (sigmas, 0)
-    s = g.add("WanCoreSampler", sampler, inputs)
-    d = g.add("WanCoreVAEDecode", {}, {"vae": (v, 0), "latent": (s, 0)})
-    g.add("WanCoreSaveVideo", {"fps": fps, "filename_prefix": f"wan/{prefix}"}, {"frames": (d, 0)})
+    s = g.add("WanCoreSampler", sampler, inputs, title=sampler_title)
+    d = g.add("WanCoreVAEDecode", {}, {"vae": (v, 0), "latent": (s, 0)}, title="Decode latent to frames")
+    g.add("WanCoreSaveVideo", {"fps": fps, "filename_prefix": f"wan/{prefix}"}, {"frames": (d, 0)},
+          title="Save video (mp4)")
+
+
+def clip_loader(g: GraphBuilder) -> int:
+    return g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP}, title="Load CLIP-H vision")
+
+
+def load_image(g: GraphBuilder, name: str, title: str) -> int:
+    return g.add("LoadImage", {"image": name}, title=title)
 
 
 def sampler(steps: int, cfg: float, shift: float, cfg_low: float = -1.0, boundary: float = 0.0) -> dict:
@@ -143,9 +155,10 @@ def sampler(steps: int, cfg: float, shift: float, cfg_low: float = -1.0, boundar
 def t2v(name: str, model: str, width: int, height: int, sampler_values: dict, title: str) -> dict:
     g = GraphBuilder()
     note(g, title, [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE)], REPACK_21)
-    m, v, t = loaders(g, model)
+    m, v, t = loaders(g, model, what=f"{title} DiT")
     te = text(g, t, m, "A red fox trotting through fresh snow in a sunlit pine forest, cinematic.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": width, "height": height, "length": 81}, {"vae": (v, 0)})
+    c = g.add("WanCoreEmptyVideoLatent", {"width": width, "height": height, "length": 81}, {"vae": (v, 0)},
+              title="Empty video latent (text to video)")
     finish(g, m, v, te, c, sampler_values, 16.0, name)
     return g.build(title)
 
@@ -155,13 +168,14 @@ def i2v_480p() -> dict:
     g = GraphBuilder()
     note(g, "Wan2.1 I2V 14B 480p", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
                                      ("clip_vision", CLIP)], REPACK_21, "Put start.png into ComfyUI's input folder.")
-    m, v, t = loaders(g, model)
-    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
-    img = g.add("LoadImage", {"image": "start.png"})
-    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
+    m, v, t = loaders(g, model, what="Wan2.1 I2V 14B DiT")
+    cv = clip_loader(g)
+    img = load_image(g, "start.png", "Start image")
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)},
+               title="CLIP features of the start image")
     te = text(g, t, m, "The sun rises slowly over green hills, clouds drift, gentle camera push-in.")
     c = g.add("WanCoreImageToVideo", {"width": 832, "height": 480, "length": 81},
-              {"vae": (v, 0), "start_image": (img, 0), "clip_embeds": (ce, 0)})
+              {"vae": (v, 0), "start_image": (img, 0), "clip_embeds": (ce, 0)}, title="Start image to video latent")
     finish(g, m, v, te, c, sampler(40, 5.0, 3.0), 16.0, "i2v_480p")
     return g.build("Wan2.1 I2V 480p")
 
@@ -172,25 +186,29 @@ def flf2v() -> dict:
     note(g, "Wan2.1 FLF2V 14B 720p", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
                                        ("clip_vision", CLIP)], REPACK_21,
          "Put start.png and end.png into ComfyUI's input folder.")
-    m, v, t = loaders(g, model)
-    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
-    first = g.add("LoadImage", {"image": "start.png"})
-    last = g.add("LoadImage", {"image": "end.png"})
-    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (first, 0), "end_image": (last, 0)})
+    m, v, t = loaders(g, model, what="Wan2.1 FLF2V 14B DiT")
+    cv = clip_loader(g)
+    first = load_image(g, "start.png", "First frame image")
+    last = load_image(g, "end.png", "Last frame image")
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (first, 0), "end_image": (last, 0)},
+               title="CLIP features of first and last frame")
     te = text(g, t, m, "Time-lapse: the sun climbs from the hills high into the sky.")
     c = g.add("WanCoreFirstLastFrameToVideo", {"width": 1280, "height": 720, "length": 81},
-              {"vae": (v, 0), "start_image": (first, 0), "end_image": (last, 0), "clip_embeds": (ce, 0)})
+              {"vae": (v, 0), "start_image": (first, 0), "end_image": (last, 0), "clip_embeds": (ce, 0)},
+              title="First and last frame to video latent")
     finish(g, m, v, te, c, sampler(50, 5.0, 16.0), 16.0, "flf2v")
     return g.build("Wan2.1 FLF2V")
 
 
 def control_chain(g: GraphBuilder, width: int, height: int) -> int:
     """control.mp4 -> resample to the length -> fit to the size -> canny edges."""
-    vid = g.add("WanCoreLoadVideo", {"video": "control.mp4"})
+    vid = g.add("WanCoreLoadVideo", {"video": "control.mp4"}, title="Control video")
     rs = g.add("WanCoreResampleFrames", {"source_fps": 16.0, "target_fps": 16.0, "length": 81},
-               {"frames": (vid, 0)})
-    fit = g.add("WanCoreFitFrames", {"width": width, "height": height, "mode": "crop"}, {"frames": (rs, 0)})
-    return g.add("WanCoreCannyEdges", {"low_threshold": 100, "high_threshold": 200}, {"frames": (fit, 0)})
+               {"frames": (vid, 0)}, title="Control video: resample to the length")
+    fit = g.add("WanCoreFitFrames", {"width": width, "height": height, "mode": "crop"}, {"frames": (rs, 0)},
+                title="Control video: fit to the size")
+    return g.add("WanCoreCannyEdges", {"low_threshold": 100, "high_threshold": 200}, {"frames": (fit, 0)},
+                 title="Control video: canny edges")
 
 
 def vace_canny() -> dict:
@@ -198,11 +216,11 @@ def vace_canny() -> dict:
     g = GraphBuilder()
     note(g, "Wan2.1 VACE 1.3B: canny control", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE)],
          REPACK_21, "Put control.mp4 into ComfyUI's input folder (any video works: it is resampled and fitted).")
-    m, v, t = loaders(g, model)
+    m, v, t = loaders(g, model, what="Wan2.1 VACE 1.3B DiT")
     edges = control_chain(g, 832, 480)
     te = text(g, t, m, "A white robot walks across a neon-lit street at night.")
     c = g.add("WanCoreVaceToVideo", {"width": 832, "height": 480, "length": 81, "strength": 1.0},
-              {"vae": (v, 0), "control_video": (edges, 0)})
+              {"vae": (v, 0), "control_video": (edges, 0)}, title="VACE control to video latent")
     finish(g, m, v, te, c, sampler(50, 5.0, 16.0), 16.0, "vace_canny")
     return g.build("Wan2.1 VACE canny control")
 
@@ -213,15 +231,16 @@ def fun_control() -> dict:
     note(g, "Wan2.1 Fun-Control 1.3B", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
                                          ("clip_vision", CLIP)], REPACK_21,
          "Put control.mp4 and start.png into ComfyUI's input folder.")
-    m, v, t = loaders(g, model)
+    m, v, t = loaders(g, model, what="Wan2.1 Fun-Control 1.3B DiT")
     edges = control_chain(g, 832, 480)
-    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
-    img = g.add("LoadImage", {"image": "start.png"})
-    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
+    cv = clip_loader(g)
+    img = load_image(g, "start.png", "Start image")
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)},
+               title="CLIP features of the start image")
     te = text(g, t, m, "A paper boat drifts along a stream, soft morning light.")
     c = g.add("WanCoreFunControlToVideo", {"width": 832, "height": 480, "length": 81},
               {"vae": (v, 0), "control_video": (edges, 0), "start_image": (img, 0), "clip_embeds": (ce, 0),
-               "model": (m, 0)})
+               "model": (m, 0)}, title="Fun control to video latent")
     finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "fun_control")
     return g.build("Wan2.1 Fun-Control")
 
@@ -232,12 +251,15 @@ def lora_stack() -> dict:
     note(g, "Wan2.1 T2V 1.3B + LoRA stack", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
                                               ("loras", lora)], REPACK_21,
          "Replace the example LoRA by your own Wan2.1 1.3B LoRAs; chain more Wan LoRA Stack nodes.")
-    m, v, t = loaders(g, model)
-    l1 = g.add("WanCoreLoraStack", {"lora_name": lora, "strength": 0.8, "mode": "runtime"})
-    l2 = g.add("WanCoreLoraStack", {"lora_name": lora, "strength": 0.3, "mode": "merge"}, {"lora_stack": (l1, 0)})
-    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)})
+    m, v, t = loaders(g, model, what="Wan2.1 T2V 1.3B DiT")
+    l1 = g.add("WanCoreLoraStack", {"lora_name": lora, "strength": 0.8, "mode": "runtime"},
+               title="LoRA 1 (runtime adapter)")
+    l2 = g.add("WanCoreLoraStack", {"lora_name": lora, "strength": 0.3, "mode": "merge"}, {"lora_stack": (l1, 0)},
+               title="LoRA 2 (merged)")
+    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)}, title="Apply the LoRA stack")
     te = text(g, t, ml, "A watercolor painting of a lighthouse in a storm, waves crashing.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)})
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)},
+              title="Empty video latent (text to video)")
     finish(g, ml, v, te, c, sampler(50, 5.0, 5.0), 16.0, "lora_stack")
     return g.build("Wan2.1 LoRA stack")
 
@@ -248,10 +270,12 @@ def a14b_t2v() -> dict:
     note(g, "Wan2.2 T2V A14B (two experts, one sampler)", [("diffusion_models", high), ("diffusion_models", low),
                                                           ("vae", VAE21), ("text_encoders", TE)], REPACK_22,
          "The sampler switches from the high-noise to the low-noise expert at t = 875 (official).")
-    m, v, t = loaders(g, high, low=low)
+    m, v, t = loaders(g, high, low=low, what="Wan2.2 T2V A14B experts (high + low noise)")
     te = text(g, t, m, "A hot-air balloon floats over a valley of lavender fields at sunrise.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)})
-    finish(g, m, v, te, c, sampler(40, 4.0, 12.0, cfg_low=3.0, boundary=0.875), 16.0, "a14b_t2v")
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)},
+              title="Empty video latent (text to video)")
+    finish(g, m, v, te, c, sampler(40, 4.0, 12.0, cfg_low=3.0, boundary=0.875), 16.0, "a14b_t2v",
+           sampler_title="Sample video latent (high, then low noise expert)")
     return g.build("Wan2.2 A14B T2V")
 
 
@@ -261,12 +285,13 @@ def a14b_i2v() -> dict:
     note(g, "Wan2.2 I2V A14B (two experts, one sampler)", [("diffusion_models", high), ("diffusion_models", low),
                                                           ("vae", VAE21), ("text_encoders", TE)], REPACK_22,
          "Put start.png into ComfyUI's input folder. Wan2.2 I2V takes no CLIP features.")
-    m, v, t = loaders(g, high, low=low)
-    img = g.add("LoadImage", {"image": "start.png"})
+    m, v, t = loaders(g, high, low=low, what="Wan2.2 I2V A14B experts (high + low noise)")
+    img = load_image(g, "start.png", "Start image")
     te = text(g, t, m, "The sun rises over the hills, birds fly across the sky.")
     c = g.add("WanCoreImageToVideo", {"width": 1280, "height": 720, "length": 81},
-              {"vae": (v, 0), "start_image": (img, 0)})
-    finish(g, m, v, te, c, sampler(40, 3.5, 5.0, cfg_low=3.5, boundary=0.9), 16.0, "a14b_i2v")
+              {"vae": (v, 0), "start_image": (img, 0)}, title="Start image to video latent")
+    finish(g, m, v, te, c, sampler(40, 3.5, 5.0, cfg_low=3.5, boundary=0.9), 16.0, "a14b_i2v",
+           sampler_title="Sample video latent (high, then low noise expert)")
     return g.build("Wan2.2 A14B I2V")
 
 
@@ -276,11 +301,11 @@ def ti2v_5b() -> dict:
     note(g, "Wan2.2 TI2V 5B", [("diffusion_models", model), ("vae", VAE22), ("text_encoders", TE)], REPACK_22,
          "Uses the Wan2.2 VAE (48 channels). Disconnect the image for text-to-video. Put start.png into "
          "ComfyUI's input folder.")
-    m, v, t = loaders(g, model, vae=VAE22)
-    img = g.add("LoadImage", {"image": "start.png"})
+    m, v, t = loaders(g, model, vae=VAE22, what="Wan2.2 TI2V 5B DiT")
+    img = load_image(g, "start.png", "Start image (optional)")
     te = text(g, t, m, "The sun rises over rolling hills, a gentle breeze moves the grass.")
     c = g.add("WanCoreTI2VLatent", {"width": 1280, "height": 704, "length": 121},
-              {"vae": (v, 0), "start_image": (img, 0)})
+              {"vae": (v, 0), "start_image": (img, 0)}, title="Text (+ image) to video latent (TI2V)")
     finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 24.0, "ti2v_5b")
     return g.build("Wan2.2 TI2V 5B")
 
@@ -343,7 +368,7 @@ def t2v_long_context() -> dict:
     w = g.add("WanCoreContextWindows", {"context_length": 21, "context_overlap": 6, "schedule": "uniform",
                                         "blend": "linear", "positions": "real", "image": "first",
                                         "freenoise": True})
-    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "t2v_long_context", {"context_windows": (w, 0)})
+    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "t2v_long_context", extra={"context_windows": (w, 0)})
     return g.build("Wan2.1 T2V long video (context windows)")
 
 

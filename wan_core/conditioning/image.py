@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
+from ..finite import all_finite
 
 ResizeMode = Literal["official", "crop"]
 RESIZE_MODES = ("official", "crop")
@@ -36,6 +37,8 @@ def check_images(images: torch.Tensor, name: str) -> torch.Tensor:
         )
     if images.shape[0] == 0:
         raise InputError(f"{name}: the image batch is empty; connect at least one image")
+    if not all_finite(images):
+        raise NonFiniteError(f"{name}: the image holds NaN/Inf pixels; fix the node or file it comes from")
     if images.shape[-1] == 1:
         images = images.expand(*images.shape[:-1], 3)
     return images[..., :3].float()

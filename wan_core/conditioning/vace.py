@@ -10,6 +10,7 @@ mask 64. Reference images are prepended in time (their 32-channel entry is
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -76,9 +77,15 @@ def mask_latent(mask: torch.Tensor, stride: int) -> torch.Tensor:
     return F.interpolate(blocks, size=((frames + 3) // 4, h, w), mode="nearest-exact")
 
 
-def _reference_latents(vae: VideoVAE, reference_images: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Each reference -> ``[1, 32, 1, h, w]`` = ``[its latent | zeros]``; concatenated in time -> ``[1, 32, n, h, w]``."""
-    refs = to_signed_chw(check_images(reference_images, "reference_images"))
+def _reference_latents(
+    vae: VideoVAE, reference_images: torch.Tensor | Sequence[torch.Tensor], width: int, height: int
+) -> torch.Tensor:
+    """Each reference -> ``[1, 32, 1, h, w]`` = ``[its latent | zeros]``; concatenated in time -> ``[1, 32, n, h, w]``.
+
+    ``reference_images``: one IMAGE batch, or a list of images of different sizes (each is fitted on its own).
+    """
+    batches = reference_images if isinstance(reference_images, (list, tuple)) else [reference_images]
+    refs = [ref for batch in batches for ref in to_signed_chw(check_images(batch, "reference_images"))]
     latents = []
     for ref in refs:
         latent = encode_video(vae, paste_on_white(ref, width, height)[None, :, None])  # [1, 16, 1, h, w]
@@ -93,7 +100,7 @@ def vace_conditioning(
     height: int,
     control_video: torch.Tensor | None = None,
     control_mask: torch.Tensor | None = None,
-    reference_images: torch.Tensor | None = None,
+    reference_images: torch.Tensor | Sequence[torch.Tensor] | None = None,
     strength: float = 1.0,
     start: float = 0.0,
     end: float = 1.0,

@@ -22,13 +22,14 @@ The task follows from which optional parts exist (``img_emb``, ``img_emb.emb_pos
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..checkpoints import guess_kind
-from ..errors import UnsupportedModelError, preview_keys
+from ..checkpoints import guess_kind, shape_guard
+from ..errors import InputError, UnsupportedModelError, preview_keys
 
 HEAD_DIM = 128
 TEXT_LEN = 512
@@ -218,6 +219,52 @@ def variant_name(family: str, task: str, size_label: str | None) -> str:
     return f"{family}-{task}-{size_label}"
 
 
+def describe_variant(config: DiTConfig, low_config: DiTConfig | None = None) -> str:
+    """The honest name of one DiT, or of a Wan2.2 A14B expert pair (logs, metadata, node badges).
+
+    Wan2.2 T2V-A14B experts have exactly the keys and shapes of Wan2.1 T2V-14B, so one of them alone
+    reports ``wan2.1-t2v-14b`` (:func:`ambiguity_note` says so); with a low-noise expert the pair is
+    named from its task and size (``wan2.2-t2v-a14b``).
+    """
+    if low_config is None:
+        return config.variant
+    return variant_name("wan2.2", config.task, config.size_label)
+
+
+def check_pair(high: DiTConfig, low: DiTConfig) -> None:
+    """The two experts of one A14B release have the same architecture: every detected field agrees."""
+    if high == low:
+        return
+    differing = [
+        f"{f.name} {getattr(high, f.name)!r} vs {getattr(low, f.name)!r}"
+        for f in dataclasses.fields(high)
+        if getattr(high, f.name) != getattr(low, f.name)
+    ]
+    raise InputError(
+        f"The two experts do not match: the high-noise model is {high.variant} but the low-noise model is "
+        f"{low.variant} ({'; '.join(differing) or 'different configurations'}). Pick the high- and low-noise "
+        "files of the same Wan2.2 A14B model, or load a single DiT."
+    )
+
+
+def defaults_family(config: DiTConfig, is_pair: bool) -> str:
+    """The family whose official defaults apply: an A14B expert pair is Wan2.2 (its T2V experts are
+    detected as Wan2.1 T2V-14B, key for key)."""
+    return "wan2.2" if is_pair else config.family
+
+
+def ambiguity_note(config: DiTConfig) -> str | None:
+    """What a single DiT might also be, when its tensors cannot tell (None when they can)."""
+    if config.family == "wan2.1" and config.task == "t2v" and config.size_label in ("14b", None):
+        return (
+            f"{config.variant} has the same tensors as one expert of Wan2.2 T2V-A14B; if this file is such "
+            "an expert, load its partner too (high-noise expert first, then the low-noise one), or it runs "
+            "alone with Wan2.1 T2V defaults"
+        )
+    return None
+
+
+@shape_guard("a Wan DiT")
 def config_from_shapes(shapes: Shapes, json_config: Mapping | None = None) -> DiTConfig:
     """Detect a :class:`DiTConfig` from official tensor names -> shapes (prefix/scales already removed)."""
     check_is_wan_dit(shapes)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import InputError, LoraError, preview_keys
 from ..ops import WanLinear
+from ..validation import check_number
 from .handle import DeltaFn, LoraHandle, RuntimeAdapter, _Strength
 from .keys import block_index, is_i2v_only, underscore_table
 from .weights import LoraDelta, LoraInput, LoraWeights, load_lora
@@ -216,6 +217,7 @@ def apply_lora(
     """
     if mode not in MODES:
         raise InputError(f"LoRA mode {mode!r} is not one of {MODES}.")
+    check_number(strength, "lora_strength")
     weights = load_lora(lora)
     plan = plan_lora(model, weights, blocks)
     if not plan.targets and not plan.filtered:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import InputError
+from ..validation import check_number
 from .apply import MODES, LoraReport, apply_lora
 from .weights import load_lora_cached
 
@@ -30,6 +31,9 @@ class LoraSpec:
     blocks: tuple[int, ...] | str | None = None
 
     def __post_init__(self) -> None:
+        check_number(self.strength, "lora_strength")
+        if self.strength_low is not None:
+            check_number(self.strength_low, "lora_strength")
         if self.mode not in MODES:
             raise InputError(f"LoRA mode {self.mode!r} is not one of {MODES}.")
         if isinstance(self.blocks, (list, set, frozenset)):

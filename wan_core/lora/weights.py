@@ -20,7 +20,8 @@ from typing import TypeVar, Union
 import torch
 
 from ..checkpoints import CheckpointInput, TensorSource, guess_kind, open_checkpoint
-from ..errors import CheckpointError, LoraError, preview_keys
+from ..errors import CheckpointError, LoraError, NonFiniteError, preview_keys
+from ..finite import check_finite
 from .keys import UNSUPPORTED_MARKERS, ParsedKey, diffusers_to_official_path, looks_diffusers, parse_key
 from .lycoris import LOHA_PARTS, LOKR_PARTS, lycoris_delta, lycoris_kind, lycoris_scale, lycoris_shape
 
@@ -74,6 +75,11 @@ class LoraDelta:
             factors = self.part(self.factors, "factors")
             return lycoris_delta(self.kind, factors, device).mul_(self.scale).reshape(shape)
         return self.part(self.diff, "diff").to(device=device, dtype=torch.float32).reshape(shape)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor this delta holds, by role (for checks)."""
+        named = {"down": self.down, "up": self.up, "up_bias": self.up_bias, "diff": self.diff, **(self.factors or {})}
+        return {role: t for role, t in named.items() if t is not None}
 
     def delta_shape(self) -> tuple[int, ...]:
         """Shape of ΔW as stored (lowrank: [out, in·k...]), for shape checks."""
@@ -251,6 +257,7 @@ def load_lora(path_or_state_dict: LoraInput, *, rslora: bool | None = None, alph
             f"is a lora_A/lora_B, lora_down/lora_up, .diff or .diff_b key. It looks like "
             f"{guess_kind(src.keys())}; load it with the matching loader."
         )
+    _check_finite_deltas(deltas, name)
     if ignored:
         log.warning(
             "%s: %d keys are not applied (unsupported adapter type or incomplete pair): %s",
@@ -259,6 +266,15 @@ def load_lora(path_or_state_dict: LoraInput, *, rslora: bool | None = None, alph
             preview_keys(ignored),
         )
     return LoraWeights(deltas, ignored, name, settings.use_rslora)
+
+
+def _check_finite_deltas(deltas: list[LoraDelta], name: str) -> None:
+    """NaN/Inf in a LoRA turns every frame black once merged: refuse the file before it touches a model."""
+    for delta in deltas:
+        if not math.isfinite(delta.scale):
+            raise NonFiniteError(f"{name}: the alpha of {delta.key!r} gives a non-finite scale: the file is damaged.")
+        for role, tensor in delta.tensors().items():
+            check_finite(tensor, f"LoRA {name} ({delta.key!r}, {role})", "the file is damaged; re-download it.")
 
 
 _CACHE: OrderedDict[tuple, LoraWeights] = OrderedDict()

@@ -15,6 +15,7 @@ import torch
 
 from ..devices import empty_cache, free_memory, module_bytes
 from ..errors import InputError
+from ..validation import check_number
 from .model import DiTLike
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class Experts:
     offload: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.boundary is not None:
+            check_number(self.boundary, "boundary")
         if self.offload not in OFFLOAD_MODES:
             raise InputError(f"Unknown offload mode {self.offload!r}; use one of {', '.join(OFFLOAD_MODES)}.")
         if self.boundary is not None and not 0.0 < float(self.boundary) <= 1.0:

@@ -16,6 +16,7 @@ import torch
 from ..conditioning.types import Conditioning
 from ..devices import empty_cache, resolve_device
 from ..errors import ConditioningError, InputError
+from ..finite import LatentGuard
 from ..progress import NO_HOOKS, RunHooks
 from .cache import CacheRun
 from .experts import OFFICIAL_BOUNDARIES, Experts, Residency
@@ -176,6 +177,7 @@ class _Run:
         self.solver = make_solver(settings.solver, schedule.sigmas)
         self.caches = caches
         self.windows = None if settings.context_windows is None else ContextWindowing(settings.context_windows, cond)
+        self.guard = LatentGuard.for_plan(plan)
         self.x: torch.Tensor | None = None
 
     def loop(self, positive: TextEmbeddings, negative: TextEmbeddings | None) -> torch.Tensor:
@@ -203,6 +205,7 @@ class _Run:
             v = self._velocity(guidance, dit, inputs, cfg, k)
             preview = self._preview(v) if self.hooks.want_preview else None
             self.x = _locked(cond, self.solver.step(self.x, v))
+            self.guard.check(self.x, k + 1, cfg, dit)
             del v, extras, inputs
             self.hooks.step(k + 1, n, preview)
         self.hooks.report(self.caches.finish())

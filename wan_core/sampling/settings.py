@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..validation import check_sampler_settings
 from .cache.settings import CACHE_CLASSES, CacheSettings
 from .guidance import GuidanceOptions
 from .windows import ContextWindows
@@ -59,6 +60,7 @@ class SamplerSettings:
     context_windows: ContextWindows | None = None
 
     def __post_init__(self) -> None:
+        check_sampler_settings(self)  # finite numbers in range (NaN passes the comparisons below)
         if self.solver not in SOLVERS:
             raise InputError(f"Unknown solver {self.solver!r}; use one of {', '.join(SOLVERS)}.")
         if self.timestep_mode not in TIMESTEP_MODES:

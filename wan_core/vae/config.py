@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checkpoints import shape_guard
 from ..errors import CheckpointError, UnsupportedModelError
 
 # Per-channel statistics of the raw VAE mean (WAN_SPEC.md 4.2 / 4.3): z = (mu - mean) / std.
@@ -176,6 +177,7 @@ def _stages_wan22(shapes: ShapeOf) -> tuple[list[int], int, list[bool]]:
     return widths, counts[0], temporal
 
 
+@shape_guard("a Wan VAE")
 def detect_config(shapes: ShapeOf) -> VAEConfig:
     """Read a :class:`VAEConfig` from official key names and their shapes."""
     version = "2.2" if is_wan22_layout(shapes) else "2.1"
