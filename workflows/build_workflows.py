@@ -326,13 +326,17 @@ def t2v_14b_distill() -> dict:
     note(g, "Wan2.1 T2V 14B + lightx2v step-distill LoRA (4 steps)",
          [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE), ("loras", DISTILL_21)], REPACK_21,
          DISTILL_NOTE.format(sigmas=LIGHTNING_SIGMAS, lora=f"The LoRA is lightx2v's, from {KIJAI}."))
-    m, v, t = loaders(g, model)
-    lora = g.add("WanCoreLoraStack", {"lora_name": DISTILL_21, "strength": 1.0, "mode": "merge"})
-    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (lora, 0)})
+    m, v, t = loaders(g, model, what="Wan2.1 T2V 14B DiT")
+    lora = g.add("WanCoreLoraStack", {"lora_name": DISTILL_21, "strength": 1.0, "mode": "merge"},
+                 title="Step-distill LoRA (merged)")
+    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (lora, 0)},
+               title="Apply the step-distill LoRA")
     te = text(g, t, ml, "A red fox trotting through fresh snow in a sunlit pine forest, cinematic.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)})
-    sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS})
-    finish(g, ml, v, te, c, distilled_sampler(), 16.0, "t2v_14b_distill", sigmas=sigmas)
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)},
+              title="Empty video latent (text to video)")
+    sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS}, title="Distilled sigma schedule (4 steps)")
+    finish(g, ml, v, te, c, distilled_sampler(), 16.0, "t2v_14b_distill", sigmas=sigmas,
+           sampler_title="Sample video latent (4 distilled steps)")
     return g.build("Wan2.1 T2V 14B distilled (4 steps)")
 
 
@@ -344,17 +348,23 @@ def a14b_t2v_distill() -> dict:
           ("loras", DISTILL_22_HIGH), ("loras", DISTILL_22_LOW)], REPACK_22,
          DISTILL_NOTE.format(sigmas=LIGHTNING_SIGMAS, lora="Each expert gets its own LoRA (the other's strength is "
                              "0): two steps on the high-noise expert, two on the low-noise one (switch at t = 875)."))
-    m, v, t = loaders(g, high, low=low)
+    m, v, t = loaders(g, high, low=low, what="Wan2.2 T2V A14B experts (high + low noise)")
     l1 = g.add("WanCoreLoraStack", {"lora_name": DISTILL_22_HIGH, "strength": 1.0, "strength_low_noise": 0.0,
-                                    "mode": "runtime"})
+                                    "mode": "runtime"}, title="Step-distill LoRA for the high-noise expert")
     l2 = g.add("WanCoreLoraStack", {"lora_name": DISTILL_22_LOW, "strength": 0.0, "strength_low_noise": 1.0,
-                                    "mode": "runtime"}, {"lora_stack": (l1, 0)})
-    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)})
+                                    "mode": "runtime"}, {"lora_stack": (l1, 0)},
+               title="Step-distill LoRA for the low-noise expert")
+    ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)},
+               title="Apply the step-distill LoRAs")
     te = text(g, t, ml, "A hot-air balloon floats over a valley of lavender fields at sunrise.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)})
-    sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS})
-    finish(g, ml, v, te, c, distilled_sampler(boundary=0.875), 16.0, "a14b_t2v_distill", sigmas=sigmas)
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)},
+              title="Empty video latent (text to video)")
+    sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS}, title="Distilled sigma schedule (4 steps)")
+    finish(g, ml, v, te, c, distilled_sampler(boundary=0.875), 16.0, "a14b_t2v_distill", sigmas=sigmas,
+           sampler_title="Sample video latent (2 + 2 distilled steps, high then low noise)")
     return g.build("Wan2.2 A14B T2V distilled (4 steps)")
+
+
 def t2v_long_context() -> dict:
     model = "wan2.1_t2v_1.3B_bf16.safetensors"
     g = GraphBuilder()
@@ -362,13 +372,15 @@ def t2v_long_context() -> dict:
                                                               ("text_encoders", TE)], REPACK_21,
          "241 frames = 61 latent frames, sampled in windows of 21 latent frames (81 video frames, the trained "
          "length) that overlap by 6 and shift between steps; their results are blended every step.")
-    m, v, t = loaders(g, model)
+    m, v, t = loaders(g, model, what="Wan2.1 T2V 1.3B DiT")
     te = text(g, t, m, "A drone flies along a winding coastal road at golden hour, waves below, one continuous shot.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 241}, {"vae": (v, 0)})
+    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 241}, {"vae": (v, 0)},
+              title="Empty video latent (241 frames)")
     w = g.add("WanCoreContextWindows", {"context_length": 21, "context_overlap": 6, "schedule": "uniform",
                                         "blend": "linear", "positions": "real", "image": "first",
-                                        "freenoise": True})
-    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "t2v_long_context", extra={"context_windows": (w, 0)})
+                                        "freenoise": True}, title="Context windows (21 latent frames, overlap 6)")
+    finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "t2v_long_context", extra={"context_windows": (w, 0)},
+           sampler_title="Sample video latent (window by window)")
     return g.build("Wan2.1 T2V long video (context windows)")
 
 
@@ -379,16 +391,20 @@ def fun_camera_orbit() -> dict:
                                                    ("clip_vision", CLIP)], REPACK_21,
          "Put start.png into ComfyUI's input folder. Wan Camera Trajectory picks the move (or a CameraCtrl pose "
          "file); Wan Camera Preview draws it.")
-    m, v, t = loaders(g, model)
-    cv = g.add("WanCoreCLIPVisionLoader", {"clip_name": CLIP})
-    img = g.add("LoadImage", {"image": "start.png"})
-    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)})
-    cam = g.add("WanCoreCameraTrajectory", {"preset": "orbit_left", "speed": 1.0, "length": 81})
-    pv = g.add("WanCoreCameraPreview", {"width": 512, "height": 256}, {"camera": (cam, 0)})
-    g.add("PreviewImage", {}, {"images": (pv, 0)})
+    m, v, t = loaders(g, model, what="Wan2.1 Fun Camera 1.3B DiT")
+    cv = clip_loader(g)
+    img = load_image(g, "start.png", "Start image")
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)},
+               title="CLIP features of the start image")
+    cam = g.add("WanCoreCameraTrajectory", {"preset": "orbit_left", "speed": 1.0, "length": 81},
+                title="Camera move (orbit left)")
+    pv = g.add("WanCoreCameraPreview", {"width": 512, "height": 256}, {"camera": (cam, 0)},
+               title="Draw the camera path")
+    g.add("PreviewImage", {}, {"images": (pv, 0)}, title="Camera path preview")
     te = text(g, t, m, "The camera circles a stone fountain in a sunny courtyard, water sparkling.")
     c = g.add("WanCoreFunCameraToVideo", {"width": 832, "height": 480, "length": 81},
-              {"vae": (v, 0), "camera": (cam, 0), "start_image": (img, 0), "clip_embeds": (ce, 0), "model": (m, 0)})
+              {"vae": (v, 0), "camera": (cam, 0), "start_image": (img, 0), "clip_embeds": (ce, 0), "model": (m, 0)},
+              title="Start image + camera move to video latent")
     finish(g, m, v, te, c, sampler(50, 5.0, 5.0), 16.0, "fun_camera_orbit")
     return g.build("Wan2.1 Fun Camera orbit")
 
