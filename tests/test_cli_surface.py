@@ -51,7 +51,7 @@ BAD: dict[str, dict[str, list[str]]] = {
         "--reference-image": PATHS,
         "--vace-strength": [*NUMBER, "0.5"],
         "--device": ["", "gpu", "cuda:99", "cpu:x"],
-        "--dtype": ["", "fp99", "int8"],
+        "--dtype": ["", "fp99", "int4"],  # int8 is a real choice since the INT8 branch (issue 19)
         "--attention": ["", "warp"],
         "--out": ["", "{dev}", "{dir}", "{text}/x.mp4", "x.avi", "{dir}/missing/../x.mkv"],
     },

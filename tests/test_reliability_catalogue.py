@@ -354,7 +354,13 @@ CASES: list[Case] = [
         errors.InputError,
         ("channels last",),
     ),
-    Case("api-unknown-setting", lambda c: _api_pipe(c).generate("x", guidance=5), errors.InputError, ("known:",)),
+    Case("api-unknown-setting", lambda c: _api_pipe(c).generate("x", guidance_scale=5), errors.InputError, ("known:",)),
+    Case(
+        "api-guidance-not-options",
+        lambda c: _api_pipe(c).generate("x", guidance=5),
+        errors.InputError,
+        ("GuidanceOptions",),
+    ),
     Case("api-frames-string", lambda c: _api_pipe(c).generate("x", frames="5"), errors.InputError, ("whole number",)),
     # ---------------------------------------------------------------- messages that name the right thing
     Case(

@@ -36,8 +36,6 @@ from .conditioning import (
     CameraTrajectory,
     Conditioning,
     best_output_size,
-    check_frames,
-    check_size,
     check_vae,
     flf2v_conditioning,
     fun_camera_conditioning,
@@ -67,7 +65,7 @@ from .sampling.windows import ContextWindows
 from .text.loader import TextEncoder
 from .vae.config import VAEConfig
 from .vae.model import WanVAE
-from .validation import check_generation
+from .validation import check_generation, check_size
 from .vision.loader import ClipVision
 
 log = logging.getLogger(__name__)
@@ -590,8 +588,7 @@ def resolve_params(
         sigmas=tuple(float(s) for s in request.sigmas) if request.sigmas else None,
         context_windows=_context_windows(request.context_windows),
     )
-    check_size(int(resolved.width), int(resolved.height), 2 * stride)
-    check_frames(int(resolved.frames))
+    check_size(int(resolved.width), int(resolved.height), int(resolved.frames), 2 * stride)
     return resolved
 
 
