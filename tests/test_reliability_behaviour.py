@@ -182,12 +182,13 @@ def test_text_cache_folder_is_a_size_limited_lru(tmp_path):
     from wan_core.text.cache import EmbeddingCache
 
     one = 64 * 16 * 4  # bytes of one embedding's data
-    cache = EmbeddingCache(tmp_path, max_bytes=int(3.5 * (one + 200)))
+    limit = int(3.5 * (one + 200))
+    cache = EmbeddingCache(tmp_path, max_bytes=limit)
     keys = [f"{i:02x}" * 32 for i in range(5)]
     for i, key in enumerate(keys[:3]):
         cache.put(key, _embedding(i))
         os.utime(cache._path(tmp_path, key), (1000 + i, 1000 + i))  # distinct ages, oldest first
-    cache.clear_memory()
+    cache = EmbeddingCache(tmp_path, max_bytes=limit)  # a later process: empty memory, the same folder
     assert cache.get(keys[0]) is not None  # a hit makes the oldest file the newest
     cache.put(keys[3], _embedding(3))
     on_disk = {p.stem for p in tmp_path.rglob("*.safetensors")}
@@ -275,8 +276,27 @@ def test_sampler_settings_and_experts_refuse_nan_as_the_nodes_pass_it():
         SamplerSettings(cfg=float("nan"))
     with pytest.raises(NonFiniteError, match="shift"):
         SamplerSettings(shift=float("inf"))
-    with pytest.raises(NonFiniteError, match="cfg"):
-        Experts(high=object(), low=object(), cfg_low=float("nan"))
+    with pytest.raises(NonFiniteError, match="cfg"):  # per-expert guidance: the (low, high) cfg pair
+        SamplerSettings(cfg=(3.0, float("nan")))
+    with pytest.raises(NonFiniteError, match="boundary"):
+        Experts(high=object(), low=object(), boundary=float("nan"))
+
+
+def test_camera_input_is_checked_like_the_pixel_inputs():
+    """A Fun-Camera trajectory passes the input check; NaN poses and a non-trajectory are refused by name."""
+    import dataclasses
+
+    from wan_core.conditioning import preset_trajectory
+    from wan_core.pipeline import GenerateInputs
+    from wan_core.validation import CLI_NAMES, check_inputs
+
+    orbit = preset_trajectory("orbit_left", 5)
+    assert check_inputs(GenerateInputs(camera=orbit)).camera is orbit
+    broken = dataclasses.replace(orbit, c2w=orbit.c2w.clone().fill_(float("nan")))
+    with pytest.raises(NonFiniteError, match="--camera"):
+        check_inputs(GenerateInputs(camera=broken), CLI_NAMES)
+    with pytest.raises(InputError, match="CameraTrajectory.*got str"):
+        check_inputs(GenerateInputs(camera="orbit_left"))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------- before loading

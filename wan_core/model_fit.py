@@ -39,7 +39,7 @@ RELEASED_MAX_FRAMES = 121
 IMAGE_MIN_SIDE = 16  # px: less than two latent cells carries no usable picture
 IMAGE_MAX_ASPECT = 4.0  # released sizes are 16:9 at most; beyond 4:1 a derived size is meaningless
 UPSCALE_WARNING = 4.0
-A14B_PAIR_TASKS = ("t2v", "i2v", "fun-control")
+A14B_PAIR_TASKS = ("t2v", "i2v", "fun-control", "fun-camera")
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ CLI_NAMES = Names(
         "models_dir": "--models-dir",
         "device": "--device",
         "dtype": "--dtype",
+        "camera": "--camera",
     }
 )
 
@@ -281,6 +282,20 @@ def check_reference_images(value: Any, names: Names = API_NAMES) -> torch.Tensor
     return check_pixels(value, "reference_images", names)
 
 
+def check_camera(value: Any, names: Names = API_NAMES) -> Any:
+    """A CameraTrajectory (its shapes are checked when it is built) with finite poses."""
+    from .conditioning.camera import CameraTrajectory
+
+    if not isinstance(value, CameraTrajectory):
+        raise InputError(
+            f"{names('camera')} must be a CameraTrajectory (wan_core.conditioning.preset_trajectory or "
+            f"read_pose_file); got {type(value).__name__}."
+        )
+    if not (all_finite(value.intrinsics) and all_finite(value.c2w)):
+        raise NonFiniteError(f"{names('camera')} has NaN/Inf camera poses: fix the pose file or trajectory.")
+    return value
+
+
 def check_inputs(inputs: Any, names: Names = API_NAMES) -> Any:
     """GenerateInputs with each given tensor checked and normalised (numpy -> torch, missing batch dim added)."""
     changes: dict[str, Any] = {}
@@ -290,6 +305,8 @@ def check_inputs(inputs: Any, names: Names = API_NAMES) -> Any:
             continue
         if field.name == "reference_images":
             changes[field.name] = check_reference_images(value, names)
+        elif field.name == "camera":
+            changes[field.name] = check_camera(value, names)
         else:
             changes[field.name] = check_pixels(value, field.name, names)
     return replace(inputs, **changes)
