@@ -76,3 +76,40 @@ def test_cfg_split_cuts_batched_inputs_and_keeps_shared_ones():
     assert uncond.extras["vace_scale"] == [1.0, 0.5] and uncond.extras["clip_fea"].shape[0] == 1
     per_sample = ForwardCall(x, torch.tensor(900.0), [torch.zeros(3, 8), torch.ones(5, 8)])
     assert [c.shape[0] for c in per_sample.rows(1, 2).context] == [5]
+
+
+def test_a_sent_forward_call_never_aliases_the_callers_tensors():
+    """Rank 0 keeps computing with the call it sends: the workers must get their own copy, even on the CPU."""
+    from wan_core.parallel.runner import ForwardCall
+
+    x, text, clip = torch.randn(2, 16, 1, 4, 4), torch.randn(6, 8), torch.randn(1, 17, 64)
+    sent = ForwardCall(x, torch.tensor([900.0, 900.0]), [text], {"clip_fea": clip, "scales": [clip]}).to_cpu()
+    mine = {t.untyped_storage().data_ptr() for t in (x, text, clip)}
+    theirs = [sent.x, sent.context[0], sent.extras["clip_fea"], sent.extras["scales"][0]]
+    assert not mine & {t.untyped_storage().data_ptr() for t in theirs}
+    assert torch.equal(sent.x, x) and torch.equal(sent.context[0], text)
+
+
+def test_queue_link_pickles_a_command_before_post_returns():
+    """torch's queue pickler moves CPU tensors into shared memory: done in the poster's thread, once per worker,
+    so no feeder thread swaps a tensor's storage later while rank 0 computes with it."""
+    import torch.multiprocessing as mp
+
+    from wan_core.parallel.links import QueueInbox, QueueLink
+    from wan_core.parallel.runner import ForwardCall
+    from wan_core.parallel.service import Forward, LoraState
+
+    ctx = mp.get_context("spawn")
+    commands, answers = [ctx.Queue(), ctx.Queue()], ctx.Queue()
+    link = QueueLink(commands, answers, watch=lambda: None, shutdown=lambda: None)
+    call = ForwardCall(torch.randn(2, 16, 1, 4, 4), torch.tensor([1.0, 1.0]), [torch.randn(3, 8)])
+    link.post(Forward("dit1", LoraState(), call))
+    assert call.x.is_shared() and call.context[0].is_shared()  # already moved, synchronously
+    where = call.x.untyped_storage().data_ptr()
+    for q in commands:  # every worker gets a handle of its own
+        received = QueueInbox(1, q, answers, parent_alive=lambda: True).receive()
+        assert isinstance(received, Forward) and torch.equal(received.call.x, call.x)
+    assert call.x.untyped_storage().data_ptr() == where  # nothing moved it after post() returned
+    for q in [*commands, answers]:
+        q.close()
+        q.cancel_join_thread()

@@ -3,6 +3,9 @@
 * Queues (:class:`QueueLink` / :class:`QueueInbox`): workers spawned by a long-lived host
   process (ComfyUI). An idle worker blocks on its queue, not on a collective, so it may
   wait for hours; rank 0 watches the worker processes and fails fast when one is gone.
+  A command is pickled when it is posted, in the caller's thread: a queue otherwise pickles
+  in a feeder thread later, and torch's pickler moves a CPU tensor's storage into shared
+  memory (swapping and freeing the old buffer) while rank 0 may be computing with it.
 * A gloo broadcast (:class:`BroadcastLink` / :class:`BroadcastInbox`): processes started by
   torchrun, which share nothing but the process group.
 """
@@ -14,9 +17,11 @@ import queue as queue_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import torch.distributed as dist
+import torch.multiprocessing  # noqa: F401  (registers the tensor reducers with ForkingPickler)
 
 from ..errors import ParallelWorkerError
 from .service import Command, Forward
@@ -68,8 +73,8 @@ class QueueLink:
 
     def post(self, command: Command) -> int:
         self.seq += 1
-        for q in self.commands:
-            q.put(Envelope(self.seq, command))
+        for q in self.commands:  # one pickle per worker: a shared-memory handle is received once
+            q.put(bytes(ForkingPickler.dumps(Envelope(self.seq, command))))
         return self.seq
 
     def request(self, command: Command) -> None:
@@ -137,7 +142,7 @@ class QueueInbox:
     def receive(self) -> Command | None:
         while True:
             try:
-                envelope = self.commands.get(timeout=1.0)
+                envelope = ForkingPickler.loads(self.commands.get(timeout=1.0))  # pickled by QueueLink.post
             except queue_module.Empty:
                 if not self.parent_alive():
                     log.warning("worker %d: the host process is gone; stopping.", self.rank)

@@ -37,8 +37,9 @@ def _context_rows(context: Any, batch: int, branch: int, branches: int) -> Any:
 
 
 def _to_cpu(value: Any) -> Any:
+    """A CPU copy (also of CPU tensors: what is sent must not alias what the caller keeps using)."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return value.detach().to("cpu", copy=True)
     if isinstance(value, (list, tuple)):
         return [_to_cpu(v) for v in value]
     if isinstance(value, dict):
@@ -70,9 +71,13 @@ class ForwardCall:
         )
 
     def to_cpu(self) -> ForwardCall:
-        """A copy whose tensors live on the CPU (for sending to other processes)."""
+        """A private copy whose tensors live on the CPU, for sending to other processes.
+
+        A copy even on the CPU: the receiving process maps the sent tensors' memory, so the
+        caller's own tensors (the latent, cached text embeddings) must not be the ones sent.
+        """
         return replace(
-            self, x=self.x.detach().cpu(), t=_to_cpu(self.t), context=_to_cpu(self.context), extras=_to_cpu(self.extras)
+            self, x=_to_cpu(self.x), t=_to_cpu(self.t), context=_to_cpu(self.context), extras=_to_cpu(self.extras)
         )
 
 
