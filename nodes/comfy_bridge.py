@@ -191,14 +191,12 @@ def previews_enabled() -> bool:
     do (API clients take preview images for outputs); any other method gets our latent-to-RGB preview."""
     if not IN_COMFYUI:
         return False
-    from comfy.cli_args import LatentPreviewMethod, args
-
-    return args.preview_method != LatentPreviewMethod.NoPreviews
+    cli_args = importlib.import_module("comfy.cli_args")
+    return cli_args.args.preview_method != cli_args.LatentPreviewMethod.NoPreviews
 
 
 def _preview_max_size() -> int:
-    from comfy.cli_args import args
-
+    args = importlib.import_module("comfy.cli_args").args
     return int(getattr(args, "preview_size", 512) or 512)
 
 

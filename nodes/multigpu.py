@@ -67,9 +67,9 @@ def parse_gpus(text: str, device_type: str | None = None) -> list[torch.device]:
 def _check_indices(devices: list[torch.device]) -> None:
     """Fail at once on an index this process cannot see (e.g. CUDA_VISIBLE_DEVICES hides it)."""
     module = getattr(torch, devices[0].type, None)
-    count = module.device_count() if devices[0].type != "cpu" and hasattr(module, "device_count") else None
-    if count is None or not module.is_available():
+    if devices[0].type == "cpu" or module is None or not hasattr(module, "device_count") or not module.is_available():
         return
+    count = module.device_count()
     missing = [str(d) for d in devices if (d.index or 0) >= count]
     if missing:
         raise InputError(
@@ -224,29 +224,31 @@ class ParallelModels:
         self._finalizer: weakref.finalize | None = None
         self.ensure_running()
 
-    def ensure_running(self) -> None:
+    def ensure_running(self) -> WorkerPool:
+        """The running pool holding this model (started and loaded again after a failure)."""
         with _lock:
             if self.pool is not None and self.pool.running:
-                return
+                return self.pool
             if self._finalizer is not None:
                 self._finalizer.detach()
-            self.pool = pool_for(self.devices)
-            self.keys = {role: self.pool.load(spec, park=role == "low") for role, spec in self.specs.items()}
-            self._finalizer = weakref.finalize(self, self.pool.release, list(self.keys.values()))
+            pool = self.pool = pool_for(self.devices)
+            self.keys = {role: pool.load(spec, park=role == "low") for role, spec in self.specs.items()}
+            self._finalizer = weakref.finalize(self, pool.release, list(self.keys.values()))
+            return pool
 
     def describe(self) -> str:
         return f"{len(self.devices)} ranks on {', '.join(map(str, self.devices))}"
 
     def sampling_target(self, target: Any, loras: tuple) -> Any:
         """The sampler's model with every DiT replaced by its multi-GPU stand-in."""
-        self.ensure_running()
+        leader = self.ensure_running().leader
         if isinstance(target, Experts):
-            return replace(target, high=self._proxy("high", loras, "high"), low=self._proxy("low", loras, "low"))
-        return self._proxy("high", loras, None)
+            high, low = self._proxy(leader, "high", loras, "high"), self._proxy(leader, "low", loras, "low")
+            return replace(target, high=high, low=low)
+        return self._proxy(leader, "high", loras, None)
 
-    def _proxy(self, role: str, loras: tuple, expert: str | None) -> ParallelDiT:
-        state = LoraState(tuple(loras), expert)
-        return ParallelDiT(self.pool.leader, self.keys[role], self.locals[role], state)
+    def _proxy(self, leader: Leader, role: str, loras: tuple, expert: str | None) -> ParallelDiT:
+        return ParallelDiT(leader, self.keys[role], self.locals[role], LoraState(tuple(loras), expert))
 
 
 def _check_first_device(devices: list[torch.device]) -> None:

@@ -523,7 +523,7 @@ def _selftest_preflight(args: argparse.Namespace) -> None:
     resolve_device(args.device)
     for name in ("steps", "seed"):
         check_number(getattr(args, name), name, CLI_NAMES)
-    width, height = (check_number(v, n, CLI_NAMES) for v, n in zip(args.size, ("width", "height")))
+    width, height = (int(check_number(v, n, CLI_NAMES)) for v, n in zip(args.size, ("width", "height")))
     check_size(width, height, args.frames, 16, CLI_NAMES)
     if args.models_dir:
         check_folder(args.models_dir, "models_dir", CLI_NAMES)

@@ -69,7 +69,9 @@ class LatentGuard:
         for model, _cfg in plan:
             if not any(model is m for m in models):
                 models.append(model)
-        names = dict(zip((id(m) for m in models), ("high-noise", "low-noise"))) if len(models) == 2 else {}
+        names: dict[int, str] = (
+            dict(zip((id(m) for m in models), ("high-noise", "low-noise"))) if len(models) == 2 else {}
+        )
         return cls(len(plan), names)
 
     def check(self, latent: torch.Tensor, step: int, cfg: float, model: object = None) -> None:

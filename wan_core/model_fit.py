@@ -86,9 +86,9 @@ def inspect_files(files: Mapping[str, Any], tokenizer: Any = None, loras: Sequen
     from .text.t5_keys import SPIECE_KEY
     from .vae.config import detect_config as vae_detect
     from .vae.loader import official_source as vae_source
-    from .validation import check_input_file
+    from .validation import Names, check_input_file
 
-    shown = names or _identity
+    shown = names if names is not None else Names({})
     for key, value in files.items():
         if key in ("model", "model_low") and isinstance(value, (str, os.PathLike)) and Path(value).is_dir():
             continue  # an HF-style folder of shards: the checkpoint reader checks it
@@ -119,10 +119,6 @@ def inspect_files(files: Mapping[str, Any], tokenizer: Any = None, loras: Sequen
         has_clip_vision=files.get("clip_vision") is not None,
         lora_low=any(getattr(spec, "strength_low", None) is not None for spec in loras),
     )
-
-
-def _identity(name: str) -> str:
-    return name
 
 
 def _name(names: Any, key: str) -> str:

@@ -11,13 +11,33 @@ only keeps its tensors (so ``.to()``, block swap and ``state_dict`` move them as
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, Union
 
 import torch
 from torch import nn
 
 from .quant.weight import DEQUANT, QuantizedWeight
 
+if TYPE_CHECKING:
+    from .kernels.fp8_linear import Fp8Rows
+
 Adapter = Callable[[torch.Tensor], torch.Tensor]
+LinearInput = Union[torch.Tensor, "Fp8Rows"]  # FP8 rows come from the 8-bit path's fused norms
+
+
+class LinearKernel(Protocol):
+    """A compute mode with its own weight format that replaces a WanLinear's matmul (the 8-bit path's
+    :class:`~wan_core.kernels.fp8_linear.Fp8Linear`)."""
+
+    def __call__(self, layer: WanLinear, x: LinearInput) -> torch.Tensor: ...
+
+    def dense_input(self, x: LinearInput, dtype: torch.dtype) -> torch.Tensor:
+        """``x`` as a plain tensor in ``dtype`` (run-time LoRA adapters take dense activations)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget derived weights (the layer moved or changed)."""
+        ...
 
 
 class WanLinear(nn.Module):
@@ -48,9 +68,7 @@ class WanLinear(nn.Module):
         self.ggml_type: str | None = None
         self.matmul = DEQUANT
         self.adapters: list[Adapter] = []
-        # Optional matmul provider (a compute mode with its own weight format, e.g. the 8-bit
-        # path's wan_core.kernels.fp8_linear.Fp8Linear): called as kernel(self, x).
-        self.kernel: Callable | None = None
+        self.kernel: LinearKernel | None = None  # replaces the matmul: called as kernel(self, x)
 
     @property
     def weight_shape(self) -> tuple[int, int]:
@@ -77,13 +95,16 @@ class WanLinear(nn.Module):
         """The effective weight [out, in] in ``dtype``."""
         return self.quantized_weight().dequantize(dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: LinearInput) -> torch.Tensor:
         if self.kernel is not None:  # a compute mode that brings its own weight format (the 8-bit path)
             out = self.kernel(self, x)
-            dense = self.kernel.dense_input(x, out.dtype) if self.adapters else None
-            for adapter in self.adapters:
-                out = out + adapter(dense)
+            if self.adapters:
+                dense = self.kernel.dense_input(x, out.dtype)
+                for adapter in self.adapters:
+                    out = out + adapter(dense)
             return out
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(x).__name__} input reaches a WanLinear only on the 8-bit path (with its kernel).")
         out = self.quantized_weight().linear(x, self.bias, self.matmul)
         for adapter in self.adapters:
             out = out + adapter(x)

@@ -61,6 +61,7 @@ from .progress import NO_HOOKS, RunHooks
 from .sampling import Experts, SamplerSettings, sample
 from .sampling.cache import CacheSettings, cache_from_dict
 from .sampling.guidance import GuidanceOptions
+from .sampling.model import DiTLike
 from .sampling.windows import ContextWindows
 from .text.loader import TextEncoder
 from .vae.config import VAEConfig
@@ -394,7 +395,7 @@ class WanPipeline:
             tokens = [self.clip_vision.encode(img) for img in images]  # each [1, 257, W]
         return torch.cat(tokens, dim=1)
 
-    def sampler_inputs(self, resolved: ResolvedParams) -> tuple[WanDiT | Experts, SamplerSettings]:
+    def sampler_inputs(self, resolved: ResolvedParams) -> tuple[DiTLike | Experts, SamplerSettings]:
         """The sampling target (the DiT or the A14B experts) and the settings for one run.
 
         With ``offload`` the sampler keeps only the active expert on the device when memory is short.

@@ -128,7 +128,9 @@ def _as_number(value: Any, shown: str, integer: bool) -> float | int:
         raise InputError(f"{shown} must be {kind}; got {value!r} ({type(value).__name__}).")
     if integer and not float(value).is_integer():
         raise InputError(f"{shown} must be a whole number; got {value!r}: use {math.floor(value)}.")
-    return int(value) if integer else float(value)
+    if not integer:
+        return float(value)
+    return int(value) if isinstance(value, numbers.Integral) else int(float(value))  # seeds need exact ints
 
 
 def check_number(value: Any, name: str, names: Names = API_NAMES) -> float | int:

@@ -115,7 +115,8 @@ def _preset_pose(name: str, amount: float) -> torch.Tensor:
     """c2w of preset ``name`` after ``amount`` (0 at the first frame) units of motion."""
     if name in _TRANSLATIONS:
         step = BASE_TRANSLATION * amount
-        return _pose(torch.eye(3, dtype=torch.float64), tuple(step * v for v in _TRANSLATIONS[name]))
+        dx, dy, dz = _TRANSLATIONS[name]
+        return _pose(torch.eye(3, dtype=torch.float64), (step * dx, step * dy, step * dz))
     if name in _ROTATIONS:
         axis, sign = _ROTATIONS[name]
         return _pose(axis_rotation(axis, sign * BASE_ANGLE * amount), (0.0, 0.0, 0.0))

@@ -84,7 +84,7 @@ def _reference_latents(
 
     ``reference_images``: one IMAGE batch, or a list of images of different sizes (each is fitted on its own).
     """
-    batches = reference_images if isinstance(reference_images, (list, tuple)) else [reference_images]
+    batches = [reference_images] if isinstance(reference_images, torch.Tensor) else list(reference_images)
     refs = [ref for batch in batches for ref in to_signed_chw(check_images(batch, "reference_images"))]
     latents = []
     for ref in refs:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.fp8_linear import quantize_rows
-from ..ops import WanLinear
+from ..ops import LinearInput, WanLinear
 from . import fused
 from .attention import attention
 from .embeddings import TokenTable, split_modulation
@@ -57,19 +57,21 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: flo
     return torch.addcmul(shift, layer_norm(x, eps), 1 + scale)
 
 
-def _cast(t: torch.Tensor, cdt: torch.dtype):
+def _cast(t: torch.Tensor, cdt: torch.dtype) -> LinearInput:
     """fp32 ``t`` in ``cdt``; ``cdt`` fp8 e4m3 means FP8 rows with per-token scales (the 8-bit path's GEMM input)."""
     return quantize_rows(t) if cdt == fused.FP8_ROWS else t.to(cdt)
 
 
-def modulated_input(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, cdt: torch.dtype):
+def modulated_input(
+    x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, cdt: torch.dtype
+) -> LinearInput:
     """``LN(x) * (1 + scale) + shift`` computed in fp32, returned in ``cdt`` (one fused pass on GPUs)."""
     if fused.enabled(x, cdt):
         return fused.norm_affine(x, 1 + scale, shift, eps, cdt)
     return _cast(modulate(x, shift, scale, eps), cdt)
 
 
-def affine_input(x: torch.Tensor, norm: nn.LayerNorm, cdt: torch.dtype):
+def affine_input(x: torch.Tensor, norm: nn.LayerNorm, cdt: torch.dtype) -> LinearInput:
     """``norm3(x)`` (affine LayerNorm) computed in fp32, returned in ``cdt``."""
     weight, bias = norm.weight.float(), norm.bias.float()
     if fused.enabled(x, cdt):
@@ -77,7 +79,7 @@ def affine_input(x: torch.Tensor, norm: nn.LayerNorm, cdt: torch.dtype):
     return _cast(F.layer_norm(x, (x.shape[-1],), weight, bias, norm.eps), cdt)
 
 
-def residual_modulated(x, y, gate, shift, scale, eps: float, cdt: torch.dtype) -> torch.Tensor:
+def residual_modulated(x, y, gate, shift, scale, eps: float, cdt: torch.dtype) -> LinearInput:
     """``x += y * gate`` (in place; gate None: ``x += y``), then :func:`modulated_input` (one pass on GPUs)."""
     if fused.enabled(x, cdt):
         return fused.residual_norm_affine(x, y, gate, 1 + scale, shift, eps, cdt)
@@ -85,7 +87,7 @@ def residual_modulated(x, y, gate, shift, scale, eps: float, cdt: torch.dtype) -
     return modulated_input(x, shift, scale, eps, cdt)
 
 
-def residual_affine(x, y, gate, norm: nn.LayerNorm, cdt: torch.dtype) -> torch.Tensor:
+def residual_affine(x, y, gate, norm: nn.LayerNorm, cdt: torch.dtype) -> LinearInput:
     """``x += y * gate`` (in place; gate None: ``x += y``), then :func:`affine_input` (one pass on GPUs)."""
     if fused.enabled(x, cdt):
         return fused.residual_norm_affine(x, y, gate, norm.weight.float(), norm.bias.float(), norm.eps, cdt)
@@ -101,10 +103,12 @@ class FeedForward(nn.Sequential):
             WanLinear(dim, ffn_dim, device=device), nn.GELU(approximate="tanh"), WanLinear(ffn_dim, dim, device=device)
         )
 
-    def forward(self, x) -> torch.Tensor:
+    def forward(self, input: LinearInput) -> torch.Tensor:  # (nn.Sequential's parameter name)
         if self[2].kernel is not None:  # 8-bit path: GELU fused into the FP8 quantisation of ffn.2's input
-            return self[2](quantize_rows(self[0](x), gelu=True))
-        return self[2](fused.linear_gelu(self[0], x))
+            return self[2](quantize_rows(self[0](input), gelu=True))
+        if not isinstance(input, torch.Tensor):
+            raise TypeError("FP8 rows reach the FFN only on the 8-bit path (WanDiT.set_fast_8bit).")
+        return self[2](fused.linear_gelu(self[0], input))
 
 
 @dataclass

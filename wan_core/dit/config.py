@@ -27,6 +27,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict
 
 from ..checkpoints import guess_kind, shape_guard
 from ..errors import InputError, UnsupportedModelError, preview_keys
@@ -322,7 +323,20 @@ def camera_downscale_for(latent_channels: int) -> int:
     return 16 if latent_channels == 48 else 8
 
 
-def detect_camera(shapes: Shapes, out_dim: int, patch: tuple[int, ...]) -> dict | None:
+class CameraFields(TypedDict, total=False):
+    """DiTConfig's camera-adapter fields, to pass as ``**fields`` (empty: no adapter)."""
+
+    camera_channels: int
+    camera_downscale: int
+    camera_blocks: int
+
+
+def camera_fields(out_dim: int, channels: int = CAMERA_CHANNELS, blocks: int = 1) -> CameraFields:
+    """The camera adapter of a DiT whose latent has ``out_dim`` channels (released ones: 24 channels, 1 block)."""
+    return CameraFields(camera_channels=channels, camera_downscale=camera_downscale_for(out_dim), camera_blocks=blocks)
+
+
+def detect_camera(shapes: Shapes, out_dim: int, patch: tuple[int, ...]) -> CameraFields | None:
     """Camera-adapter fields of DiTConfig from ``control_adapter.*`` shapes; None without an adapter."""
     conv = shapes.get("control_adapter.conv.weight")
     if conv is None:
@@ -334,7 +348,7 @@ def detect_camera(shapes: Shapes, out_dim: int, patch: tuple[int, ...]) -> dict 
             f"[dim, 24*{down}*{down}, {patch[1]}, {patch[2]}]. The file is not a released camera model or is damaged."
         )
     blocks = count_indexed(shapes, "control_adapter.residual_blocks")
-    return {"camera_channels": conv[1] // (down * down), "camera_downscale": down, "camera_blocks": blocks}
+    return camera_fields(out_dim, conv[1] // (down * down), blocks)
 
 
 # Released architectures (WAN_SPEC 1.2): variant -> (dim, ffn, layers, in, out, clip_dim, clip_tokens, vace)
@@ -362,11 +376,7 @@ def released_config(variant: str) -> DiTConfig:
     dim, ffn, layers, in_dim, out_dim, clip_dim, clip_tokens, vace = RELEASED[variant]
     camera = variant in _CAMERA_RELEASES
     family, task = classify(in_dim, out_dim, clip_dim is not None, clip_tokens == 514, bool(vace), camera)
-    adapter = {
-        "camera_channels": CAMERA_CHANNELS,
-        "camera_downscale": camera_downscale_for(out_dim),
-        "camera_blocks": 1,
-    }
+    adapter: CameraFields = camera_fields(out_dim) if camera else {}
     return DiTConfig(
         variant=variant,
         family=family,
@@ -385,5 +395,5 @@ def released_config(variant: str) -> DiTConfig:
         vace_layers=vace,
         vace_in_dim=96 if vace else None,
         per_token_timesteps=task == "ti2v",
-        **(adapter if camera else {}),
+        **adapter,
     )

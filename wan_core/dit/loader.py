@@ -98,7 +98,7 @@ def make_dtype_rule(
 ) -> Callable[[str, torch.dtype], torch.dtype]:
     """Per-tensor storage dtype following the module docstring's policy."""
     linear = _linear_param_names(model)
-    storage_only = dtype is not None and is_storage_dtype(dtype)  # fp8 / int8 (int8 block weights come filled)
+    storage = dtype if dtype is not None and is_storage_dtype(dtype) else None  # fp8 / int8 (int8 blocks: filled)
 
     def rule(name: str, stored: torch.dtype) -> torch.dtype:
         if name not in linear:
@@ -107,8 +107,8 @@ def make_dtype_rule(
             return compute
         if is_fp8(stored):
             return stored
-        if storage_only:
-            return dtype if name.startswith("blocks.") and name.endswith(".weight") else compute
+        if storage is not None:
+            return storage if name.startswith("blocks.") and name.endswith(".weight") else compute
         if dtype is not None:
             return dtype
         return stored if stored in (torch.float16, torch.bfloat16) else compute

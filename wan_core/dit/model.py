@@ -79,7 +79,7 @@ class WanDiT(nn.Module):
             self.ref_conv = nn.Conv2d(
                 c.ref_conv_in_dim, c.dim, c.patch_size[1:], stride=c.patch_size[1:], device=device
             )
-        if c.has_camera:
+        if c.camera_channels is not None:  # (DiTConfig.has_camera)
             self.control_adapter = CameraAdapter(
                 c.camera_channels, c.dim, c.camera_downscale, c.patch_size[1:], c.camera_blocks, device=device
             )
@@ -120,6 +120,11 @@ class WanDiT(nn.Module):
             if isinstance(module, SelfAttention):
                 module.sequence_parallel = split
 
+    def _all_blocks(self) -> list[WanBlock]:
+        """The main blocks, then the VACE blocks (each a WanBlock)."""
+        found = [*self.blocks, *getattr(self, "vace_blocks", [])]
+        return [block for block in found if isinstance(block, WanBlock)]
+
     def set_fast_8bit(self, enabled: bool, run_on: torch.device | str | None = None) -> None:
         """Opt-in 8-bit compute: INT8/FP8 attention and FP8 GEMMs in every block (approximate; CUDA sm90+).
 
@@ -133,13 +138,12 @@ class WanDiT(nn.Module):
         """
         from ..kernels import fp8_linear
 
-        blocks = list(self.blocks) + list(getattr(self, "vace_blocks", []))
         if enabled:
             if self.block_swap is not None:
                 raise InputError("The 8-bit path cannot be combined with block swap yet; set block_swap to 0.")
             target = torch.device(run_on) if run_on is not None else self.device
             fp8_linear.check_device(target)
-        for block in blocks:
+        for block in self._all_blocks():
             block.fp8_inputs = enabled
             for layer in block.modules():
                 if isinstance(layer, WanLinear):
@@ -151,7 +155,7 @@ class WanDiT(nn.Module):
 
         Eager mode is the default and needs no compiler; this is an opt-in speed-up on CUDA.
         """
-        for block in list(self.blocks) + list(getattr(self, "vace_blocks", [])):
+        for block in self._all_blocks():
             block.compile(**compile_kwargs)
 
     def set_block_swap(self, n_blocks: int, offload_device: torch.device | str = "cpu", prefetch: bool = True) -> None:
@@ -171,9 +175,8 @@ class WanDiT(nn.Module):
     def _apply(self, fn, recurse: bool = True):
         """``.to()``/``.cuda()`` etc. leave swapped blocks on their offload device."""
         for layer in self.modules():  # the 8-bit path's FP8 weight copies follow on the next call
-            kernel = getattr(layer, "kernel", None) if isinstance(layer, WanLinear) else None
-            if kernel is not None and hasattr(kernel, "reset"):
-                kernel.reset()
+            if isinstance(layer, WanLinear) and layer.kernel is not None:
+                layer.kernel.reset()
         swap = getattr(self, "block_swap", None)  # _apply also runs inside nn.Module.__init__, before it is set
         if swap is None:
             return super()._apply(fn, recurse)
@@ -341,7 +344,8 @@ class WanDiT(nn.Module):
             raise ConditioningError(f"{self.config.variant} is not a VACE model; remove the VACE conditioning.")
         if ref_tokens:
             raise ConditioningError("A reference latent (ref_conv) cannot be combined with VACE.")
-        return start_vace(self.vace_patch_embedding, self.vace_blocks[0], vace_context, vace_scale, x, self.dtype)
+        first = cast(VaceBlock, self.vace_blocks[0])
+        return start_vace(self.vace_patch_embedding, first, vace_context, vace_scale, x, self.dtype)
 
     def _run_blocks(self, x, e0, ctx: Context, rope, vace: VaceState | None) -> torch.Tensor:
         cdt = self.compute_dtype

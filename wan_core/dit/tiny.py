@@ -13,7 +13,7 @@ import torch
 
 from ..errors import InputError
 from ..tiny_models import TINY, TinySizes
-from .config import CAMERA_CHANNELS, DiTConfig, camera_downscale_for, variant_name
+from .config import CameraFields, DiTConfig, camera_fields, variant_name
 
 # variant -> (family, task, in_dim, out_dim, has_img, flf)
 TINY_VARIANTS: dict[str, tuple[str, str, int, int, bool, bool]] = {
@@ -39,7 +39,7 @@ def tiny_dit_config(variant: str, sizes: TinySizes = TINY) -> DiTConfig:
         raise InputError(f"Unknown tiny DiT variant {variant!r}; use one of {', '.join(TINY_VARIANTS)}.")
     family, task, in_dim, out_dim, has_img, flf = TINY_VARIANTS[variant]
     vace = task == "vace"
-    camera = {"camera_channels": CAMERA_CHANNELS, "camera_downscale": camera_downscale_for(out_dim), "camera_blocks": 1}
+    camera: CameraFields = camera_fields(out_dim) if task == "fun-camera" else {}
     return DiTConfig(
         variant=variant_name(family, task, None),
         family=family,
@@ -58,7 +58,7 @@ def tiny_dit_config(variant: str, sizes: TinySizes = TINY) -> DiTConfig:
         vace_layers=tuple(sizes.vace_layers) if vace else (),
         vace_in_dim=96 if vace else None,
         per_token_timesteps=task == "ti2v",
-        **(camera if task == "fun-camera" else {}),
+        **camera,
     )
 
 

@@ -17,11 +17,15 @@ scales (cuBLASLt/CUTLASS FP8 kernels; 1.76x the bf16 rate at 14B FFN shapes on a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import BackendUnavailableError
 from . import tl, triton, usable
+
+if TYPE_CHECKING:
+    from ..ops import WanLinear
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -93,7 +97,7 @@ def quantize_rows(x: torch.Tensor, gelu: bool = False) -> Fp8Rows:
     scale = torch.empty(*x.shape[:-1], 1, device=x.device, dtype=torch.float32)
     rows = x.numel() // k if k else 0
     if rows:
-        _quant_rows_kernel[(rows,)](x, out, scale, k, GELU=gelu, BLOCK=1024, num_warps=4)
+        _quant_rows_kernel[(rows,)](x, out, scale, k, GELU=gelu, BLOCK=1024, num_warps=4)  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     return Fp8Rows(out, scale)
 
 
@@ -114,7 +118,8 @@ def check_device(device: torch.device) -> None:
 
 
 class Fp8Linear:
-    """A WanLinear's matmul in FP8 (the layer's ``kernel`` hook): ``__call__(layer, x)`` -> [..., out]."""
+    """A WanLinear's matmul in FP8 (the layer's ``kernel`` hook, a :class:`~wan_core.ops.LinearKernel`):
+    ``__call__(layer, x)`` -> [..., out]."""
 
     def __init__(self, out_dtype: torch.dtype) -> None:
         self.out_dtype = out_dtype
@@ -129,10 +134,9 @@ class Fp8Linear:
         self.weight = self.scale = self.bias = None
         self._source = None
 
-    def refresh(self, layer: torch.nn.Module) -> None:
+    def refresh(self, layer: WanLinear) -> None:
         """(Re-)quantise ``layer.weight`` per output channel (fp8 e4m3 weights with a per-tensor scale as stored)."""
-        w = layer.weight
-        scale_weight = getattr(layer, "scale_weight", None)
+        w, scale_weight = layer.weight, layer.scale_weight
         if w.dtype == FP8:
             self.weight = w
             per_tensor = scale_weight.float() if scale_weight is not None else torch.ones((), device=w.device)
@@ -145,9 +149,9 @@ class Fp8Linear:
         self.bias = None if layer.bias is None else layer.bias.to(self.out_dtype)
         self._source = (w._version, w.data_ptr())
 
-    def __call__(self, layer: torch.nn.Module, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    def __call__(self, layer: WanLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
         w = layer.weight
-        if self._source != (w._version, w.data_ptr()):
+        if self.weight is None or self.scale is None or self._source != (w._version, w.data_ptr()):
             self.refresh(layer)
         rows = x if isinstance(x, Fp8Rows) else quantize_rows(x)
         k = rows.shape[-1]
@@ -156,15 +160,19 @@ class Fp8Linear:
         return out.view(*rows.shape[:-1], out.shape[-1])
 
     def _gemm(self, a: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
-        wt = self.weight.t()
+        weight, scale = self.weight, self.scale
+        if weight is None or scale is None:
+            raise RuntimeError("Fp8Linear._gemm before refresh(): no FP8 weight copy yet.")
+        # torch's only row-wise-scaled FP8 GEMM is a private op that its type stubs do not export
+        scaled_mm = torch._scaled_mm  # pyright: ignore[reportPrivateImportUsage]
         if self.bias_in_gemm:
             try:
-                return torch._scaled_mm(
-                    a, wt, sa, self.scale, bias=self.bias, out_dtype=self.out_dtype, use_fast_accum=FAST_ACCUM
+                return scaled_mm(
+                    a, weight.t(), sa, scale, bias=self.bias, out_dtype=self.out_dtype, use_fast_accum=FAST_ACCUM
                 )
             except RuntimeError:  # this torch takes no bias with row-wise scales: add it after
                 self.bias_in_gemm = False
-        out = torch._scaled_mm(a, wt, sa, self.scale, out_dtype=self.out_dtype, use_fast_accum=FAST_ACCUM)
+        out = scaled_mm(a, weight.t(), sa, scale, out_dtype=self.out_dtype, use_fast_accum=FAST_ACCUM)
         return out if self.bias is None else out.add_(self.bias)
 
     @staticmethod

@@ -186,11 +186,12 @@ def quantize_qk(x: torch.Tensor, block: int, extra: float, smooth: bool) -> tupl
         x = x.contiguous()
     mean = x.float().mean(dim=1).contiguous() if smooth else x  # [B, H, d]
     out = torch.empty(batch, heads, seq, dim, device=x.device, dtype=torch.int8)
-    scale = torch.empty(batch, heads, triton.cdiv(seq, block), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(seq, block), batch * heads)
+    blocks = -(-seq // block)
+    scale = torch.empty(batch, heads, blocks, device=x.device, dtype=torch.float32)
+    grid = (blocks, batch * heads)
     _quant_blocks_kernel[grid](
         x, mean, out, scale, seq, heads, x.stride(0), x.stride(1), x.stride(2), extra,
-        BLOCK=block, D=dim, SMOOTH=smooth, num_warps=4,
+        BLOCK=block, D=dim, SMOOTH=smooth, num_warps=4,  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )  # fmt: skip
     return out, scale
 
@@ -204,8 +205,8 @@ def quantize_v(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.empty(batch, heads, dim, seq, device=v.device, dtype=torch.float8_e4m3fn)
     grid = (triton.cdiv(seq, 64), batch * heads)
     _quant_v_kernel[grid](
-        v, scale, out, seq, heads, v.stride(0), v.stride(1), v.stride(2), BLOCK=64, D=dim, num_warps=4
-    )
+        v, scale, out, seq, heads, v.stride(0), v.stride(1), v.stride(2), BLOCK=64, D=dim, num_warps=4,  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
+    )  # fmt: skip
     return out, scale
 
 
@@ -236,7 +237,7 @@ def int8_attention(
         q8, k8, v_in, qs, ks, vs, out, sq, sk, heads, out.stride(0), out.stride(1), out.stride(2),
         v_in.stride(0), v_in.stride(1), v_in.stride(2),
         D=dim, BLOCK_M=block_m, BLOCK_N=block_n, QB=Q_BLOCK, KB=K_BLOCK, PV_FP8=pv == "fp8", PSCALE=P_SCALE,
-        num_warps=warps, num_stages=stages,
+        num_warps=warps, num_stages=stages,  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )  # fmt: skip
     return out
 

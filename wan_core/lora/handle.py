@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +107,7 @@ def _set_stamp(owner: nn.Module, leaf: str, stamp: int | None) -> None:
     setattr(getattr(owner, leaf), STAMP_ATTR, stamp)
 
 
-def _is_linear_weight(owner: nn.Module, leaf: str) -> bool:
+def _is_linear_weight(owner: nn.Module, leaf: str) -> TypeGuard[WanLinear]:
     return isinstance(owner, WanLinear) and leaf == "weight"
 
 
@@ -136,7 +137,7 @@ def _copy_original(owner: nn.Module, leaf: str) -> _Original:
 
 def _restore(owner: nn.Module, leaf: str, original: _Original) -> None:
     p = getattr(owner, leaf)
-    if isinstance(original.tensor, QuantizedWeight):
+    if _is_linear_weight(owner, leaf) and isinstance(original.tensor, QuantizedWeight):
         owner.store_weight(original.tensor.to(p.device, copy=True))
     else:
         p.data = original.tensor.to(p.device, copy=True)

@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from ..devices import compute_dtype_for, resolve_device, resolve_dtype
+from ..errors import ParallelError
 from ..lora import LoraSpec
 from ..sampling import Experts
 from ..sampling.model import DiTLike
-from .distributed import RankInfo, init_group, local_device, teardown, timeout, torchrun_env
+from .distributed import RankInfo, init_group, local_device, member_of, new_group, teardown, torchrun_env
 from .fsdp import shard_blocks
 from .layout import Layout
 from .links import BroadcastInbox, BroadcastLink
@@ -37,13 +37,16 @@ CONTROL_TIMEOUT_S = 4 * 3600.0
 
 def run(args: argparse.Namespace, generate: Callable[[argparse.Namespace, Leader], int]) -> int:
     """Join the group; rank 0 calls ``generate(args, leader)``, the others serve until it returns."""
-    rank, world, local_rank = torchrun_env()  # type: ignore[misc]
+    env = torchrun_env()
+    if env is None:
+        raise ParallelError("The multi-GPU generate runs under torchrun (torchrun --nproc-per-node N -m wan_core ...).")
+    rank, world, local_rank = env
     device_type = resolve_device(args.device).type
     info = RankInfo(rank, world, local_device(device_type, local_rank))
     options = options_from(args)
     init_group(info, None, options.timeout_s)
     try:
-        control = dist.new_group(backend="gloo", timeout=timeout(CONTROL_TIMEOUT_S))
+        control = member_of(new_group(None, CONTROL_TIMEOUT_S, "gloo"), "the gloo control group")
         layout = Layout(options, info.device)
         if rank != 0:
             serve(ModelHost(layout), BroadcastInbox(control))

@@ -44,6 +44,25 @@ def timeout(seconds: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=float(seconds))
 
 
+def new_group(ranks: list[int] | None, timeout_s: float, backend: str | None = None) -> dist.ProcessGroup | None:
+    """``dist.new_group`` (collective: every rank calls it, in the same order): the group, or None on a
+    rank outside ``ranks`` (None = all ranks)."""
+    group = dist.new_group(ranks, timeout=timeout(timeout_s), backend=backend)
+    return group if isinstance(group, dist.ProcessGroup) else None
+
+
+def member_of(group: dist.ProcessGroup | None, what: str) -> dist.ProcessGroup:
+    """``group``, which this rank must belong to (ParallelError when it does not: a broken layout)."""
+    if group is None:
+        raise ParallelError(f"This rank is not a member of {what}; every rank must build the groups alike.")
+    return group
+
+
+def world_group() -> dist.ProcessGroup:
+    """The default group (ParallelError before :func:`init_group`)."""
+    return member_of(dist.group.WORLD, "the default process group (torch.distributed is not initialised)")
+
+
 def init_group(info: RankInfo, init_method: str | None, timeout_s: float) -> None:
     """Join the default process group (``init_method`` None: from the torchrun environment)."""
     if dist.is_initialized():

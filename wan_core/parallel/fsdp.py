@@ -32,7 +32,7 @@ def shard_blocks(dit: nn.Module, mesh: DeviceMesh) -> None:
         for name in ("before_proj", "after_proj"):
             if hasattr(block, name):
                 fully_shard(getattr(block, name), mesh=mesh)
-    for block in [*dit.blocks, *getattr(dit, "vace_blocks", [])]:
+    for block in [*dit.get_submodule("blocks").children(), *getattr(dit, "vace_blocks", [])]:
         fully_shard(block, mesh=mesh)
     fully_shard(dit, mesh=mesh)
     _sharded.add(dit)

@@ -10,14 +10,19 @@ the same order, as ``torch.distributed.new_group`` requires.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
-from .distributed import timeout
+from ..errors import ParallelError
+from .distributed import member_of, new_group, world_group
 from .options import ParallelOptions
 from .sequence import SequenceParallel
 from .timing import NO_TIMER, CommTimer
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 
 @dataclass(frozen=True)
@@ -40,22 +45,31 @@ class Layout:
         self.timer = timer
         self.world = dist.get_world_size()
         self.rank = dist.get_rank()
-        mode, limit = options.attention, timeout(options.timeout_s)
-        whole = SequenceParallel(dist.group.WORLD, mode, timer) if self.world > 1 else None
+        mode, limit = options.attention, options.timeout_s
+        whole = SequenceParallel(world_group(), mode, timer) if self.world > 1 else None
         self.unsplit = Split(whole, None, 1, 0)
         self.cfg: Split | None = None
         if options.cfg_split and self.world % 2 == 0:
             half = self.world // 2
-            token_groups = [dist.new_group(list(range(b * half, (b + 1) * half)), timeout=limit) for b in range(2)]
-            batch_groups = [dist.new_group([i, half + i], timeout=limit) for i in range(half)]
+            token_groups = [new_group(list(range(b * half, (b + 1) * half)), limit) for b in range(2)]
+            batch_groups = [new_group([i, half + i], limit) for i in range(half)]
             branch = self.rank // half
-            tokens = SequenceParallel(token_groups[branch], mode, timer) if half > 1 else None
-            self.cfg = Split(tokens, batch_groups[self.rank % half], 2, branch)
-        self.mesh = None  # for FSDP2 weight sharding over all ranks
+            mine = member_of(token_groups[branch], f"the token group of CFG branch {branch}")
+            tokens = SequenceParallel(mine, mode, timer) if half > 1 else None
+            batch = member_of(batch_groups[self.rank % half], "its CFG batch group")
+            self.cfg = Split(tokens, batch, 2, branch)
+        self._mesh: DeviceMesh | None = None  # for FSDP2 weight sharding over all ranks
         if options.shard_weights:
             from torch.distributed.device_mesh import init_device_mesh
 
-            self.mesh = init_device_mesh(self.device.type, (self.world,))
+            self._mesh = init_device_mesh(self.device.type, (self.world,))
+
+    @property
+    def mesh(self) -> DeviceMesh:
+        """The device mesh of all ranks that sharded weights live on (ParallelError without shard_weights)."""
+        if self._mesh is None:
+            raise ParallelError("Weight sharding is off for this group (ParallelOptions.shard_weights).")
+        return self._mesh
 
     def split_for(self, batch: int) -> Split:
         """The CFG split when ``batch`` divides between the branches, else all ranks on the tokens."""

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import queue as queue_module
 import time
 from collections.abc import Callable
@@ -71,14 +72,18 @@ class QueueLink:
         self.seq = 0
         self.worker_errors: list[str] = []
 
-    def post(self, command: Command) -> int:
+    def post(self, command: Command) -> None:
+        self._send(command)
+
+    def _send(self, command: Command) -> int:
+        """Queue ``command`` for every worker; returns its sequence number (answers carry it)."""
         self.seq += 1
         for q in self.commands:  # one pickle per worker: a shared-memory handle is received once
             q.put(bytes(ForkingPickler.dumps(Envelope(self.seq, command))))
         return self.seq
 
     def request(self, command: Command) -> None:
-        seq = self.post(command)
+        seq = self._send(command)
         pending, errors = len(self.commands), []
         deadline = time.monotonic() + self.request_timeout_s
         while pending:
@@ -142,7 +147,7 @@ class QueueInbox:
     def receive(self) -> Command | None:
         while True:
             try:
-                envelope = ForkingPickler.loads(self.commands.get(timeout=1.0))  # pickled by QueueLink.post
+                envelope = pickle.loads(self.commands.get(timeout=1.0))  # ForkingPickler's output (QueueLink.post)
             except queue_module.Empty:
                 if not self.parent_alive():
                     log.warning("worker %d: the host process is gone; stopping.", self.rank)

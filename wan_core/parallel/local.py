@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import spawn
 
 from .distributed import RankInfo, init_group, local_device, teardown
 
@@ -36,4 +36,4 @@ def spawn_local(
     fn: Callable[..., Any], world: int, device_type: str, args: tuple = (), timeout_s: float = 120.0
 ) -> None:
     """Run ``fn(RankInfo, *args)`` on ``world`` new local processes; returns when all finished."""
-    mp.spawn(_entry, args=(fn, world, device_type, free_port(), timeout_s, args), nprocs=world, join=True)
+    spawn(_entry, args=(fn, world, device_type, free_port(), timeout_s, args), nprocs=world, join=True)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from ..errors import ParallelError
 from .timing import CommTimer
 
 
@@ -104,4 +105,6 @@ def ring_attention(
                 work.wait()
         if incoming is not None:
             kv = incoming
+    if acc is None:  # the shares give every rank at least one real token, so some chunk was real
+        raise ParallelError(f"Ring attention over {size} ranks found no real key tokens (valid rows: {valid}).")
     return acc[0].to(q.dtype)

@@ -122,8 +122,8 @@ class SequenceParallel:
         return self._ulysses(q, k, v, backend, shares.tokens)
 
     def _ulysses(self, q, k, v, backend: str, tokens: int) -> torch.Tensor:
-        full = [self._heads_to_tokens(t, tokens) for t in (q, k, v)]  # each [B, S, H/P, d]
-        return self._tokens_to_heads(attention(*full, backend), q.shape[1])
+        q_all, k_all, v_all = (self._heads_to_tokens(t, tokens) for t in (q, k, v))  # each [B, S, H/P, d]
+        return self._tokens_to_heads(attention(q_all, k_all, v_all, backend), q.shape[1])
 
     def _heads_to_tokens(self, local: torch.Tensor, tokens: int) -> torch.Tensor:
         """[B, s, H, d] (my tokens, all heads) -> [B, S, H/P, d] (all real tokens, my heads)."""

@@ -10,8 +10,19 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
+
+
+class DeviceEvent(Protocol):
+    """What the timer uses of an accelerator's event type (torch.cuda.Event, torch.xpu.Event, ...)."""
+
+    def record(self) -> None: ...
+
+    def synchronize(self) -> None: ...
+
+    def elapsed_time(self, end_event: DeviceEvent) -> float: ...
 
 
 class CommTimer:
@@ -21,7 +32,7 @@ class CommTimer:
 
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
-        self._events: list[tuple[object, object]] = []
+        self._events: list[tuple[DeviceEvent, DeviceEvent]] = []
         self._cpu_seconds = 0.0
 
     @contextlib.contextmanager

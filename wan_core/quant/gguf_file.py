@@ -113,6 +113,8 @@ def _tensor_info(path: Path, tensor: Any, orig_shape: tuple[int, ...] | None, fi
 
 def read_packed(info: TensorInfo) -> torch.Tensor:
     """The packed GGML blocks of a quantised GGUF tensor: uint8 [n_blocks, block bytes]."""
+    if info.ggml_type is None:
+        raise ValueError(f"{info.path}: read_packed is for quantised GGUF tensors; this one is {info.dtype}.")
     t = ggml.GGML_TYPES[info.ggml_type]
     raw = read_tensor(TensorInfo((info.nbytes,), torch.uint8, info.path, info.offset, info.nbytes))
     return raw.reshape(-1, t.nbytes)

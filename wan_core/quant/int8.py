@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -63,10 +64,11 @@ def can_int_mm(tokens: int, in_features: int, out_features: int) -> bool:
     return tokens > 16 and in_features % 8 == 0 and out_features % 8 == 0
 
 
-_COMPILED: dict[str, Callable] = {}
+_COMPILED: dict[str, Callable[..., Any]] = {}
+R = TypeVar("R")
 
 
-def _run_step(name: str, fn: Callable, *args: object) -> object:
+def _run_step(name: str, fn: Callable[..., R], *args: Any) -> R:
     """``fn(*args)``; on CUDA through ``torch.compile(fn)`` (fused element-wise kernels), made once.
 
     A compile failure (no toolchain, an unsupported torch) is logged once and the step runs
@@ -77,7 +79,7 @@ def _run_step(name: str, fn: Callable, *args: object) -> object:
         return fn(*args)
     if name not in _COMPILED:
         _COMPILED[name] = torch.compile(fn, dynamic=True)
-    step = _COMPILED[name]
+    step: Callable[..., R] = _COMPILED[name]
     if step is fn:
         return fn(*args)
     try:
@@ -98,6 +100,6 @@ def int_mm_linear(
     if not can_int_mm(x2.shape[0], q.shape[1], q.shape[0]):
         return None
     xq, xs = _run_step("quantize", quantize_tokens, x2)
-    acc = torch._int_mm(xq, q.t())
+    acc = torch._int_mm(xq, q.t())  # pyright: ignore[reportPrivateImportUsage]  (torch's int8 GEMM; not in its stubs)
     out = _run_step("rescale", rescale, acc, xs, scale, bias, x.dtype)
     return out.reshape(*x.shape[:-1], q.shape[0])

@@ -92,17 +92,24 @@ class QuantizedWeight:
         extra = 0 if self.scale is None else self.scale.numel() * self.scale.element_size()
         return self.data.numel() * self.data.element_size() + extra
 
+    @property
+    def row_scales(self) -> torch.Tensor:
+        """An int8 weight's per-output-channel scales [out] (they come with the data)."""
+        if self.scale is None:
+            raise ValueError(f"an int8 weight of shape {self.shape} without its per-channel scales")
+        return self.scale
+
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight [out, in] in ``dtype`` on the data's device."""
+        if self.ggml_type is not None:
+            return ggml.dequantize(self.data, self.ggml_type, self.shape, dtype)
         kind = self.kind
         if kind == "dense":
             return self.data if self.data.dtype == dtype else self.data.to(dtype)
         if kind == "fp8":
             w = self.data.to(dtype)
             return w if self.scale is None else w * self.scale.to(dtype)
-        if kind == "int8":
-            return dequantize_int8(self.data, self.scale, dtype)
-        return ggml.dequantize(self.data, self.ggml_type, self.shape, dtype)
+        return dequantize_int8(self.data, self.row_scales, dtype)
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None, matmul: str = DEQUANT) -> torch.Tensor:
         """``x @ W^T + bias`` in ``x.dtype``, through the format's own GEMM when ``matmul`` names one."""
@@ -118,10 +125,11 @@ class QuantizedWeight:
     def to(self, device: torch.device | str, non_blocking: bool = False, copy: bool = False) -> QuantizedWeight:
         """The same weight on ``device`` (the stored bytes move as they are)."""
 
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking, copy=copy)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking, copy=copy)
 
-        return QuantizedWeight(move(self.data), move(self.scale), self.shape, self.ggml_type)
+        scale = None if self.scale is None else move(self.scale)
+        return QuantizedWeight(move(self.data), scale, self.shape, self.ggml_type)
 
     def with_delta(self, delta: torch.Tensor) -> QuantizedWeight:
         """``W + delta`` (delta fp32 [out, in] on this device), stored again in this weight's kind.
@@ -146,7 +154,7 @@ class QuantizedWeight:
 
 
 def _int8_int_mm(weight: QuantizedWeight, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-    return int_mm_linear(x, weight.data, weight.scale, bias)
+    return int_mm_linear(x, weight.data, weight.row_scales, bias)
 
 
 register_matmul("int8", "int_mm", _int8_int_mm)

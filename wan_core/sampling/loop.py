@@ -155,7 +155,8 @@ def _cache_run(model: DiTLike | Experts, settings: SamplerSettings, schedule: Sc
         boundary = model.switch_timestep()
         roles = ["high" if float(t) >= boundary else "low" for t in schedule.timesteps.tolist()]
     sigmas = [float(s) for s in schedule.sigmas.tolist()]
-    return CacheRun(settings.cache, sigmas, settings.shift, roles, tuple(cond.latent_shape[-2:]))
+    height, width = cond.latent_shape[-2:]
+    return CacheRun(settings.cache, sigmas, settings.shift, roles, (int(height), int(width)))
 
 
 class _Run:
@@ -190,7 +191,7 @@ class _Run:
             _, frames, height, width = cond.latent_shape
             token_mask = cond.frame_lock.token_mask((frames, height, width), self.plan[0][0].config.patch_size)
         guidance = Guidance(settings.batch_cfg, settings.guidance)
-        self.x = _locked(cond, initial_latent(cond, settings, self.schedule, self.device))
+        x = self.x = _locked(cond, initial_latent(cond, settings, self.schedule, self.device))
         current = None
         for k, (dit, cfg) in enumerate(self.plan):
             self.hooks.check()
@@ -202,24 +203,26 @@ class _Run:
             t = step_timesteps(self.schedule, k, batch, token_mask, self.device)
             extras = conditioning_extras(cond, k / n, batch, self.device)
             inputs = StepInputs(t, pos, neg, extras, step=k, steps=n, cache=self.caches.step(k, dit))
-            v = self._velocity(guidance, dit, inputs, cfg, k)
+            v = self._velocity(guidance, dit, x, inputs, cfg, k)
             preview = self._preview(v) if self.hooks.want_preview else None
-            self.x = _locked(cond, self.solver.step(self.x, v))
-            self.guard.check(self.x, k + 1, cfg, dit)
+            x = self.x = _locked(cond, self.solver.step(x, v))
+            self.guard.check(x, k + 1, cfg, dit)
             del v, extras, inputs
             self.hooks.step(k + 1, n, preview)
         self.hooks.report(self.caches.finish())
         return self._finish()
 
-    def _velocity(self, guidance: Guidance, dit: DiTLike, inputs: StepInputs, cfg: float, k: int) -> torch.Tensor:
-        """The guided velocity of step k: one DiT call, or blended context windows."""
+    def _velocity(
+        self, guidance: Guidance, dit: DiTLike, x: torch.Tensor, inputs: StepInputs, cfg: float, k: int
+    ) -> torch.Tensor:
+        """The guided velocity of step k at latent ``x``: one DiT call, or blended context windows."""
         if self.windows is None:
-            return guidance.velocity(dit, self.x, inputs, cfg)
+            return guidance.velocity(dit, x, inputs, cfg)
 
         def predict(x: torch.Tensor, window_inputs: StepInputs) -> torch.Tensor:
             return guidance.velocity(dit, x, window_inputs, cfg)
 
-        return self.windows.velocity(predict, self.x, inputs, k, self.hooks.check)
+        return self.windows.velocity(predict, x, inputs, k, self.hooks.check)
 
     def _preview(self, v: torch.Tensor) -> torch.Tensor | None:
         """RGB of the current x0 prediction (first video, middle frame); None for latents without factors."""

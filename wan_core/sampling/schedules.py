@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -38,7 +39,10 @@ class Schedule:
         return int(self.timesteps.shape[0])
 
 
-def shift_sigmas(sigmas: np.ndarray | torch.Tensor, shift: float) -> np.ndarray | torch.Tensor:
+Sigmas = TypeVar("Sigmas", np.ndarray, torch.Tensor, float)
+
+
+def shift_sigmas(sigmas: Sigmas, shift: float) -> Sigmas:
     """σ' = s·σ / (1 + (s − 1)·σ): s > 1 spends more steps at high noise."""
     return shift * sigmas / (1.0 + (shift - 1.0) * sigmas)
 

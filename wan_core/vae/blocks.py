@@ -14,7 +14,7 @@ Tensors are ``[B, C, T, H, W]`` unless said otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,15 @@ from ..kernels.norm_silu import rms_norm_silu_into
 
 CACHE_FRAMES = 2  # frames of history a 3x3x3 causal conv needs (2 * temporal padding 1)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+Layer = TypeVar("Layer", bound=nn.Module)
+
+
+def layer_at(seq: nn.Sequential, index: int, kind: type[Layer]) -> Layer:
+    """``seq[index]``, which must be a ``kind`` (the official layouts fix each position's layer type)."""
+    layer = seq[index]
+    if not isinstance(layer, kind):
+        raise TypeError(f"{type(seq).__name__}[{index}] is a {type(layer).__name__}, not a {kind.__name__}")
+    return layer
 
 
 class _FirstChunk:
@@ -73,10 +82,9 @@ class CausalConv3d(nn.Conv3d):
         stride: int | tuple[int, int, int] = 1,
         padding: int | tuple[int, int, int] = 0,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
-        pt, ph, pw = self.padding
+        pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=(0, ph, pw))
         self.front = 2 * pt
-        self.padding = (0, ph, pw)
 
     def _buffer(self, x: torch.Tensor, history: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(buffer [B, C, front + T, H, W] with the history/zero frames filled, its view for x)."""
@@ -87,15 +95,15 @@ class CausalConv3d(nn.Conv3d):
         buf = torch.empty((b, c, self.front + t, h, w), device=x.device, dtype=x.dtype, memory_format=fmt)
         kept = 0 if history is None else min(history.shape[2], self.front)
         buf[:, :, : self.front - kept].zero_()
-        if kept:
+        if history is not None and kept:
             buf[:, :, self.front - kept : self.front].copy_(history[:, :, -kept:])
         return buf, buf[:, :, self.front :]
 
-    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:  # (Conv3d's name)
         if self.front == 0:
-            return super().forward(x)
-        buf, body = self._buffer(x, history)
-        body.copy_(x)
+            return super().forward(input)
+        buf, body = self._buffer(input, history)
+        body.copy_(input)
         return super().forward(buf)
 
     def step(self, x: torch.Tensor, cache: ChunkCache, norm: RMSNorm | None = None) -> torch.Tensor:
@@ -162,13 +170,14 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:
         r = self.residual
+        first, second = layer_at(r, 2, CausalConv3d), layer_at(r, 6, CausalConv3d)
         h = self.shortcut(x)
-        buf = r[2].prepare(x, cache, norm=r[0])
-        y = r[2].convolve(buf)
+        buf = first.prepare(x, cache, norm=layer_at(r, 0, RMSNorm))
+        y = first.convolve(buf)
         del buf  # before the next buffer is allocated
-        buf = r[6].prepare(y, cache, norm=r[3])
+        buf = second.prepare(y, cache, norm=layer_at(r, 3, RMSNorm))
         del y  # the conv input is in buf now: one full-size activation less at the peak
-        return r[6].convolve(buf).add_(h)
+        return second.convolve(buf).add_(h)
 
 
 def per_frame(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -288,4 +297,4 @@ class OutputHead(nn.Sequential):
         super().__init__(RMSNorm(in_dim), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1))
 
     def forward(self, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor:  # type: ignore[override]
-        return self[2].step(x, cache, norm=self[0])
+        return layer_at(self, 2, CausalConv3d).step(x, cache, norm=layer_at(self, 0, RMSNorm))

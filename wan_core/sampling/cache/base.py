@@ -31,7 +31,9 @@ class BlockHook(Protocol):
     ``blocks(x)`` runs every block and returns the tokens after the last one.
     """
 
-    def run_blocks(self, x: torch.Tensor, e: torch.Tensor, e0: Any, blocks: Callable[[torch.Tensor], torch.Tensor]): ...
+    def run_blocks(
+        self, x: torch.Tensor, e: torch.Tensor, e0: Any, blocks: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor: ...
 
 
 ModelCall = Callable[["BlockHook | None"], torch.Tensor]

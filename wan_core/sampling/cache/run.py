@@ -12,6 +12,8 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+
 from ...errors import InputError
 from .base import MethodState, StepCache
 from .curves import magcache_ratios, model_key, teacache_coefficients
@@ -69,10 +71,9 @@ class CacheRun:
         self._expert, self._state = (dit, role), None
         if self.settings is not None:
             self._key = model_key(getattr(dit, "config", None), self.roles is not None, self.latent_hw)
-            self._state = self._new_state(dit)
+            self._state = self._new_state(self.settings, self._key, dit)
 
-    def _new_state(self, dit: Any) -> MethodState:
-        s, key = self.settings, self._key
+    def _new_state(self, s: CacheSettings, key: str, dit: Any) -> MethodState:
         if isinstance(s, EasyCacheSettings):
             return EasyCacheState(s, self.sigmas, self.shift)
         if not supports_block_cache(dit):
@@ -80,7 +81,8 @@ class CacheRun:
         if isinstance(s, MagCacheSettings):
             if self.calibration is not None:
                 return MagCacheCalibration(self.steps, self.calibration)
-            curve, ratios = ("given", s.ratios) if s.ratios is not None else magcache_ratios(s.curve, key)
+            given = np.asarray(s.ratios, dtype=np.float64) if s.ratios is not None else None
+            curve, ratios = ("given", given) if given is not None else magcache_ratios(s.curve, key)
             log.info("MagCache: %s curve for %s", curve, key)
             return MagCacheState(s, ratios, self.steps)
         if isinstance(s, TeaCacheSettings):
@@ -93,7 +95,7 @@ class CacheRun:
         """End of the run: the report (logged), and the calibration file when calibrating."""
         if self._state is not None:
             self._state.finish()
-        if self.calibration is not None:
+        if self.calibration is not None and isinstance(self.settings, MagCacheSettings):
             meta = {
                 "model": self._key,
                 "steps": self.steps,
