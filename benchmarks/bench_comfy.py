@@ -266,7 +266,8 @@ def bench_sampler(args, device: torch.device) -> None:
     node, handle = WanSampler(), WanModelHandle(high=model)
 
     def run():
-        return node.run(handle, embeds, cond, 0, steps, 5.0, -1.0, 5.0, "unipc", 1.0, 0.0, 1)[0]["samples"]
+        out = node.run(handle, embeds, cond, 0, steps, 5.0, -1.0, 5.0, "unipc", 1.0, 0.0, 1)
+        return out["result"][0]["samples"]  # the node also returns UI data (the DiT-steps marks)
 
     run()  # warm-up
     _sync()

@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -97,6 +98,27 @@ def _children_skip_host_main() -> Iterator[None]:
         main.__file__ = path
 
 
+@contextlib.contextmanager
+def _children_find_wan_core() -> Iterator[None]:
+    """Spawned children start from the parent's ``sys.path``, and unpickle their target from ``wan_core``.
+
+    Inside ComfyUI the pack registers ``wan_core`` without touching ``sys.path`` (see the pack's
+    ``__init__.py``), so a child could not import it: while the workers start, the folder holding
+    ``wan_core`` is appended (last: it shadows nothing that the path already provides).
+    """
+    import wan_core
+
+    folder = str(Path(wan_core.__file__).resolve().parent.parent)
+    if folder in sys.path:
+        yield
+        return
+    sys.path.append(folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
+
+
 class WorkerPool:
     """Rank 0 (this process) plus one spawned worker per extra device, in one process group."""
 
@@ -110,7 +132,7 @@ class WorkerPool:
         self.commands = [ctx.Queue() for _ in devices[1:]]
         init_method = f"tcp://127.0.0.1:{free_port()}"
         self.processes = []
-        with _children_skip_host_main():
+        with _children_skip_host_main(), _children_find_wan_core():
             for rank, device in enumerate(devices[1:], start=1):
                 args = (rank, len(devices), str(device), init_method, options, self.commands[rank - 1], self.answers)
                 proc = ctx.Process(target=worker_main, args=args, daemon=True, name=f"wan-worker-{rank}")
