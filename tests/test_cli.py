@@ -8,7 +8,8 @@ import av
 import pytest
 from conftest import ROOT
 
-from wan_core.cli import TerminalProgress, main, parse_cfg, parse_lora, parse_size
+from wan_core.cli import TerminalProgress, main
+from wan_core.cli_args import parse_cfg, parse_lora, parse_size
 from wan_core.errors import InputError
 from wan_core.tiny_build import write_tiny_models
 from wan_core.video_io import read_metadata

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from wan_core.cli import parse_frames, parse_lora, parse_size
+from wan_core.cli_args import parse_frames, parse_lora, parse_size
 from wan_core.dit.loader import detect_config
 from wan_core.errors import InputError, WanError
 from wan_core.images import load_image
