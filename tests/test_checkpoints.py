@@ -8,12 +8,12 @@ from safetensors.torch import save_file
 
 from wan_core.checkpoints import (
     guess_kind,
-    materialize,
     open_checkpoint,
     scaled_fp8_dtype,
     strip_known_prefix,
 )
 from wan_core.errors import CheckpointError
+from wan_core.materialize import materialize
 
 
 def _sd():

@@ -10,7 +10,6 @@ from test_conditioning_helpers import FakeVAE
 from wan_core.conditioning import (
     best_output_size,
     check_frames,
-    check_size,
     flf2v_conditioning,
     fun_control_conditioning,
     fun_inp_conditioning,
@@ -21,6 +20,7 @@ from wan_core.conditioning import (
 )
 from wan_core.conditioning.image import lanczos_cover_crop
 from wan_core.errors import InputError
+from wan_core.validation import check_size_multiple
 
 
 def spec_i2v_mask(known_frames: list[int], frames: int) -> torch.Tensor:
@@ -37,9 +37,9 @@ def spec_i2v_mask(known_frames: list[int], frames: int) -> torch.Tensor:
 
 def test_check_frames_accepts_4n_plus_1_and_names_neighbours(caplog):
     assert check_frames(81) == 81 and check_frames(1) == 1 and check_frames(121) == 121
-    with pytest.raises(InputError, match="frame count 80 .* use 77 or 81"):
+    with pytest.raises(InputError, match="4n\\+1.*got 80: use 77 or 81"):
         check_frames(80)
-    with pytest.raises(InputError, match="positive"):
+    with pytest.raises(InputError, match="frames is 0 but must be a whole number at least 1"):
         check_frames(0)
     with caplog.at_level(logging.WARNING):
         assert check_frames(80, auto_round=True) == 81
@@ -48,13 +48,13 @@ def test_check_frames_accepts_4n_plus_1_and_names_neighbours(caplog):
 
 
 def test_check_size_multiples():
-    assert check_size(832, 480, 16) == (832, 480)
-    with pytest.raises(InputError, match="width 500 is not a multiple of 16.*use 496 or 512"):
-        check_size(500, 480, 16)
-    with pytest.raises(InputError, match="height 720 is not a multiple of 32"):
-        check_size(1280, 720, 32)  # TI2V-5B needs 32
-    with pytest.raises(InputError, match="height 8"):
-        check_size(64, 8, 16)
+    assert check_size_multiple(832, 480, 16) == (832, 480)
+    with pytest.raises(InputError, match="500x480 is not a multiple of 16.*use e.g. 496x480"):
+        check_size_multiple(500, 480, 16)
+    with pytest.raises(InputError, match="1280x720 is not a multiple of 32"):
+        check_size_multiple(1280, 720, 32)  # TI2V-5B needs 32
+    with pytest.raises(InputError, match="height is 8 but must be at least 16"):
+        check_size_multiple(64, 8, 16)
 
 
 def test_t2v_latent_shape_follows_frame_and_stride_rules():

@@ -256,7 +256,7 @@ def test_resolve_params_follows_the_official_defaults():
     """Spec 7.5 values, written out here (not read from wan_core.configs) so a wrong table fails."""
     from types import SimpleNamespace
 
-    from wan_core.pipeline import GenerateInputs, resolve_params
+    from wan_core.request import GenerateInputs, resolve_params
 
     vae21, vae22 = SimpleNamespace(spatial_stride=8), SimpleNamespace(spatial_stride=16)
     none = GenerateInputs()

@@ -37,7 +37,7 @@ def _speed_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _load_inputs(args: argparse.Namespace) -> Any:
     """The pixel inputs named on the command line, as GenerateInputs of float 0..1 tensors."""
-    from .pipeline import GenerateInputs
+    from .request import GenerateInputs
     from .validation import CLI_NAMES, check_input_file
     from .video_io import load_frames, load_image
 
@@ -55,7 +55,7 @@ def _load_inputs(args: argparse.Namespace) -> Any:
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from .pipeline import GenerateParams
+    from .request import GenerateParams
 
     width, height = args.size if args.size else (None, None)
     return GenerateParams(

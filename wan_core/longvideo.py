@@ -21,8 +21,9 @@ from .conditioning.camera import CameraTrajectory
 from .conditioning.extend import CONTINUABLE, continuation_conditioning, join_continuation
 from .errors import ConditioningError
 from .memory import on_device
-from .pipeline import GenerateInputs, GenerateParams, GenerateResult, WanPipeline, resolve_params
+from .pipeline import GenerateResult, WanPipeline
 from .progress import NO_HOOKS, RunHooks
+from .request import GenerateInputs, GenerateParams, resolve_params
 
 log = logging.getLogger(__name__)
 

@@ -180,6 +180,13 @@ def check_frames(frames: Any, names: Names = API_NAMES) -> int:
 
 def check_size(width: int, height: int, frames: int, multiple: int, names: Names = API_NAMES) -> None:
     """Pixel sizes must be positive multiples of VAE stride x patch (16 Wan2.1, 32 Wan2.2 VAE); frames 4n+1."""
+    check_size_multiple(width, height, multiple, names)
+    check_frames(frames, names)
+
+
+def check_size_multiple(width: int, height: int, multiple: int, names: Names = API_NAMES) -> tuple[int, int]:
+    """(width, height) as ints when both are positive multiples of ``multiple`` = VAE stride x patch size."""
+    width, height = int(width), int(height)
     for name, value in (("width", width), ("height", height)):
         if value < multiple:
             raise InputError(
@@ -191,7 +198,7 @@ def check_size(width: int, height: int, frames: int, multiple: int, names: Names
         raise InputError(
             f"Size {width}x{height} is not a multiple of {multiple} (VAE stride x patch size): use e.g. {fixed}."
         )
-    check_frames(frames, names)
+    return width, height
 
 
 # ---------------------------------------------------------------------------------------- text
@@ -416,7 +423,7 @@ def check_generation(facts: Any, request: Any, inputs: Any, device: torch.device
     Runs no model and allocates nothing on ``device``.
     """
     from . import model_fit
-    from .pipeline import choose_mode, resolve_params
+    from .request import choose_mode, resolve_params
 
     request = check_settings(request, names)
     inputs = check_inputs(inputs, names)

@@ -16,7 +16,7 @@ from .image import best_output_size, official_i2v_size
 from .ti2v import ti2v_conditioning
 from .types import Conditioning, FrameLock, VaceHint
 from .vace import combine_vace, mask_latent, vace_conditioning
-from .validate import check_frames, check_size, check_vae, validate_conditioning
+from .validate import check_frames, check_vae, validate_conditioning
 
 __all__ = [
     "CameraTrajectory",
@@ -27,7 +27,6 @@ __all__ = [
     "best_output_size",
     "camera_embedding",
     "check_frames",
-    "check_size",
     "check_vae",
     "combine_vace",
     "continuation_conditioning",

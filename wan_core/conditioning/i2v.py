@@ -11,16 +11,17 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from ..validation import check_size_multiple
 from .image import ResizeMode, check_images, resize_signed, to_signed_chw
 from .latents import PATCH, VideoVAE, anchor_mask, checked_geometry, encode_video, latent_frames, vae_device_dtype
 from .types import Conditioning
-from .validate import check_frames, check_size
+from .validate import check_frames
 
 
 def t2v_conditioning(latent_channels: int, frames: int, width: int, height: int, spatial_stride: int) -> Conditioning:
     """Text-to-video: only the latent shape ``(C, T, H / stride, W / stride)``."""
     frames = check_frames(frames)
-    width, height = check_size(width, height, spatial_stride * PATCH)
+    width, height = check_size_multiple(width, height, spatial_stride * PATCH)
     return Conditioning(
         latent_shape=(latent_channels, latent_frames(frames), height // spatial_stride, width // spatial_stride)
     )

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import ConditioningError, InputError
-from .validate import VAE_FILES, VAE_NAMES, check_frames, check_size
+from ..validation import check_size_multiple
+from .validate import VAE_FILES, VAE_NAMES, check_frames
 
 TEMPORAL_STRIDE = 4
 PATCH = 2  # the DiT patchifies 2x2 in space, so pixel sizes are multiples of stride * PATCH
@@ -61,7 +62,7 @@ def checked_geometry(
             f"{z_dim}: load {VAE_FILES[latent_channels]}"
         )
     frames = check_frames(frames)
-    width, height = check_size(width, height, stride * PATCH)
+    width, height = check_size_multiple(width, height, stride * PATCH)
     return z_dim, stride, frames, width, height
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConditioningError, InputError
+from ..errors import ConditioningError
+from ..validation import check_frames as check_4n1_frames
 from .types import Conditioning
 
 if TYPE_CHECKING:
@@ -25,43 +26,19 @@ VACE_CHANNELS = 96
 
 
 def check_frames(frames: int, auto_round: bool = False) -> int:
-    """Check that a pixel frame count is 4n+1 (1, 5, 9, ..., 81, ..., 121); return it.
+    """A pixel frame count of the form 4n+1 (1, 5, 9, ..., 81, ..., 121), checked by the one rule in
+    :func:`wan_core.validation.check_frames`.
 
-    With ``auto_round`` a wrong count is rounded to the nearest 4n+1 (ties go up)
-    and a warning is logged instead of raising :class:`InputError`.
+    With ``auto_round`` a wrong (positive) count is rounded to the nearest 4n+1 (ties go up) and a
+    warning is logged instead of raising :class:`InputError`.
     """
-    frames = int(frames)
-    if frames < 1:
-        raise InputError(f"frame count {frames} is invalid: use a positive 4n+1 count such as 1, 5, 33 or 81")
-    if (frames - 1) % 4 == 0:
-        return frames
-    below = frames - (frames - 1) % 4
-    above = below + 4
-    if auto_round:
-        rounded = above if frames - below >= above - frames else below
-        log.warning("frame count %d is not 4n+1; using %d", frames, rounded)
+    count = int(frames)
+    if auto_round and count >= 1 and (count - 1) % 4:
+        below = count - (count - 1) % 4
+        rounded = below + 4 if count - below >= 2 else below
+        log.warning("frame count %d is not 4n+1; using %d", count, rounded)
         return rounded
-    raise InputError(
-        f"frame count {frames} is not of the form 4n+1 (the Wan VAE compresses 4 frames into one latent "
-        f"after the first): use {below} or {above}"
-    )
-
-
-def check_size(width: int, height: int, multiple: int) -> tuple[int, int]:
-    """Check that width and height are positive multiples of ``multiple`` pixels; return (width, height).
-
-    ``multiple`` = VAE stride x patch size: 16 for Wan2.1-VAE models, 32 for TI2V-5B.
-    """
-    width, height = int(width), int(height)
-    for name, value in (("width", width), ("height", height)):
-        if value < multiple or value % multiple:
-            low = value // multiple * multiple
-            options = f"{low} or {low + multiple}" if low >= multiple else f"{multiple} or more"
-            raise InputError(
-                f"{name} {value} is not a multiple of {multiple} (VAE stride x patch size for this model): "
-                f"use {options}"
-            )
-    return width, height
+    return check_4n1_frames(count)
 
 
 def _field(config: object, name: str, default: Any = None) -> Any:

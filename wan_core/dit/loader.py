@@ -43,7 +43,6 @@ from ..checkpoints import (
     SCALED_FP8_MARKER,
     CheckpointInput,
     TensorSource,
-    materialize,
     open_checkpoint,
     scaled_fp8_dtype,
     strip_known_prefix,
@@ -51,6 +50,7 @@ from ..checkpoints import (
 from ..devices import compute_dtype_for, is_fp8, is_storage_dtype, resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
 from ..fp8 import attach_scales, split_scales
+from ..materialize import materialize
 from ..ops import WanLinear
 from ..quant.loading import fill_quantized_linears
 from .config import DiTConfig, config_from_shapes

@@ -16,11 +16,11 @@ from ..checkpoints import (
     CheckpointInput,
     TensorSource,
     guess_kind,
-    materialize,
     open_checkpoint,
 )
 from ..devices import resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
+from ..materialize import materialize
 from .config import VAEConfig, detect_config
 from .convert import diffusers_renamer, is_diffusers_layout
 from .model import WanVAE
