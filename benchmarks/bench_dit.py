@@ -151,6 +151,16 @@ def main() -> int:
     timestep = torch.tensor([700.0], device=device)
     ms_ours, mem_ours, out_ours = time_cuda(lambda: ours(x, timestep, context), args.runs, args.warmup)
     print(f"ours:      {ms_ours:9.1f} ms/forward (median of {args.runs}), peak {mem_ours:.2f} GiB")
+    run_variants(args, ours, weights, x, timestep, context, ms_ours, out_ours)
+    if args.skip_diffusers:
+        return 0
+    return compare_with_diffusers(args, config, weights, device, (x, timestep, context), out_ours, ms_ours, mem_ours)
+
+
+def run_variants(args, ours, weights, x, timestep, context, ms_ours: float, out_ours) -> None:
+    """The optional rows: without fused kernels, fp8 weights, block swap, torch.compile (each vs plain ours)."""
+    import wan_core
+
     if not args.skip_eager:
         os.environ["WAN_CORE_NO_TRITON"] = "1"  # the same model without the fused Triton kernels
         ms_eager, _, out_eager = time_cuda(lambda: ours(x, timestep, context), args.runs, args.warmup)
@@ -161,7 +171,7 @@ def main() -> int:
             f"rel err fused vs eager {err_f:.2e}"
         )
     if args.fp8:
-        fp8 = wan_core.load_dit(weights, device=device, dtype=torch.float8_e4m3fn, attention=args.attention)
+        fp8 = wan_core.load_dit(weights, device=x.device, dtype=torch.float8_e4m3fn, attention=args.attention)
         fp8.set_compute_dtype(torch.bfloat16)
         ms_8, mem_8, out_8 = time_cuda(lambda: fp8(x, timestep, context), args.runs, args.warmup)
         print(
@@ -183,8 +193,13 @@ def main() -> int:
         ms_c, mem_c, out_c = time_cuda(lambda: ours(x, timestep, context), args.runs, max(args.warmup, 2))
         err_c = float((out_c.double() - out_ours.double()).norm() / out_ours.double().norm())
         print(f"ours+compile: {ms_c:9.1f} ms/forward, peak {mem_c:.2f} GiB, rel err vs eager {err_c:.2e}")
-    if args.skip_diffusers:
-        return 0
+
+
+def compare_with_diffusers(args, config, weights, device, inputs, out_ours, ms_ours: float, mem_ours: float) -> int:
+    """diffusers' WanTransformer3DModel on the same weights: the time ratio and the parity verdict (exit code)."""
+    x, timestep, context = inputs
+    _, t, h, w = x.shape[1:]
+    tokens = t * (h // 2) * (w // 2)
     ref = build_diffusers(config, weights, device)
     xb = x.to(torch.bfloat16)
 
