@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+from functools import partial
 
 import torch
 
+from wan_core.budget import sampling_run_bytes
 from wan_core.conditioning import Conditioning, validate_conditioning
 from wan_core.modelset import ModelSet
 from wan_core.sampling import Experts, SamplerSettings, sample
@@ -45,6 +48,15 @@ def sampler_inputs(
         steps=steps, shift=shift, cfg=guidance, solver=solver, seed=seed, batch_size=batch_size, denoise=denoise
     )
     return model.sampling_target(boundary=moe_boundary if moe_boundary > 0.0 else None), settings
+
+
+def _run_bytes(model: ModelSet, conditioning: Conditioning, settings: SamplerSettings) -> int:
+    """Device memory one step needs besides the weights (batched guidance doubles the batch)."""
+    scales = tuple(settings.cfg) if isinstance(settings.cfg, (tuple, list)) else (settings.cfg,)
+    guided = any(scale != 1.0 for scale in scales) and settings.batch_cfg
+    batch = settings.batch_size * (2 if guided else 1)
+    loras = sum(os.path.getsize(spec.path) for spec in model.loras if os.path.isfile(spec.path))
+    return sampling_run_bytes(model.high, conditioning.latent_shape, batch, loras)
 
 
 class WanSampler:
@@ -149,8 +161,11 @@ class WanSampler:
         target, settings = sampler_inputs(
             model, seed, steps, cfg, cfg_low_noise, shift, solver, denoise, moe_boundary, batch_size
         )
+        run_bytes = partial(_run_bytes, model, conditioning, settings)  # asked only inside ComfyUI
         hooks, close = bridge.make_hooks(steps)
         try:
+            with bridge.comfy_errors():
+                bridge.use_models([model.high], run_bytes)  # before the LoRAs attach: merges then happen in place
             with bridge.comfy_errors(), model.attached_loras(), torch.inference_mode():
                 z = sample(
                     target,
@@ -160,6 +175,7 @@ class WanSampler:
                     settings,
                     hooks=hooks,
                     device=bridge.compute_device(),
+                    host=bridge.model_host(run_bytes),  # ComfyUI's manager loads each expert for its steps
                 )
         finally:
             close()

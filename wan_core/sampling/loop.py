@@ -15,6 +15,7 @@ import torch
 from ..conditioning.types import Conditioning
 from ..devices import empty_cache, resolve_device
 from ..errors import ConditioningError, InputError
+from ..memory import ModelHost
 from ..progress import NO_HOOKS, RunHooks
 from .experts import OFFICIAL_BOUNDARIES, Experts, Residency
 from .guidance import Guidance, StepInputs, TextEmbeddings, as_context_list, conditioning_extras
@@ -110,13 +111,15 @@ def sample(
     settings: SamplerSettings,
     hooks: RunHooks | None = None,
     device: torch.device | str | None = None,
+    host: ModelHost | None = None,
 ) -> torch.Tensor:
     """Sample a normalised latent [batch_size, C, T', h, w] fp32 on CPU (T' = T − trim_latent_frames).
 
     ``model``: a WanDiT, or :class:`Experts` for Wan2.2 A14B. ``positive`` / ``negative``: text
     embeddings as lists of [L_i, D] tensors (one shared prompt, or one per batch element);
     ``negative`` may be None only when every guidance scale is 1. The active DiT is moved to
-    ``device`` (default: where the first one lives) if it lives elsewhere. On an interrupt or an
+    ``device`` (default: where the first one lives) if it lives elsewhere, or ``host`` (a memory
+    manager, e.g. ComfyUI's) makes it ready when given. On an interrupt or an
     error the run's tensors are dropped (including the locals of the traceback's finished frames)
     and the device cache is emptied before the exception propagates, so the next run starts clean.
     """
@@ -127,7 +130,8 @@ def sample(
     _check_latent_channels(models, cond)
     device = resolve_device(device if device is not None else plan[0][0].device)
     mode = model.offload if isinstance(model, Experts) else "never"
-    run = _Run(cond, settings, schedule, plan, Residency(models, device, mode), hooks, device)
+    residency = host if host is not None else Residency(models, device, mode)
+    run = _Run(cond, settings, schedule, plan, residency, hooks, device)
     try:
         with torch.no_grad():
             return run.loop(positive, negative)
@@ -147,7 +151,7 @@ class _Run:
         settings: SamplerSettings,
         schedule: Schedule,
         plan: list[tuple[DiTLike, float]],
-        residency: Residency,
+        residency: ModelHost,
         hooks: RunHooks,
         device: torch.device,
     ) -> None:
