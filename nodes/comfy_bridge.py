@@ -264,8 +264,7 @@ def _load(modules: Sequence[nn.Module], run_bytes: int, where: Placement | None)
     patchers = [_patchers.get(m) or _new_patcher(m, where or placement("diffusion")) for m in modules]
     for patcher in patchers:
         patcher.run_bytes = run_bytes
-    least = run_bytes + sum(p.minimum_size() for p in patchers)
-    _mm.load_models_gpu(patchers, memory_required=run_bytes, minimum_memory_required=least)
+    _mm.load_models_gpu(patchers, memory_required=run_bytes)  # it frees room for the whole models first
 
 
 class _ManagerHost:

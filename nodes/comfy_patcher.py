@@ -93,14 +93,6 @@ def patcher_class(base: Any, mm: Any) -> Any:
         def loaded_size(self) -> int:
             return self._loaded
 
-        def minimum_size(self) -> int:
-            """The least the module can run with on the device: all blocks streamed, or all of it."""
-            module = self.model
-            if module is None or not swappable(module):
-                return self.model_size()
-            fixed, blocks = dit_block_bytes(module)
-            return plan_block_swap(fixed, blocks, 0, len(blocks)).peak
-
         def current_loaded_device(self) -> torch.device:
             module = self.model
             return home_device(module) if module is not None else self.offload_device

@@ -83,9 +83,8 @@ class WanVAEEncode:
 
     def encode(self, vae: WanVAE, frames: torch.Tensor, tiled: bool, tile_size: int, tile_overlap: int) -> tuple[dict]:
         count, height, width = frames.shape[:3]
-        bridge.use_models(
-            [vae], vae_run_bytes(vae.config, count, height, width, vae.dtype, tile=tile_size if tiled else None)
-        )
+        tile = tile_size if tiled else None
+        bridge.use_models([vae], lambda: vae_run_bytes(vae.config, count, height, width, vae.dtype, tile=tile))
         hooks, close = bridge.make_hooks(frames.shape[0], want_preview=False)
         try:
             with bridge.comfy_errors(), torch.inference_mode():

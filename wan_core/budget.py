@@ -121,7 +121,8 @@ def vae_latent_run_bytes(config: VAEConfig, latent_shape: Sequence[int], dtype: 
 def text_run_bytes(config: T5Config, batch: int, tokens: int, dtype: torch.dtype) -> int:
     """Peak device bytes of a umT5 forward on ``batch`` prompts of ``tokens`` tokens."""
     c = dtype_bytes(dtype)
-    scores = 2 * batch * config.heads * tokens * tokens * FP32  # scores + softmax, with position bias
+    # fp32 scores live ~5 times at once (logits, + bias and mask, softmax, its cast), plus the shared position bias
+    scores = (5 * batch + 1) * config.heads * tokens * tokens * FP32
     hidden = batch * tokens * (4 * config.d_model * FP32 + 3 * config.d_ff * c)
     return int((scores + hidden) * MARGIN)
 
