@@ -288,7 +288,7 @@ def model_host(run_bytes: Estimate, where: Placement | None = None) -> ModelHost
 
 
 def memory_report() -> dict[str, Any]:
-    """ComfyUI's loaded models (ours marked) and this process's RSS: served at ``/wan_core/memory``."""
+    """ComfyUI's loaded models (ours marked), this process's RSS and CUDA allocator counters (bytes)."""
     import psutil
 
     models = []
@@ -304,11 +304,21 @@ def memory_report() -> dict[str, Any]:
                 "loaded": int(loaded.model_loaded_memory()) if patcher is not None else 0,
             }
         )
-    return {"loaded_models": models, "rss": psutil.Process().memory_info().rss}
+    report: dict[str, Any] = {"loaded_models": models, "rss": psutil.Process().memory_info().rss}
+    device = compute_device()
+    if device.type == "cuda":
+        report["cuda"] = {
+            "allocated": torch.cuda.memory_allocated(device),
+            "reserved": torch.cuda.memory_reserved(device),
+            "max_allocated": torch.cuda.max_memory_allocated(device),
+            "max_reserved": torch.cuda.max_memory_reserved(device),
+        }
+    return report
 
 
 def _add_memory_route() -> None:
-    """GET /wan_core/memory -> :func:`memory_report` (JSON), for checks and benchmarks."""
+    """GET /wan_core/memory -> :func:`memory_report` (JSON), for checks and benchmarks; ``?reset_peak=1``
+    starts a new CUDA peak after reporting."""
     try:
         server = importlib.import_module("server")
         routes = server.PromptServer.instance.routes
@@ -318,7 +328,10 @@ def _add_memory_route() -> None:
 
     @routes.get("/wan_core/memory")
     async def _memory(request: Any) -> Any:
-        return web.json_response(memory_report())
+        report = memory_report()
+        if request.query.get("reset_peak") and compute_device().type == "cuda":
+            torch.cuda.reset_peak_memory_stats(compute_device())
+        return web.json_response(report)
 
 
 if IN_COMFYUI:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 from functools import partial
 
 import torch
@@ -11,6 +13,7 @@ import torch
 from wan_core.budget import sampling_run_bytes
 from wan_core.conditioning import Conditioning, validate_conditioning
 from wan_core.modelset import ModelSet
+from wan_core.progress import RunHooks
 from wan_core.sampling import Experts, SamplerSettings, sample
 from wan_core.sampling.model import DiTLike
 
@@ -57,6 +60,26 @@ def _run_bytes(model: ModelSet, conditioning: Conditioning, settings: SamplerSet
     batch = settings.batch_size * (2 if guided else 1)
     loras = sum(os.path.getsize(spec.path) for spec in model.loras if os.path.isfile(spec.path))
     return sampling_run_bytes(model.high, conditioning.latent_shape, batch, loras)
+
+
+class _StepClock:
+    """Times each step through the progress hook, for one log line per run (the speed at a glance)."""
+
+    def __init__(self, hooks: RunHooks) -> None:
+        self.stamps = [time.perf_counter()]
+        self._progress = hooks.progress
+        self.hooks = dataclasses.replace(hooks, progress=self._tick)
+
+    def _tick(self, step: int, total: int, preview: torch.Tensor | None) -> None:
+        self.stamps.append(time.perf_counter())
+        if self._progress is not None:
+            self._progress(step, total, preview)
+
+    def log(self) -> None:
+        times = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        if times:
+            per_step = ", ".join(f"{t:.2f}" for t in times)
+            log.info("Wan Sampler: %d steps in %.2f s (per step: %s s)", len(times), sum(times), per_step)
 
 
 class WanSampler:
@@ -163,6 +186,7 @@ class WanSampler:
         )
         run_bytes = partial(_run_bytes, model, conditioning, settings)  # asked only inside ComfyUI
         hooks, close = bridge.make_hooks(steps)
+        clock = _StepClock(hooks)
         try:
             with bridge.comfy_errors():
                 bridge.use_models([model.high], run_bytes)  # before the LoRAs attach: merges then happen in place
@@ -173,12 +197,13 @@ class WanSampler:
                     text_embeds.negative,
                     conditioning,
                     settings,
-                    hooks=hooks,
+                    hooks=clock.hooks,
                     device=bridge.compute_device(),
                     host=bridge.model_host(run_bytes),  # ComfyUI's manager loads each expert for its steps
                 )
         finally:
             close()
+        clock.log()
         return (latent_to_comfy(z),)
 
 

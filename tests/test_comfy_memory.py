@@ -52,6 +52,7 @@ def models_dir(tmp_path_factory):
 def inside(monkeypatch, models_dir, tmp_path):
     """(manager, nodes package running inside the fake ComfyUI); the capacity is set by the test."""
     monkeypatch.setenv("WAN_CORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WAN_CORE_MODELS_DIR", str(models_dir))  # the plain nodes' reference runs
     manager = FakeManager(capacity=BIG)
     return manager, install(monkeypatch, manager, models_dir)
 
