@@ -123,9 +123,11 @@ def patcher_class(base: Any, mm: Any) -> Any:
             return self._loaded - before
 
         def weight_budget(self, device: torch.device, granted: float) -> float:
-            """What the weights may use: the grant, but never more than the free memory minus the run's."""
-            if device.type == "cpu":
-                return granted
+            """What the weights may use: the grant, but never more than the free memory minus the run's.
+
+            (ComfyUI's grant can exceed that: it lets weights take 40% of the free memory even when
+            the run's activations need more than the other 60%.)
+            """
             free = mm.get_free_memory(device) + self._loaded - self.run_bytes - mm.extra_reserved_memory()
             return max(0.0, min(granted, free))
 

@@ -211,3 +211,59 @@ def test_the_same_file_loads_once(inside):
         vae_loader.load("wan_2.1_vae.safetensors", "auto")["result"][0]
         is vae_loader.load("wan_2.1_vae.safetensors", "auto")["result"][0]
     )
+
+
+def test_no_vram_grant_streams_every_block(inside):
+    """--novram: ComfyUI grants 0.1 bytes; the DiT then keeps only what never streams on the device."""
+    manager, package = inside
+    dit = _dit(execute_api(_t2v(DEEP, decode=False), package.NODE_CLASS_MAPPINGS))
+    patcher = package.comfy_bridge._patchers[dit]
+    manager.unload_all_models()
+    patcher.partially_load(ACCELERATOR, 0.1)
+    fixed, blocks = dit_block_bytes(dit)
+    assert len(dit.block_swap.indices) == len(blocks) and patcher.loaded_size() == fixed
+
+
+def test_unloading_rank0_stops_the_multi_gpu_workers(inside, monkeypatch, models_dir):
+    from test_multigpu_nodes import spawn_safe_sys_path
+
+    manager, package = inside
+    spawn_safe_sys_path(monkeypatch)
+    monkeypatch.setenv("WAN_CORE_PARALLEL_TIMEOUT_S", "20")
+    monkeypatch.setenv("WAN_CORE_WORKER_THREADS", "1")
+    loader = package.NODE_CLASS_MAPPINGS["WanCoreModelLoader"]()
+    handle = loader.load("wan2.1_t2v_1.3B_bf16.safetensors", "none", "fp32", "sdpa", 0, gpus="cpu,cpu")["result"][0]
+    multigpu = package.multigpu
+    pool = multigpu.active_pool()
+    try:
+        assert pool.running and handle.high in package.comfy_bridge._patchers  # rank 0's copy is registered
+        package.comfy_bridge.use_models([handle.high], lambda: 0)  # as a sampling run leaves it
+        manager.unload_all_models()  # "Unload models" / POST /free
+        assert not pool.running and not any(p.is_alive() for p in pool.processes)
+        handle.placement.ensure_running()  # the next run starts them again
+        assert multigpu.active_pool().running
+    finally:
+        if multigpu.active_pool() is not None:
+            multigpu.active_pool().stop("test finished")
+
+
+def test_the_grant_is_cut_to_what_the_activations_leave(inside):
+    """ComfyUI lets weights take 40% of the free memory whatever the run needs; ours never take more than
+    the free memory minus the run's activations and the reserve, so the run itself still fits."""
+    manager, package = inside
+    big = {"width": 256, "height": 256, "length": 33}
+    api = override_api(_t2v(DEEP, decode=False), big)
+    dit = _dit(execute_api(api, package.NODE_CLASS_MAPPINGS))
+    patcher = package.comfy_bridge._patchers[dit]
+    fixed, blocks = dit_block_bytes(dit)
+    run = patcher.run_bytes
+    weights = fixed + sum(blocks)
+    assert run > 0.4 * weights
+    manager.unload_all_models()
+    manager.inference = 0
+    # free - reserve = 60% of the weights + the run; ComfyUI's 40% rule alone would grant all the weights
+    manager.capacity = int((0.6 * weights + run) / 0.3)
+    manager.reserve = int(0.7 * manager.capacity)
+    execute_api(override_api(api, {"seed": 4}), package.NODE_CLASS_MAPPINGS)
+    plan = plan_block_swap(fixed, blocks, 0, len(dit.block_swap.indices) if dit.block_swap else 0)
+    assert plan.swapped > 0 and plan.peak + run + manager.reserve <= manager.capacity

@@ -133,3 +133,16 @@ def test_rss_stays_flat_over_twenty_queued_runs(comfyui):
     assert names == sorted(OURS - {"UMT5Encoder"}) or names == sorted(OURS), names  # one copy of each
     reported = _get(f"{comfyui.base}/wan_core/memory")["rss"]
     assert abs(reported - after_all) / after_all < 0.05  # the route reports the server's own RSS
+
+
+def test_two_loaders_of_one_file_hold_one_copy(comfyui):
+    """A second Model Loader on the same file (another sampler, other run settings) shares the first one's DiT."""
+    api = _graph(seed=300)
+    (loader,) = [k for k, v in api.items() if v["class_type"] == "WanCoreModelLoader"]
+    (sampler,) = [k for k, v in api.items() if v["class_type"] == "WanCoreSampler"]
+    api["900"] = {**api[loader], "inputs": {**api[loader]["inputs"], "attention": "sdpa"}}
+    api["901"] = {**api[sampler], "inputs": {**api[sampler]["inputs"], "model": ["900", 0], "seed": 301}}
+    api["902"] = {"class_type": "SaveLatent", "inputs": {"samples": ["901", 0], "filename_prefix": "memory/second"}}
+    _wait(comfyui, _queue(comfyui, api))
+    names = [m["name"] for m in _ours(comfyui)]
+    assert names.count("WanDiT") == 1, names
