@@ -240,8 +240,6 @@ def test_unloading_rank0_stops_the_multi_gpu_workers(inside, monkeypatch, models
         package.comfy_bridge.use_models([handle.high], lambda: 0)  # as a sampling run leaves it
         manager.unload_all_models()  # "Unload models" / POST /free
         assert not pool.running and not any(p.is_alive() for p in pool.processes)
-        handle.placement.ensure_running()  # the next run starts them again
-        assert multigpu.active_pool().running
     finally:
         if multigpu.active_pool() is not None:
             multigpu.active_pool().stop("test finished")
@@ -267,3 +265,28 @@ def test_the_grant_is_cut_to_what_the_activations_leave(inside):
     execute_api(override_api(api, {"seed": 4}), package.NODE_CLASS_MAPPINGS)
     plan = plan_block_swap(fixed, blocks, 0, len(dit.block_swap.indices) if dit.block_swap else 0)
     assert plan.swapped > 0 and plan.peak + run + manager.reserve <= manager.capacity
+
+
+def test_stopped_workers_restart_for_the_next_run(monkeypatch, tmp_path_factory):
+    """After an unload stopped them (``stop_workers``), the next run starts the workers again, LoRAs included."""
+    import test_multigpu_nodes as mg
+
+    models = tmp_path_factory.mktemp("restart_models")
+    write_tiny_models(models, names=(mg.DIT, mg.LORA))
+    mg.spawn_safe_sys_path(monkeypatch)
+    monkeypatch.setenv("WAN_CORE_MODELS_DIR", str(models))
+    monkeypatch.setenv("WAN_CORE_PARALLEL_TIMEOUT_S", str(mg.TIMEOUT_S))
+    monkeypatch.setenv("WAN_CORE_WORKER_THREADS", "1")
+    monkeypatch.setattr(mg.bridge, "compute_device", lambda: torch.device("cpu"))
+    try:
+        reference = mg._sample(mg._with_lora(mg._load()))
+        handle = mg._load("cpu,cpu")
+        mg._sample(handle)
+        handle.placement.stop_workers()  # what ComfyUI's unload of rank 0's copy calls
+        assert not mg.multigpu.active_pool().running
+        assert mg.rel_err(mg._sample(mg._with_lora(handle)), reference) <= 1e-5
+        assert mg.multigpu.active_pool().running
+    finally:
+        pool = mg.multigpu.active_pool()
+        if pool is not None:
+            pool.stop("test finished")
