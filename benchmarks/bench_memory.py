@@ -407,6 +407,8 @@ def run_all(args: argparse.Namespace, work: Path) -> list[Case]:
     capped = Server(args, work, capped=True)
     try:
         capped.start()
+        if not args.smoke and "process capped at" not in capped.log_text():
+            raise SystemExit(f"the helper pack did not cap the server:\n{capped.log_text()[-4000:]}")
         runs = [
             (label("14B", sizes.big, cap), ours(sizes.big, "capped")),
             (label("A14B pair", sizes.pair, cap), ours(sizes.pair, "pair", LOW)),

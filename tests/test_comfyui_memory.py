@@ -148,3 +148,21 @@ def test_two_loaders_of_one_file_hold_one_copy(comfyui):
     _wait(comfyui, _queue(comfyui, api))
     names = [m["name"] for m in _ours(comfyui)]
     assert names.count("WanDiT") == 1, names
+
+
+def test_memory_benchmark_smoke(tmp_path):
+    """benchmarks/bench_memory.py --smoke: the GPU benchmark's whole flow on tiny models (two servers, our
+    14B-shaped runs, the A14B pair, a native UNETLoader + KSampler, ours again), so it does not rot."""
+    import subprocess
+    import sys
+
+    from comfyui_server import comfyui_python
+    from conftest import ROOT
+
+    root = comfyui_path()
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--comfyui", str(root)]
+    command += ["--python", comfyui_python(), "--smoke", "--work", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "PASS: every prompt finished" in done.stdout, (
+        done.stdout[-3000:] + done.stderr[-3000:]
+    )
