@@ -24,7 +24,8 @@ Step times come from the sampler's log line (per step; the last step is the clea
 streamed blocks from the patcher's log line, GPU peaks and what the manager holds from
 ``/wan_core/memory``. Prints a table and exits non-zero when a check fails.
 
-Needs, besides this repository: ``torch``, ``safetensors`` and ``numpy`` in this Python;
+Needs, besides this repository: ``torch``, ``numpy``, ``safetensors`` and ``sentencepiece`` (the umT5
+file embeds a tokenizer) in this Python;
 ComfyUI's Python (``--python``, default this one) needs ComfyUI's requirements and this
 pack's requirements.txt.
 """
