@@ -232,7 +232,8 @@ def capped_sample(args, config: DiTConfig, weights: dict[str, torch.Tensor], con
     resident = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total), device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total), index)
         torch.cuda.reset_peak_memory_stats(device)
     settings = SamplerSettings(steps=args.steps, cfg=5.0, seed=args.seed, batch_cfg=False)
     start = time.perf_counter()

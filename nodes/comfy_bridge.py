@@ -19,13 +19,17 @@ import importlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from wan_core.errors import InputError, WanInterrupted
+from wan_core.memory import ModelHost
 from wan_core.progress import RunHooks
 
 log = logging.getLogger(__name__)
@@ -172,11 +176,166 @@ def offload_device() -> torch.device:
     return torch.device("cpu")
 
 
-def free_comfy_models() -> None:
-    """Ask ComfyUI to unload its own models so ours fit (no-op standalone and on CPU)."""
-    if IN_COMFYUI and _mm.get_torch_device().type != "cpu":
-        _mm.unload_all_models()
-        _mm.soft_empty_cache()
+# --------------------------------------------------------------------------- memory (see docs/NODES.md)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Devices of one model: it computes on ``compute``, waits on ``offload``; loaders put its weights on ``initial``."""
+
+    compute: torch.device
+    offload: torch.device
+    initial: torch.device
+
+
+def placement(kind: str, on_cpu: bool = False) -> Placement:
+    """ComfyUI's devices for a model ``kind`` ("diffusion", "vae", "text", "clip"), as its own loaders use them.
+
+    Inside ComfyUI weights are loaded onto the offload device and its manager moves them in
+    before each use; standalone they go straight to the compute device. ``on_cpu``: the
+    user asked for the CPU (e.g. the text encoder), everything stays there.
+    """
+    if on_cpu:
+        cpu = torch.device("cpu")
+        return Placement(cpu, cpu, cpu)
+    if not IN_COMFYUI:
+        return Placement(compute_device(), torch.device("cpu"), compute_device())
+    compute, offload = {
+        "diffusion": (_mm.get_torch_device, _mm.unet_offload_device),
+        "vae": (_mm.vae_device, _mm.vae_offload_device),
+        "text": (_mm.text_encoder_device, _mm.text_encoder_offload_device),
+        "clip": (_mm.text_encoder_device, _mm.text_encoder_offload_device),
+    }[kind]
+    return Placement(torch.device(compute()), torch.device(offload()), torch.device(offload()))
+
+
+# Device bytes a run needs besides the weights; called only when a memory manager asks (inside ComfyUI).
+Estimate = Callable[[], int]
+
+_patchers: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
+_patcher_type: Any = None
+
+
+def _new_patcher(module: nn.Module, where: Placement) -> Any:
+    global _patcher_type
+    if _patcher_type is None:
+        from .comfy_patcher import patcher_class
+
+        _patcher_type = patcher_class(importlib.import_module("comfy.model_patcher").ModelPatcher, _mm)
+    patcher = _patcher_type(module, where.compute, where.offload)
+    _patchers[module] = patcher
+    return patcher
+
+
+def manage(
+    module: nn.Module,
+    where: Placement,
+    block_swap: int = 0,
+    on_unload: Callable[[], None] | None = None,
+) -> None:
+    """Put a loaded module under ComfyUI's memory manager (standalone: apply ``block_swap`` now).
+
+    ``block_swap``: the user's manual count of streamed DiT blocks; 0 = as many as the memory
+    the manager grants requires. ``on_unload``: a bound method called whenever the manager
+    unloads the module (held weakly: the module must not keep its owner alive).
+    """
+    if not IN_COMFYUI:
+        swap = getattr(module, "block_swap", None)
+        if hasattr(module, "set_block_swap") and (len(swap.indices) if swap else 0) != block_swap:
+            module.set_block_swap(block_swap, offload_device())  # type: ignore[operator]
+        return
+    patcher = _patchers.get(module) or _new_patcher(module, where)
+    patcher.block_swap_override = block_swap or None
+    if on_unload is not None and all(ref() != on_unload for ref in patcher.on_unload):
+        patcher.on_unload.append(weakref.WeakMethod(on_unload))  # type: ignore[arg-type]
+
+
+def use_models(modules: Sequence[nn.Module], run_bytes: Estimate, where: Placement | None = None) -> None:
+    """Before a run: ComfyUI's manager loads ``modules`` (evicting others as it sees fit) for a run
+    that needs ``run_bytes()`` of device memory besides the weights. Standalone: nothing to do.
+
+    Modules not yet managed are registered with ``where`` (default: a diffusion model's devices).
+    """
+    if IN_COMFYUI:
+        _load(modules, run_bytes(), where)
+
+
+def _load(modules: Sequence[nn.Module], run_bytes: int, where: Placement | None) -> None:
+    patchers = [_patchers.get(m) or _new_patcher(m, where or placement("diffusion")) for m in modules]
+    for patcher in patchers:
+        patcher.run_bytes = run_bytes
+    _mm.load_models_gpu(patchers, memory_required=run_bytes)  # it frees room for the whole models first
+
+
+class _ManagerHost:
+    """wan_core's ModelHost inside ComfyUI: each model goes through :func:`use_models` right before it runs."""
+
+    def __init__(self, run_bytes: Estimate, where: Placement | None) -> None:
+        self.run_bytes, self.where = run_bytes, where
+        self._bytes: int | None = None
+
+    def activate(self, model: Any) -> None:
+        module = getattr(model, "local", model)  # a multi-GPU stand-in computes with rank 0's copy
+        if isinstance(module, nn.Module):
+            if self._bytes is None:
+                self._bytes = self.run_bytes()
+            _load([module], self._bytes, self.where)
+
+
+def model_host(run_bytes: Estimate, where: Placement | None = None) -> ModelHost | None:
+    """The ModelHost for wan_core calls that run models (None standalone: they keep their own offload)."""
+    return _ManagerHost(run_bytes, where) if IN_COMFYUI else None
+
+
+def memory_report() -> dict[str, Any]:
+    """ComfyUI's loaded models (ours marked), this process's RSS and CUDA allocator counters (bytes)."""
+    import psutil
+
+    models = []
+    for loaded in list(_mm.current_loaded_models) if IN_COMFYUI else []:
+        patcher = loaded.model
+        module = getattr(patcher, "model", None) if patcher is not None else None
+        models.append(
+            {
+                "name": type(module).__name__,
+                "ours": module is not None and _patchers.get(module) is patcher,
+                "device": str(loaded.device),
+                "size": int(loaded.model_memory()) if patcher is not None else 0,
+                "loaded": int(loaded.model_loaded_memory()) if patcher is not None else 0,
+            }
+        )
+    report: dict[str, Any] = {"loaded_models": models, "rss": psutil.Process().memory_info().rss}
+    device = compute_device()
+    if device.type == "cuda":
+        report["cuda"] = {
+            "allocated": torch.cuda.memory_allocated(device),
+            "reserved": torch.cuda.memory_reserved(device),
+            "max_allocated": torch.cuda.max_memory_allocated(device),
+            "max_reserved": torch.cuda.max_memory_reserved(device),
+        }
+    return report
+
+
+def _add_memory_route() -> None:
+    """GET /wan_core/memory -> :func:`memory_report` (JSON), for checks and benchmarks; ``?reset_peak=1``
+    starts a new CUDA peak after reporting."""
+    try:
+        server = importlib.import_module("server")
+        routes = server.PromptServer.instance.routes
+        web = importlib.import_module("aiohttp.web")
+    except (ImportError, AttributeError):  # no server (e.g. ComfyUI's modules used as a library)
+        return
+
+    @routes.get("/wan_core/memory")
+    async def _memory(request: Any) -> Any:
+        report = memory_report()
+        if request.query.get("reset_peak") and compute_device().type == "cuda":
+            torch.cuda.reset_peak_memory_stats(compute_device())
+        return web.json_response(report)
+
+
+if IN_COMFYUI:
+    _add_memory_route()
 
 
 # --------------------------------------------------------------------------- progress / interrupt

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from wan_core import conditioning as wc
+from wan_core.budget import vae_run_bytes
 from wan_core.conditioning import Conditioning
 from wan_core.conditioning.image import ResizeMode
 from wan_core.modelset import ModelSet
@@ -46,6 +47,10 @@ class _ConditioningNode:
     make: Callable[..., Conditioning]  # each node's builder call, with its own inputs
 
     def build(self, **kwargs: object) -> tuple[Conditioning]:
+        vae = kwargs.get("vae")
+        if isinstance(vae, WanVAE):  # ComfyUI's manager loads the VAE for the images it encodes
+            frames, height, width = (int(kwargs.get(k, 1)) for k in ("length", "height", "width"))  # type: ignore[arg-type]
+            bridge.use_models([vae], lambda: vae_run_bytes(vae.config, frames, height, width, vae.dtype))
         with bridge.comfy_errors(), torch.inference_mode():
             return (self.make(**kwargs),)
 

@@ -2,19 +2,22 @@
 
 Each shows the variant wan_core detected from the file's keys and shapes on the node
 (``ui.text``, drawn as a badge by js/wan_core.js). ComfyUI caches node outputs while
-the inputs are unchanged, so a file is not reloaded on every queue.
+the inputs are unchanged, so a file is not reloaded on every queue; loaders that read the
+same file the same way share one copy (:mod:`.model_cache`). Inside ComfyUI the weights
+load into the offload device's memory and ComfyUI's manager moves them in before each use.
 """
 
 from __future__ import annotations
 
-import torch
-
 import wan_core
+from wan_core.devices import resolve_dtype
 from wan_core.dit.model import WanDiT
 from wan_core.errors import InputError
 from wan_core.modelset import ModelSet
+from wan_core.text.loader import TextEncoder
 
 from . import comfy_bridge as bridge
+from . import model_cache
 from .common import NONE_CHOICE, combo, model_combo, widget, with_ui_text
 from .types import CATEGORY, WAN_CLIP_VISION, WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE
 
@@ -38,22 +41,28 @@ def _dtype(name: str) -> str | None:
 
 
 def _load_one_dit(
-    name: str,
-    weight_dtype: str,
-    attention: str,
-    block_swap: int,
-    device: torch.device | None = None,
-    fast_8bit: bool = False,
+    name: str, weight_dtype: str, attention: str, block_swap: int, park: bool = False, fast_8bit: bool = False
 ) -> WanDiT:
-    return wan_core.load_dit(
-        bridge.model_path("diffusion_models", name),
-        device=device or bridge.compute_device(),
-        dtype=_dtype(weight_dtype),
-        attention=attention,
-        block_swap=block_swap,
-        offload_device=bridge.offload_device(),
-        fast_8bit=fast_8bit,
-    )
+    """One DiT file, shared with every loader that reads it with the same weight dtype (see model_cache).
+
+    ``park``: standalone, keep it on the offload device (the sampler moves it in for its steps).
+    ``fast_8bit``: the opt-in approximate 8-bit compute (part of the shared copy's identity).
+    """
+    path = bridge.model_path("diffusion_models", name)
+    where = bridge.placement("diffusion")
+    initial = where.offload if park else where.initial
+    dtype = _dtype(weight_dtype)
+
+    def load() -> WanDiT:
+        return wan_core.load_dit(
+            path, device=where.compute, dtype=dtype, attention=attention, storage_device=initial, fast_8bit=fast_8bit
+        )
+
+    key = ("dit", *model_cache.file_identity(path), dtype, str(where.compute), fast_8bit)
+    dit = model_cache.shared(key, load)
+    dit.set_attention(attention)
+    bridge.manage(dit, where, block_swap)
+    return dit
 
 
 class WanModelLoader:
@@ -90,7 +99,9 @@ class WanModelLoader:
                 ),
                 "block_swap": widget(
                     "INT",
-                    "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM).",
+                    "Blocks kept on the CPU and streamed to the GPU when used (saves VRAM). 0 = automatic: "
+                    "as many as the memory ComfyUI's manager grants for the run requires (none when the "
+                    "model fits); a number here is used as given.",
                     default=0,
                     min=0,
                     max=40,
@@ -122,17 +133,15 @@ class WanModelLoader:
         gpus: str = "",
         fast_8bit: bool = False,
     ) -> dict:
-        bridge.free_comfy_models()  # ComfyUI's own models would compete for the same memory
         if gpus.strip():
             if fast_8bit:
                 raise InputError("fast_8bit is not available with several GPUs (gpus) yet: turn one of them off.")
             return self._load_parallel(gpus, model_name, low_noise_model_name, weight_dtype, attention, block_swap)
         high = _load_one_dit(model_name, weight_dtype, attention, block_swap, fast_8bit=fast_8bit)
         low = None
-        if low_noise_model_name != NONE_CHOICE:
-            # parked on the offload device; the sampler moves each expert in when its steps start
+        if low_noise_model_name != NONE_CHOICE:  # the sampler brings each expert in when its steps start
             low = _load_one_dit(
-                low_noise_model_name, weight_dtype, attention, block_swap, bridge.offload_device(), fast_8bit
+                low_noise_model_name, weight_dtype, attention, block_swap, park=True, fast_8bit=fast_8bit
             )
         models = ModelSet(high=high, low=low)  # checks that the two experts belong together
         return with_ui_text(models.describe(), models)
@@ -176,7 +185,12 @@ class WanVAELoader:
         }
 
     def load(self, vae_name: str, dtype: str) -> dict:
-        vae = wan_core.load_vae(bridge.model_path("vae", vae_name), device=bridge.compute_device(), dtype=_dtype(dtype))
+        path = bridge.model_path("vae", vae_name)
+        where = bridge.placement("vae")
+        dt = resolve_dtype(_dtype(dtype), where.compute)
+        key = ("vae", *model_cache.file_identity(path), dt)
+        vae = model_cache.shared(key, lambda: wan_core.load_vae(path, device=where.initial, dtype=dt))
+        bridge.manage(vae, where)
         cfg = vae.config
         return with_ui_text(f"wan{cfg.version} VAE (z{cfg.z_dim}, /{cfg.spatial_stride})", vae)
 
@@ -207,13 +221,17 @@ class WanTextEncoderLoader:
         }
 
     def load(self, text_encoder_name: str, device: str, dtype: str, keep_loaded: bool) -> dict:
-        target = bridge.compute_device() if device == "auto" else "cpu"
-        te = wan_core.load_text_encoder(
-            bridge.model_path("text_encoders", text_encoder_name),
-            device=target,
-            dtype=_dtype(dtype),
-            keep_loaded=keep_loaded,
-        )
+        path = bridge.model_path("text_encoders", text_encoder_name)
+        where = bridge.placement("text", on_cpu=device == "cpu")
+        dt = resolve_dtype(_dtype(dtype), where.compute)
+
+        def load() -> TextEncoder:
+            return wan_core.load_text_encoder(
+                path, device=where.compute, dtype=dt, keep_loaded=keep_loaded, storage_device=where.initial
+            )
+
+        te = model_cache.shared(("text", *model_cache.file_identity(path), dt, str(where.compute)), load)
+        te.keep_loaded = keep_loaded  # the encoder's module registers with ComfyUI's manager when it loads
         cfg = te.config
         return with_ui_text(f"umT5 (d{cfg.d_model}, {cfg.layers} layers)", te)
 
@@ -234,7 +252,12 @@ class WanCLIPVisionLoader:
         }
 
     def load(self, clip_name: str) -> dict:
-        clip = wan_core.load_clip_vision(bridge.model_path("clip_vision", clip_name), device=bridge.compute_device())
+        path = bridge.model_path("clip_vision", clip_name)
+        where = bridge.placement("clip")
+        dt = resolve_dtype(None, where.compute)
+        key = ("clip", *model_cache.file_identity(path), dt)
+        clip = model_cache.shared(key, lambda: wan_core.load_clip_vision(path, device=where.initial, dtype=dt))
+        bridge.manage(clip.model, where)
         cfg = clip.config
         return with_ui_text(f"CLIP vision (w{cfg.width}, {cfg.tokens} tokens)", clip)
 

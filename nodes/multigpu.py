@@ -4,8 +4,9 @@ The Model Loader's ``gpus`` input ("0,1") starts a :class:`WorkerPool`: one pers
 process per extra device (torch.multiprocessing, spawn), joined with this process in a
 torch.distributed group (NCCL on CUDA, gloo on CPU). Each worker loads the same weights
 as rank 0 and keeps them between prompts; the sampler's DiT calls go to every rank
-(``wan_core.parallel.service``). Workers stop when the model is unloaded (its handle is
-garbage-collected, e.g. after ComfyUI's "unload models"), when ComfyUI exits, or - if
+(``wan_core.parallel.service``). Rank 0's copies are under ComfyUI's memory manager; workers
+stop when it unloads them (e.g. "unload models" / ``/free``) or the handle is garbage-collected,
+when ComfyUI exits, or - if
 ComfyUI is killed - when they notice their parent is gone. A dead worker surfaces as a
 ``ParallelWorkerError``; the next run starts fresh workers.
 """
@@ -258,6 +259,13 @@ class ParallelModels:
             self._finalizer = weakref.finalize(self, pool.release, list(self.keys.values()))
             return pool
 
+    def stop_workers(self) -> None:
+        """ComfyUI's manager unloaded rank 0's model: the workers drop theirs (the next run reloads them)."""
+        with _lock:
+            if self._finalizer is not None and self._finalizer.alive:
+                self._finalizer()  # releases this model's keys; the pool stops when none is left
+            self.pool = None
+
     def describe(self) -> str:
         return f"{len(self.devices)} ranks on {', '.join(map(str, self.devices))}"
 
@@ -298,4 +306,7 @@ def load_parallel(gpus: str, specs: dict[str, DiTSpec]) -> tuple[dict[str, Any],
     for role, spec in specs.items():
         home = bridge.offload_device() if role == "low" else devices[0]
         locals_[role] = spec.load(home, bridge.offload_device())
-    return locals_, ParallelModels(devices, specs, locals_)
+    parallel = ParallelModels(devices, specs, locals_)
+    for role, dit in locals_.items():  # rank 0's copies under ComfyUI's manager: unloading them stops the workers
+        bridge.manage(dit, bridge.placement("diffusion"), specs[role].block_swap, on_unload=parallel.stop_workers)
+    return locals_, parallel

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import time
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 
+from wan_core.budget import sampling_run_bytes
 from wan_core.conditioning import Conditioning, validate_conditioning
 from wan_core.model_fit import check_latent_limits
 from wan_core.modelset import ModelSet
+from wan_core.progress import RunHooks
 from wan_core.sampling import Experts, SamplerSettings, sample
 from wan_core.sampling.cache import CacheSettings, StepReport
 from wan_core.sampling.guidance import GuidanceOptions
@@ -79,6 +85,35 @@ def sampler_inputs(
         context_windows=context_windows,
     )
     return model.sampling_target(boundary=moe_boundary if moe_boundary > 0.0 else None), settings
+
+
+def _run_bytes(model: ModelSet, conditioning: Conditioning, settings: SamplerSettings) -> int:
+    """Device memory one step needs besides the weights (batched guidance doubles the batch)."""
+    scales = tuple(settings.cfg) if isinstance(settings.cfg, (tuple, list)) else (settings.cfg,)
+    guided = any(scale != 1.0 for scale in scales) and settings.batch_cfg
+    batch = settings.batch_size * (2 if guided else 1)
+    loras = sum(os.path.getsize(spec.path) for spec in model.loras if os.path.isfile(spec.path))
+    return sampling_run_bytes(model.high, conditioning.latent_shape, batch, loras)
+
+
+class _StepClock:
+    """Times each step through the progress hook, for one log line per run (the speed at a glance)."""
+
+    def __init__(self, hooks: RunHooks) -> None:
+        self.stamps = [time.perf_counter()]
+        self._progress = hooks.progress
+        self.hooks = dataclasses.replace(hooks, progress=self._tick)
+
+    def _tick(self, step: int, total: int, preview: torch.Tensor | None) -> None:
+        self.stamps.append(time.perf_counter())
+        if self._progress is not None:
+            self._progress(step, total, preview)
+
+    def log(self) -> None:
+        times = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        if times:
+            per_step = ", ".join(f"{t:.2f}" for t in times)
+            log.info("Wan Sampler: %d steps in %.2f s (per step: %s s)", len(times), sum(times), per_step)
 
 
 class WanSampler:
@@ -208,10 +243,14 @@ class WanSampler:
             guidance=guidance,
             context_windows=context_windows,
         )
+        run_bytes = partial(_run_bytes, model, conditioning, settings)  # asked only inside ComfyUI
         reports: list[StepReport] = []
         hooks, close = bridge.make_hooks(steps if sigmas is None else len(sigmas) - 1)
         hooks.on_report = reports.append
+        clock = _StepClock(hooks)
         try:
+            with bridge.comfy_errors():
+                bridge.use_models([model.high], run_bytes)  # before the LoRAs attach: merges then happen in place
             with bridge.comfy_errors(), model.attached_loras(), torch.inference_mode():
                 z = sample(
                     target,
@@ -219,11 +258,13 @@ class WanSampler:
                     text_embeds.negative,
                     conditioning,
                     settings,
-                    hooks=hooks,
+                    hooks=clock.hooks,
                     device=bridge.compute_device(),
+                    host=bridge.model_host(run_bytes),  # ComfyUI's manager loads each expert for its steps
                 )
         finally:
             close()
+        clock.log()
         marks = reports[-1].marks if reports else ""
         return {"ui": {DIT_STEPS_KEY: [marks]}, "result": (latent_to_comfy(z),)}
 

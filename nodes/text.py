@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from wan_core.budget import clip_run_bytes, text_run_bytes
 from wan_core.configs import default_negative_prompt
 from wan_core.modelset import ModelSet
 from wan_core.text.loader import TextEncoder
+from wan_core.text.tokenizer import MAX_TOKENS
 from wan_core.vision.loader import ClipVision
 
 from . import comfy_bridge as bridge
@@ -68,8 +70,10 @@ class WanTextEncode:
         self, text_encoder: TextEncoder, positive: str, negative: str, model: ModelSet | None = None
     ) -> tuple[TextEmbeds]:
         negative = _negative_for(model, negative)
+        where = bridge.placement("text", on_cpu=text_encoder.device.type == "cpu")
+        host = bridge.model_host(lambda: text_run_bytes(text_encoder.config, 2, MAX_TOKENS, text_encoder.dtype), where)
         with bridge.comfy_errors():
-            pos, neg = text_encoder.encode([positive, negative])
+            pos, neg = text_encoder.encode([positive, negative], host=host)
         return (TextEmbeds(positive=[pos], negative=[neg], positive_text=positive, negative_text=negative),)
 
 
@@ -100,6 +104,9 @@ class WanCLIPVisionEncode:
         self, clip_vision: ClipVision, image: torch.Tensor, crop: str, end_image: torch.Tensor | None = None
     ) -> tuple[torch.Tensor]:
         images = image[:1] if end_image is None else torch.cat([image[:1], end_image[:1]], dim=0)
+        bridge.use_models(
+            [clip_vision.model], lambda: clip_run_bytes(clip_vision.config, len(images), clip_vision.dtype)
+        )
         tokens = clip_vision.encode(images, crop=crop)
         return (clip_pair_tokens(tokens),)
 

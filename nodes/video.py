@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from wan_core import video_io
+from wan_core.budget import vae_latent_run_bytes, vae_run_bytes
 from wan_core.vae.model import WanVAE
 from wan_core.vae.tiling import TileOptions
 
@@ -52,6 +53,8 @@ class WanVAEDecode:
 
     def decode(self, vae: WanVAE, latent: dict, tiled: bool, tile_size: int, tile_overlap: int) -> tuple[torch.Tensor]:
         z = latent_from_comfy(latent)
+        tile = tile_size if tiled else None
+        bridge.use_models([vae], lambda: vae_latent_run_bytes(vae.config, z.shape, vae.dtype, tile))
         hooks, close = bridge.make_hooks(z.shape[2], want_preview=False)
         try:
             with bridge.comfy_errors(), torch.inference_mode():
@@ -79,6 +82,9 @@ class WanVAEEncode:
         }
 
     def encode(self, vae: WanVAE, frames: torch.Tensor, tiled: bool, tile_size: int, tile_overlap: int) -> tuple[dict]:
+        count, height, width = frames.shape[:3]
+        tile = tile_size if tiled else None
+        bridge.use_models([vae], lambda: vae_run_bytes(vae.config, count, height, width, vae.dtype, tile=tile))
         hooks, close = bridge.make_hooks(frames.shape[0], want_preview=False)
         try:
             with bridge.comfy_errors(), torch.inference_mode():

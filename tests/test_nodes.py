@@ -222,10 +222,12 @@ class FakeDiT:
 
 
 class FakeTextEncoder:
+    device = torch.device("cpu")
+
     def __init__(self):
         self.calls = []
 
-    def encode(self, prompts):
+    def encode(self, prompts, host=None):
         self.calls.append(list(prompts))
         return [torch.full((len(p) % 7 + 1, 4), float(i)) for i, p in enumerate(prompts)]
 
@@ -246,6 +248,8 @@ def test_text_encode_uses_the_tasks_official_negative_when_empty():
 
 def test_clip_vision_encode_concatenates_start_and_end_tokens():
     class FakeClip:
+        model = None  # the module ComfyUI's manager would load (not used standalone)
+
         def encode(self, images, crop="none"):
             self.crop = crop
             return images.mean(dim=(1, 2))[:, None, :].repeat(1, 5, 1)  # [N, 5, 3]
@@ -287,7 +291,7 @@ def _fake_sampler(monkeypatch, result_channels=16, fail=None):
 
     calls = {"apply": [], "remove": []}
 
-    def fake_sample(target, positive, negative, cond, settings, hooks=None, device=None):
+    def fake_sample(target, positive, negative, cond, settings, hooks=None, device=None, host=None):
         calls["sample"] = (target, positive, negative, cond, settings)
         hooks.step(1, settings.steps, None)
         if fail is not None:

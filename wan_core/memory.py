@@ -1,8 +1,12 @@
-"""Offload helpers for the standalone pipeline: keep models off the accelerator between phases.
+"""Where models live between uses: the standalone offload helpers and the host hook.
 
 A Wan run has distinct phases (text encoding, sampling, VAE decoding); with
 ``offload`` each model visits the compute device only for its own phase, so the
 peak is the largest model instead of the sum. On CPU these helpers do nothing.
+
+A host with its own memory manager (ComfyUI) instead passes a :class:`ModelHost`
+to the calls that run models (``sample``, ``TextEncoder.encode``): it is asked to make
+each model ready right before it computes, and decides itself what to evict.
 """
 
 from __future__ import annotations
@@ -10,13 +14,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from .devices import empty_cache
 
 log = logging.getLogger(__name__)
+
+
+class ModelHost(Protocol):
+    """Makes a model ready to compute on its device (loads it, evicting others as the host sees fit)."""
+
+    def activate(self, model: Any) -> None: ...
 
 
 def _as_list(models: Any) -> list[Any]:

@@ -135,42 +135,46 @@ def load_dit(
     block_swap: int = 0,
     offload_device: torch.device | str = "cpu",
     fast_8bit: bool = False,
+    storage_device: torch.device | str | None = None,
 ) -> WanDiT:
-    """Load a Wan DiT from any supported layout (see the module docstring) onto ``device``.
+    """Load a Wan DiT from any supported layout (see the module docstring) for ``device``.
 
     ``attention``: "auto", "sdpa", "flash_attn" or "sageattention" (missing kernels raise
     BackendUnavailableError). ``block_swap``: number of blocks to keep on ``offload_device``.
     ``fast_8bit``: opt-in approximate 8-bit compute (see :meth:`WanDiT.set_fast_8bit`).
+    ``storage_device``: where the weights are put (default ``device``), e.g. the CPU when a
+    memory manager moves the model to ``device`` only when it runs; the dtypes follow ``device``.
     """
     dev = resolve_device(device)
+    home = resolve_device(storage_device) if storage_device is not None else dev
     store = resolve_dtype(dtype, dev) if dtype is not None else None
     compute = compute_dtype_for(store, dev)
     src = official_source(source)
     model_keys, scale_keys = split_scales(src.keys())
     config = config_from_shapes({k: src.shape(k) for k in model_keys}, src.config)
     model = WanDiT(config, device="meta")
-    filled = fill_quantized_linears(model, src.subset(model_keys | scale_keys), dev, store)
+    filled = fill_quantized_linears(model, src.subset(model_keys | scale_keys), home, store)
     materialize(
         model,
         src.subset(model_keys - filled),
-        device=dev,
+        device=home,
         dtype_rule=make_dtype_rule(model, store, compute),
         what=f"a {config.variant} DiT",
         optional=filled,
     )
     unused = {k[: -len("weight")] + "scale_weight" for k in filled}  # fp8 scales of weights now int8
-    scaled = attach_scales(model, src.subset(scale_keys - unused), device=dev) if scale_keys else 0
+    scaled = attach_scales(model, src.subset(scale_keys - unused), device=home) if scale_keys else 0
     check_scales_used(model, scale_keys)
     if scaled:
         log.info("Loaded %d fp8-scaled Linear layers (%s).", scaled, scaled_fp8_dtype(src))
     model.set_compute_dtype(compute)
     model.set_attention(attention)
     if fast_8bit:
-        model.set_fast_8bit(True)
+        model.set_fast_8bit(True, run_on=dev)
     model.eval().requires_grad_(False)
     if block_swap:
         model.set_block_swap(block_swap, offload_device)
     log.info(
-        "Loaded %s (%d layers, dim %d) on %s, compute %s.", config.variant, config.num_layers, config.dim, dev, compute
+        "Loaded %s (%d layers, dim %d) on %s, compute %s.", config.variant, config.num_layers, config.dim, home, compute
     )
     return model

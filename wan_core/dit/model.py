@@ -163,14 +163,18 @@ class WanDiT(nn.Module):
 
         ``n_blocks=0`` turns swapping off (the blocks return to the model's device). On CUDA
         the next swapped block is copied in on a side stream while the current one runs.
+        Changing the count never holds more blocks on the device than before or after: the
+        old swapped blocks stay on their offload device until the new plan is in place.
         """
+        home = self.device
         if self.block_swap is not None:
-            self.block_swap.remove(self.device)
+            self.block_swap.remove(self.block_swap.offload_device)
             self.block_swap = None
         if n_blocks > 0 and self.fast_8bit:
             raise InputError("Block swap cannot be combined with the 8-bit path yet; turn fast_8bit off.")
         if n_blocks > 0:
             self.block_swap = BlockSwap(self.blocks, n_blocks, torch.device(offload_device), prefetch=prefetch)
+        self.to(home)  # blocks no longer swapped return to the model's device
 
     def _apply(self, fn, recurse: bool = True):
         """``.to()``/``.cuda()`` etc. leave swapped blocks on their offload device."""

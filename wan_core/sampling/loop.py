@@ -17,6 +17,7 @@ from ..conditioning.types import Conditioning
 from ..devices import empty_cache, resolve_device
 from ..errors import ConditioningError, InputError
 from ..finite import LatentGuard
+from ..memory import ModelHost
 from ..progress import NO_HOOKS, RunHooks
 from .cache import CacheRun
 from .experts import OFFICIAL_BOUNDARIES, Experts, Residency
@@ -119,13 +120,15 @@ def sample(
     settings: SamplerSettings,
     hooks: RunHooks | None = None,
     device: torch.device | str | None = None,
+    host: ModelHost | None = None,
 ) -> torch.Tensor:
     """Sample a normalised latent [batch_size, C, T', h, w] fp32 on CPU (T' = T − trim_latent_frames).
 
     ``model``: a WanDiT, or :class:`Experts` for Wan2.2 A14B. ``positive`` / ``negative``: text
     embeddings as lists of [L_i, D] tensors (one shared prompt, or one per batch element);
     ``negative`` may be None only when every guidance scale is 1. The active DiT is moved to
-    ``device`` (default: where the first one lives) if it lives elsewhere. On an interrupt or an
+    ``device`` (default: where the first one lives) if it lives elsewhere, or ``host`` (a memory
+    manager, e.g. ComfyUI's) makes it ready when given. On an interrupt or an
     error the run's tensors are dropped (including the locals of the traceback's finished frames)
     and the device cache is emptied before the exception propagates, so the next run starts clean.
     """
@@ -137,7 +140,8 @@ def sample(
     device = resolve_device(device if device is not None else plan[0][0].device)
     mode = model.offload if isinstance(model, Experts) else "never"
     caches = _cache_run(model, settings, schedule, cond)
-    run = _Run(cond, settings, schedule, plan, Residency(models, device, mode), hooks, device, caches)
+    residency = host if host is not None else Residency(models, device, mode)
+    run = _Run(cond, settings, schedule, plan, residency, hooks, device, caches)
     try:
         with torch.no_grad():
             return run.loop(positive, negative)
@@ -168,7 +172,7 @@ class _Run:
         settings: SamplerSettings,
         schedule: Schedule,
         plan: list[tuple[DiTLike, float]],
-        residency: Residency,
+        residency: ModelHost,
         hooks: RunHooks,
         device: torch.device,
         caches: CacheRun,

@@ -21,6 +21,7 @@ from ..devices import empty_cache, is_fp8, resolve_device, resolve_dtype
 from ..errors import TokenizerError
 from ..fp8 import attach_scales, dequantizing_view
 from ..materialize import materialize
+from ..memory import ModelHost
 from ..ops import WanLinear
 from .cache import EmbeddingCache, cache_key, default_cache_dir
 from .prompt import clean_prompt
@@ -57,11 +58,13 @@ class TextEncoder:
         storage_fp8: torch.dtype | None,
         cache: EmbeddingCache,
         keep_loaded: bool,
+        storage_device: torch.device | None = None,
     ) -> None:
         self._src = src
         self.tokenizer = tokenizer
         self.config = T5Config.from_source(src)
         self.device, self.dtype, self._storage_fp8 = device, dtype, storage_fp8
+        self.storage_device = storage_device or device
         self.identity = f"{src.identity}|{tokenizer.identity}"
         self.cache, self.keep_loaded = cache, keep_loaded
         self.load_count = 0
@@ -71,8 +74,12 @@ class TextEncoder:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def encode(self, prompts: list[str] | str) -> list[torch.Tensor]:
-        """Each prompt -> float32 CPU tensor [L_i, d_model], L_i = real tokens incl. ``</s>``."""
+    def encode(self, prompts: list[str] | str, host: ModelHost | None = None) -> list[torch.Tensor]:
+        """Each prompt -> float32 CPU tensor [L_i, d_model], L_i = real tokens incl. ``</s>``.
+
+        ``host``: a memory manager asked to make the encoder ready (it may move it to its
+        compute device) before it runs; cache hits never load or move it.
+        """
         if isinstance(prompts, str):
             prompts = [prompts]
         cleaned = [clean_prompt(p) for p in prompts]
@@ -81,7 +88,7 @@ class TextEncoder:
         missing = [(k, text) for k, text in dict(zip(keys, cleaned)).items() if results[k] is None]
         if missing:
             try:
-                for k, emb in zip((k for k, _ in missing), self._encode_uncached([t for _, t in missing])):
+                for k, emb in zip((k for k, _ in missing), self._encode_uncached([t for _, t in missing], host)):
                     results[k] = self.cache.put(k, emb)
             finally:
                 if not self.keep_loaded:
@@ -99,9 +106,11 @@ class TextEncoder:
             )
         return ids
 
-    def _encode_uncached(self, texts: list[str]) -> list[torch.Tensor]:
+    def _encode_uncached(self, texts: list[str], host: ModelHost | None) -> list[torch.Tensor]:
         id_lists = [self.tokenize(t) for t in texts]  # tokenizer errors surface before the weights load
         model = self.load()
+        if host is not None:
+            host.activate(model)
         out: list[torch.Tensor] = []
         for start in range(0, len(id_lists), BATCH):
             out.extend(self._forward(model, id_lists[start : start + BATCH]))
@@ -114,15 +123,17 @@ class TextEncoder:
         for row, seq in enumerate(id_lists):
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
+        device = model.token_embedding.weight.device  # where the model is now (a host may have moved it)
         with torch.inference_mode():
-            hidden = model(ids.to(self.device), mask.to(self.device), self.dtype)  # [B, L, C]
+            hidden = model(ids.to(device), mask.to(device), self.dtype)  # [B, L, C]
         return [hidden[row, : len(seq)].float().cpu().clone() for row, seq in enumerate(id_lists)]
 
     def load(self) -> UMT5Encoder:
-        """Materialise the weights on ``device`` (once; again after :meth:`release`)."""
+        """Materialise the weights on ``storage_device`` (once; again after :meth:`release`)."""
         if self._model is None:
-            log.info("Loading umT5 text encoder (%s) to %s as %s", self._src.description, self.device, self.dtype)
-            self._model = build_encoder(self._src, self.config, self.device, self.dtype, self._storage_fp8)
+            where = self.storage_device
+            log.info("Loading umT5 text encoder (%s) to %s as %s", self._src.description, where, self.dtype)
+            self._model = build_encoder(self._src, self.config, where, self.dtype, self._storage_fp8)
             self.load_count += 1
         return self._model
 
@@ -197,6 +208,7 @@ def load_text_encoder(
     dtype: torch.dtype | str | None = None,
     cache_dir: str | os.PathLike | bool | None = None,
     keep_loaded: bool = True,
+    storage_device: torch.device | str | None = None,
 ) -> TextEncoder:
     """Open a umT5 encoder (official, HF/ComfyUI, fp8-scaled or plain fp8 layout) without loading it.
 
@@ -205,7 +217,8 @@ def load_text_encoder(
     fp8 *storage* of the linear weights with the default compute dtype.
     ``cache_dir``: folder for the disk cache (None: ``$WAN_CORE_CACHE/text`` or
     ``~/.cache/wan_core/text``; False: memory only). ``keep_loaded=False`` releases the
-    weights after each call that had to load them.
+    weights after each call that had to load them. ``storage_device``: where the weights are put
+    (default ``device``; e.g. the CPU when a memory manager moves them in before each use).
     """
     src = to_official(open_checkpoint(path_or_state_dict))
     dev = resolve_device(device)
@@ -216,8 +229,16 @@ def load_text_encoder(
     path = None if isinstance(path_or_state_dict, (Mapping, TensorSource)) else _single_path(path_or_state_dict)
     tok = _resolve_tokenizer(src, tokenizer, path)
     cache = EmbeddingCache(_cache_folder(cache_dir, src.identity))
+    home = resolve_device(storage_device) if storage_device is not None else dev
     return TextEncoder(
-        src, tok, device=dev, dtype=compute, storage_fp8=storage_fp8, cache=cache, keep_loaded=keep_loaded
+        src,
+        tok,
+        device=dev,
+        dtype=compute,
+        storage_fp8=storage_fp8,
+        cache=cache,
+        keep_loaded=keep_loaded,
+        storage_device=home,
     )
 
 

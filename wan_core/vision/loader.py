@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 
 
 class ClipVision:
-    """Images -> CLIP-H penultimate hidden states. ``config``: :class:`ClipVisionConfig`."""
+    """Images -> CLIP-H penultimate hidden states. ``config``: :class:`ClipVisionConfig`.
+
+    ``device`` is where the model was loaded; it computes wherever it is when called.
+    """
 
     def __init__(self, model: ClipVisionTower, device: torch.device, dtype: torch.dtype) -> None:
         self.model, self.device, self.dtype = model, device, dtype
@@ -26,7 +29,8 @@ class ClipVision:
 
     def encode(self, images: torch.Tensor, crop: str = "none") -> torch.Tensor:
         """images [N, H, W, 3] float 0..1 -> float32 CPU [N, tokens, width] (tokens 257 for CLIP-H)."""
-        pixels = preprocess(images, self.config.image_size, crop, self.device, self.dtype)
+        device = self.model.patch_embedding.weight.device  # where the model is now (a host may move it)
+        pixels = preprocess(images, self.config.image_size, crop, device, self.dtype)
         with torch.inference_mode():
             return self.model(pixels).float().cpu()
 
