@@ -144,7 +144,9 @@ def _dit_goes_nan_at_step_2(ctx: Ctx) -> None:
 def _encoder_returns_nan(ctx: Ctx) -> None:
     pipe = _api_pipe(ctx)
     te = pipe.text_encoder
-    ctx.monkeypatch.setattr(te, "_encode_uncached", lambda texts: [torch.full((3, 32), float("nan")) for _ in texts])
+    ctx.monkeypatch.setattr(
+        te, "_encode_uncached", lambda texts, host=None: [torch.full((3, 32), float("nan")) for _ in texts]
+    )
     pipe.generate("never seen before: a NaN prompt", frames=1, width=16, height=16, steps=1).save(ctx.existing)
 
 
