@@ -15,6 +15,7 @@ does inside ComfyUI.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 import types
@@ -214,6 +215,10 @@ class FakeManager:
 
 def install(monkeypatch, manager: FakeManager, models_dir: Path):
     """Fake ComfyUI modules in sys.modules; returns a fresh copy of the pack's ``nodes`` package running "inside"."""
+    # The plain package first, before the fakes go in: a reference run in the same test (and every later
+    # test) must get the standalone bridge, not one bound to fakes that are gone after this test.
+    for plain in ("nodes", "nodes.comfy_bridge", "nodes.multigpu"):
+        importlib.import_module(plain)
     mm = types.ModuleType("comfy.model_management")
     for name in dir(manager):
         if not name.startswith("_"):
