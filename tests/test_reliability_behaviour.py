@@ -288,7 +288,8 @@ def test_camera_input_is_checked_like_the_pixel_inputs():
 
     from wan_core.conditioning import preset_trajectory
     from wan_core.pipeline import GenerateInputs
-    from wan_core.validation import CLI_NAMES, check_inputs
+    from wan_core.request_checks import check_inputs
+    from wan_core.validation import CLI_NAMES
 
     orbit = preset_trajectory("orbit_left", 5)
     assert check_inputs(GenerateInputs(camera=orbit)).camera is orbit

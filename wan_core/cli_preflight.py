@@ -88,7 +88,8 @@ def preflight(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Path]:
     from .devices import resolve_device, resolve_dtype
     from .dit.attention import check_backend
     from .model_fit import inspect_files
-    from .validation import CLI_NAMES, check_generation, check_output_path
+    from .request_checks import check_generation
+    from .validation import CLI_NAMES, check_output_path
 
     out = check_output_path(args.out, CLI_NAMES)
     device = resolve_device(args.device)

@@ -15,11 +15,12 @@ from collections.abc import Callable, Container, Iterable, Mapping
 import torch
 from torch import nn
 
-from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, TensorSource
+from .checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER
 from .devices import is_fp8
 from .finite import check_finite
 from .ops import WanLinear
 from .quant.weight import FP8_MAX, quantize_fp8
+from .tensor_source import TensorSource
 
 quantize_tensor = quantize_fp8  # the name the LoRA code and tests use
 

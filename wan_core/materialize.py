@@ -1,7 +1,7 @@
 """Materialising a meta-device module from a checkpoint, one tensor at a time.
 
 Loaders build their model on the meta device, then :func:`materialize` replaces every
-parameter and buffer by the tensor of the same name from a :class:`~wan_core.checkpoints.TensorSource`
+parameter and buffer by the tensor of the same name from a :class:`~wan_core.tensor_source.TensorSource`
 (read, converted, checked finite and moved one at a time), so a checkpoint never sits in memory twice.
 """
 

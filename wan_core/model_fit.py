@@ -30,6 +30,7 @@ import torch
 from .conditioning.validate import check_vae
 from .dit.config import check_pair
 from .errors import ConditioningError, InputError, ResourceLimitError
+from .validation import Names, check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,6 @@ def inspect_files(files: Mapping[str, Any], tokenizer: Any = None, loras: Sequen
     from .text.t5_keys import SPIECE_KEY
     from .vae.config import detect_config as vae_detect
     from .vae.loader import official_source as vae_source
-    from .validation import Names, check_input_file
 
     shown = names if names is not None else Names({})
     for key, value in files.items():

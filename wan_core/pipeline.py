@@ -56,11 +56,11 @@ from .request import (
     params_from_keywords,
     resolve_params,
 )
+from .request_checks import check_generation
 from .sampling import Experts, SamplerSettings, sample
 from .sampling.model import DiTLike
 from .text.loader import TextEncoder
 from .vae.model import WanVAE
-from .validation import check_generation
 from .vision.loader import ClipVision
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
-"""One validation pass before any model runs: settings, input tensors and files, the output path.
+"""The single-value checks run before any model: numbers, sizes, text, pixel tensors, files, the output path.
 
-Shared by the CLI (before any model loads), ``WanPipeline.run`` (before the text encoder runs),
-``SamplerSettings`` and ``write_video`` (so the nodes get the same rules). Every error is an
+Used by every layer that takes a value from a user (requests, conditioning, LoRA stacks, ``SamplerSettings``,
+``write_video``, the CLI), so the nodes, the pipeline and the CLI share one set of rules; the pass over a whole
+generation request is :mod:`wan_core.request_checks`. Every error is an
 :class:`~wan_core.errors.InputError` (or subclass) that names the setting the way the user
 typed it (:class:`Names`: ``--cfg`` on the command line, ``cfg`` in Python), what was found,
 what is allowed, and what to do. Checks that need the model (what it can use, how large a
@@ -15,7 +16,7 @@ import numbers
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,27 +224,6 @@ def check_text(value: Any, name: str, names: Names = API_NAMES, optional: bool =
 # ---------------------------------------------------------------------------------------- settings
 
 
-def check_settings(params: Any, names: Names = API_NAMES) -> Any:
-    """GenerateParams with every given field checked (None = default, resolved later). Returns it normalised."""
-    check_text(params.prompt, "prompt", names)
-    check_text(params.negative_prompt, "negative_prompt", names, optional=True)
-    changes: dict[str, Any] = {}
-    for name in ("width", "height", "steps", "shift", "seed", "fps", "vace_strength", "boundary"):
-        value = getattr(params, name)
-        if value is not None:
-            changes[name] = check_number(value, name, names)
-    if params.frames is not None:
-        changes["frames"] = check_frames(params.frames, names)
-    if params.cfg is not None:
-        changes["cfg"] = check_cfg(params.cfg, names)
-    if params.solver is not None:
-        from .sampling.settings import SOLVERS
-
-        if params.solver not in SOLVERS:
-            raise InputError(f"{names('solver')} {params.solver!r} is unknown; use one of {', '.join(SOLVERS)}.")
-    return replace(params, **changes)
-
-
 # ---------------------------------------------------------------------------------------- tensors
 
 # name -> (dims with the optional leading batch, what it is)
@@ -289,36 +269,6 @@ def check_reference_images(value: Any, names: Names = API_NAMES) -> torch.Tensor
             raise InputError(f"{names('reference_images')} is an empty list; pass at least one image or None.")
         return [check_pixels(v, "reference_images", names) for v in value]
     return check_pixels(value, "reference_images", names)
-
-
-def check_camera(value: Any, names: Names = API_NAMES) -> Any:
-    """A CameraTrajectory (its shapes are checked when it is built) with finite poses."""
-    from .conditioning.camera import CameraTrajectory
-
-    if not isinstance(value, CameraTrajectory):
-        raise InputError(
-            f"{names('camera')} must be a CameraTrajectory (wan_core.conditioning.preset_trajectory or "
-            f"read_pose_file); got {type(value).__name__}."
-        )
-    if not (all_finite(value.intrinsics) and all_finite(value.c2w)):
-        raise NonFiniteError(f"{names('camera')} has NaN/Inf camera poses: fix the pose file or trajectory.")
-    return value
-
-
-def check_inputs(inputs: Any, names: Names = API_NAMES) -> Any:
-    """GenerateInputs with each given tensor checked and normalised (numpy -> torch, missing batch dim added)."""
-    changes: dict[str, Any] = {}
-    for field in fields(inputs):
-        value = getattr(inputs, field.name)
-        if value is None:
-            continue
-        if field.name == "reference_images":
-            changes[field.name] = check_reference_images(value, names)
-        elif field.name == "camera":
-            changes[field.name] = check_camera(value, names)
-        else:
-            changes[field.name] = check_pixels(value, field.name, names)
-    return replace(inputs, **changes)
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -413,34 +363,6 @@ def _check_replaceable(path: Path, shown: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- the pass
-
-
-def check_generation(facts: Any, request: Any, inputs: Any, device: torch.device, names: Names = API_NAMES) -> tuple:
-    """The whole pass for one generation: settings, inputs, model fit, derived sizes and limits.
-
-    ``facts``: :class:`wan_core.model_fit.ModelFacts`; ``request`` / ``inputs``: GenerateParams /
-    GenerateInputs. Returns them normalised (numbers as Python numbers, numpy inputs as tensors).
-    Runs no model and allocates nothing on ``device``.
-    """
-    from . import model_fit
-    from .request import choose_mode, resolve_params
-
-    request = check_settings(request, names)
-    inputs = check_inputs(inputs, names)
-    model_fit.check_model_set(facts.config, facts.low_config, facts.vae_config, names)
-    given = {f.name for f in fields(inputs) if getattr(inputs, f.name) is not None}
-    model_fit.check_usable(facts, request, given, names)
-    mode = choose_mode(facts.config, inputs)
-    explicit = request.width is not None and request.height is not None
-    images = [(n, getattr(inputs, n)) for n in ("image", "last_image") if getattr(inputs, n) is not None]
-    for name, image in images:
-        model_fit.check_image_for_size(image, name, explicit, names)
-    resolved = resolve_params(facts.config, facts.vae_config, request, inputs, mode, facts.family)
-    width, height, frames = int(resolved.width), int(resolved.height), int(resolved.frames)
-    model_fit.check_size_limits(facts.config, facts.vae_config, width, height, frames, device, names)
-    for name, image in images:
-        model_fit.warn_upscale(image, names(name), width, height)
-    return request, inputs
 
 
 def check_sampler_settings(settings: Any, names: Names = API_NAMES) -> None:

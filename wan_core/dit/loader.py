@@ -39,20 +39,14 @@ from collections.abc import Callable
 
 import torch
 
-from ..checkpoints import (
-    SCALED_FP8_MARKER,
-    CheckpointInput,
-    TensorSource,
-    open_checkpoint,
-    scaled_fp8_dtype,
-    strip_known_prefix,
-)
+from ..checkpoints import SCALED_FP8_MARKER, CheckpointInput, open_checkpoint, scaled_fp8_dtype, strip_known_prefix
 from ..devices import compute_dtype_for, is_fp8, is_storage_dtype, resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
 from ..fp8 import attach_scales, split_scales
 from ..materialize import materialize
 from ..ops import WanLinear
 from ..quant.loading import fill_quantized_linears
+from ..tensor_source import TensorSource
 from .config import DiTConfig, config_from_shapes
 from .convert import diffusers_to_official_name, is_diffusers_layout
 from .model import WanDiT

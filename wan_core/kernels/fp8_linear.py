@@ -17,15 +17,27 @@ scales (cuBLASLt/CUTLASS FP8 kernels; 1.76x the bf16 rate at 14B FFN shapes on a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from ..errors import BackendUnavailableError
 from . import tl, triton, usable
 
-if TYPE_CHECKING:
-    from ..ops import WanLinear
+
+class ScaledLinear(Protocol):
+    """What the FP8 hook reads of its layer (a :class:`~wan_core.ops.WanLinear`): the stored weight,
+    its optional fp8 scale, the bias."""
+
+    @property
+    def weight(self) -> torch.Tensor: ...
+
+    @property
+    def scale_weight(self) -> torch.Tensor | None: ...
+
+    @property
+    def bias(self) -> torch.Tensor | None: ...
+
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -134,7 +146,7 @@ class Fp8Linear:
         self.weight = self.scale = self.bias = None
         self._source = None
 
-    def refresh(self, layer: WanLinear) -> None:
+    def refresh(self, layer: ScaledLinear) -> None:
         """(Re-)quantise ``layer.weight`` per output channel (fp8 e4m3 weights with a per-tensor scale as stored)."""
         w, scale_weight = layer.weight, layer.scale_weight
         if w.dtype == FP8:
@@ -149,7 +161,7 @@ class Fp8Linear:
         self.bias = None if layer.bias is None else layer.bias.to(self.out_dtype)
         self._source = (w._version, w.data_ptr())
 
-    def __call__(self, layer: WanLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    def __call__(self, layer: ScaledLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
         w = layer.weight
         if self.weight is None or self.scale is None or self._source != (w._version, w.data_ptr()):
             self.refresh(layer)

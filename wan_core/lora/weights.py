@@ -19,9 +19,10 @@ from typing import TypeVar, Union
 
 import torch
 
-from ..checkpoints import CheckpointInput, TensorSource, guess_kind, open_checkpoint
+from ..checkpoints import CheckpointInput, guess_kind, open_checkpoint
 from ..errors import CheckpointError, LoraError, NonFiniteError, preview_keys
 from ..finite import check_finite
+from ..tensor_source import TensorSource
 from .keys import UNSUPPORTED_MARKERS, ParsedKey, diffusers_to_official_path, looks_diffusers, parse_key
 from .lycoris import LOHA_PARTS, LOKR_PARTS, lycoris_delta, lycoris_kind, lycoris_scale, lycoris_shape
 

@@ -1,4 +1,4 @@
-"""GGUF files as a lazy :class:`~wan_core.checkpoints.TensorSource` (parsed with the ``gguf`` package).
+"""GGUF files as a lazy :class:`~wan_core.tensor_source.TensorSource` (parsed with the ``gguf`` package).
 
 Community Wan GGUFs (city96's converter and others) keep the official / ComfyUI tensor
 names, so every loader's name handling applies unchanged. GGUF specifics handled here:
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import TensorInfo, TensorSource, _file_identity, read_tensor
 from ..errors import CheckpointError
+from ..tensor_source import TensorInfo, TensorSource, file_identity, read_tensor
 from . import ggml
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,6 @@ def open_gguf(path: Path) -> TensorSource:
         infos,
         lambda key: read_gguf_tensor(infos[key]),
         metadata=metadata,
-        identity=_file_identity([path]),
+        identity=file_identity([path]),
         description=path.name,
     )

@@ -17,10 +17,10 @@ import logging
 import torch
 from torch import nn
 
-from ..checkpoints import TensorSource
 from ..errors import CheckpointError
 from ..fp8 import read_dequantized
 from ..ops import WanLinear
+from ..tensor_source import TensorSource
 from .gguf_file import read_packed
 from .int8 import quantize_int8
 from .weight import QuantizedWeight

@@ -16,13 +16,14 @@ from typing import cast
 
 import torch
 
-from ..checkpoints import CheckpointInput, PathLike, TensorSource, open_checkpoint
+from ..checkpoints import CheckpointInput, PathLike, open_checkpoint
 from ..devices import empty_cache, is_fp8, resolve_device, resolve_dtype
 from ..errors import TokenizerError
 from ..fp8 import attach_scales, dequantizing_view
 from ..materialize import materialize
 from ..memory import ModelHost
 from ..ops import WanLinear
+from ..tensor_source import TensorSource
 from .cache import EmbeddingCache, cache_key, default_cache_dir
 from .prompt import clean_prompt
 from .t5 import T5Config, UMT5Encoder

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import TensorSource
 from ..errors import CheckpointError
 from ..ops import WanLinear
+from ..tensor_source import TensorSource
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
-from ..checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, TensorSource, guess_kind
+from ..checkpoints import SCALE_SUFFIXES, SCALED_FP8_MARKER, guess_kind
 from ..errors import CheckpointError, UnsupportedModelError
+from ..tensor_source import TensorSource
 
 SPIECE_KEY = "spiece_model"
 OFFICIAL_ANCHOR = "blocks.0.attn.q.weight"

@@ -12,15 +12,11 @@ import logging
 
 import torch
 
-from ..checkpoints import (
-    CheckpointInput,
-    TensorSource,
-    guess_kind,
-    open_checkpoint,
-)
+from ..checkpoints import CheckpointInput, guess_kind, open_checkpoint
 from ..devices import resolve_device, resolve_dtype
 from ..errors import CheckpointError, preview_keys
 from ..materialize import materialize
+from ..tensor_source import TensorSource
 from .config import VAEConfig, detect_config
 from .convert import diffusers_renamer, is_diffusers_layout
 from .model import WanVAE

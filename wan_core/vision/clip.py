@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import TensorSource
 from ..errors import CheckpointError
+from ..tensor_source import TensorSource
 
 LAYER_NORM_EPS = 1e-5
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 import torch
 
-from ..checkpoints import TensorInfo, TensorSource, guess_kind
+from ..checkpoints import guess_kind
 from ..devices import is_fp8
 from ..errors import UnsupportedModelError
 from ..fp8 import read_dequantized
+from ..tensor_source import TensorInfo, TensorSource
 
 OFFICIAL_ANCHOR = "transformer.0.attn.to_qkv.weight"
 HF_ANCHOR = "encoder.layers.0.self_attn.q_proj.weight"

@@ -6,10 +6,11 @@ import logging
 
 import torch
 
-from ..checkpoints import CheckpointInput, TensorSource, open_checkpoint
+from ..checkpoints import CheckpointInput, open_checkpoint
 from ..devices import is_fp8, resolve_device, resolve_dtype
 from ..fp8 import dequantizing_view, split_scales
 from ..materialize import materialize
+from ..tensor_source import TensorSource
 from .clip import ClipVisionConfig, ClipVisionTower
 from .clip_keys import to_official
 from .preprocess import preprocess
