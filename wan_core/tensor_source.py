@@ -134,6 +134,7 @@ def read_tensor(info: TensorInfo) -> torch.Tensor:
 
 
 def file_identity(paths: list[Path]) -> str:
+    """A string that changes when any of ``paths`` is replaced or rewritten (path, size, mtime): the caches' key."""
     parts = []
     for p in paths:
         st = p.stat()
