@@ -27,14 +27,10 @@ import os
 
 import torch
 
+from ..kernels import tl, triton
+
 log = logging.getLogger(__name__)
 
-try:  # Triton ships with CUDA/ROCm builds of torch; never with CPU wheels.
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
-    tl = None
 
 _HALF = (torch.bfloat16, torch.float16)
 FP8_ROWS = torch.float8_e4m3fn  # as an output dtype: Fp8Rows (fp8 rows + per-row scales) for the FP8 GEMMs
@@ -184,7 +180,7 @@ def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: floa
     x = x.contiguous()
     mul, add = _broadcast_operand(mul), _broadcast_operand(add)
     out, scale = _output(x, out_dtype)
-    block = triton.next_power_of_2(dim)
+    block = int(triton.next_power_of_2(dim))
     _norm_affine_kernel[(batch * seq,)](
         x,
         mul,
@@ -198,7 +194,7 @@ def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: floa
         eps,
         FP8=out_dtype == FP8_ROWS,
         BLOCK=block,
-        num_warps=_warps(block),
+        num_warps=_warps(block),  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )
     return _result(out, scale)
 
@@ -225,7 +221,7 @@ def residual_norm_affine(
     gate_t = _broadcast_operand(gate) if gate is not None else x
     mul, add = _broadcast_operand(mul), _broadcast_operand(add)
     out, scale = _output(x, out_dtype)
-    block = triton.next_power_of_2(dim)
+    block = int(triton.next_power_of_2(dim))
     _residual_norm_kernel[(batch * seq,)](
         x,
         y,
@@ -243,7 +239,7 @@ def residual_norm_affine(
         GATED=gate is not None,
         FP8=out_dtype == FP8_ROWS,
         BLOCK=block,
-        num_warps=_warps(block),
+        num_warps=_warps(block),  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )
     return _result(out, scale)
 
@@ -259,7 +255,7 @@ def rms_norm_rope(
     x = x.contiguous()
     out = torch.empty_like(x)
     table = torch.view_as_real(rope).contiguous() if rope is not None else weight
-    block = triton.next_power_of_2(dim // 2)
+    block = int(triton.next_power_of_2(dim // 2))
     _rms_rope_kernel[(batch * seq,)](
         x,
         weight.float().contiguous(),
@@ -271,25 +267,32 @@ def rms_norm_rope(
         eps,
         ROPE=rope is not None,
         BLOCK=block,
-        num_warps=_warps(block),
+        num_warps=_warps(block),  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )
     return out
 
 
-def _plain_weight(layer: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor | None:
-    """The layer's weight when it is a plain tensor in ``dtype`` with nothing else to apply, else None."""
+def _plain_weight(layer: torch.nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The layer's (weight, bias) when both are plain tensors in ``dtype`` with nothing else to apply, else None."""
     weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+    if not (isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)):
+        return None
     plain = (
-        isinstance(weight, torch.Tensor)
-        and type(weight) in (torch.Tensor, torch.nn.Parameter)
+        type(weight) in (torch.Tensor, torch.nn.Parameter)
         and weight.dtype == dtype
-        and isinstance(bias, torch.Tensor)
         and bias.dtype == dtype
         and getattr(layer, "scale_weight", None) is None
         and not getattr(layer, "adapters", None)
         and getattr(layer, "kernel", None) is None
     )
-    return weight if plain else None
+    return (weight, bias) if plain else None
+
+
+def _addmm_activation(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, use_gelu: bool) -> torch.Tensor:
+    """``bias + a @ b`` with GELU in the GEMM's epilogue: a private torch op its type stubs do not export
+    (looked up per call, so tests can watch it)."""
+    op = torch._addmm_activation  # pyright: ignore[reportPrivateImportUsage]
+    return op(bias, a, b, use_gelu=use_gelu)
 
 
 @functools.lru_cache(maxsize=None)
@@ -300,7 +303,7 @@ def epilogue_gelu_is_tanh(device: torch.device, dtype: torch.dtype) -> bool:
     weight): at x = -3 the tanh and erf forms differ by 10 %. PyTorch's CPU kernel uses erf.
     """
     x = torch.tensor([[-3.0, -2.5, 1.0, 2.0]] * 2, device=device, dtype=dtype)
-    out = torch._addmm_activation(
+    out = _addmm_activation(
         torch.zeros(4, device=device, dtype=dtype), x, torch.eye(4, device=device, dtype=dtype), use_gelu=True
     )
     ref = x.double()
@@ -318,9 +321,10 @@ def linear_gelu(layer: torch.nn.Module, x: torch.Tensor, epilogue: bool | None =
     force it there). Anything else (fp8 or scaled weights, LoRA adapters, a weight
     kernel) takes ``layer(x)`` and a separate GELU.
     """
-    weight = _plain_weight(layer, x.dtype)
+    plain = _plain_weight(layer, x.dtype)
     use = x.is_cuda if epilogue is None else epilogue and x.device.type in ("cuda", "cpu")
-    if weight is None or not use or x.numel() == 0 or not epilogue_gelu_is_tanh(x.device, x.dtype):
+    if plain is None or not use or x.numel() == 0 or not epilogue_gelu_is_tanh(x.device, x.dtype):
         return torch.nn.functional.gelu(layer(x), approximate="tanh")
-    out = torch._addmm_activation(layer.bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
+    weight, bias = plain
+    out = _addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
     return out.view(*x.shape[:-1], out.shape[-1])
