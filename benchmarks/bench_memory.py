@@ -33,17 +33,12 @@ pack's requirements.txt.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +47,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import comfy_server  # noqa: E402  (benchmarks/ is on the path from here on)
+from comfy_server import ComfyServer, http, wan_t2v_graph  # noqa: E402
 
 LINK_NAME, HELPERS_NAME = "comfyui-wan-core-bench", "wan-memory-bench-helpers"
 HIGH, LOW = "wan2.1_t2v_14B_bf16.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
@@ -190,97 +188,27 @@ def _native_smoke_dit() -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def make_server(args: argparse.Namespace, work: Path, capped: bool) -> ComfyServer:
+    """This pack and the helper pack; capped: the helper's process cap plus ``--reserve-vram`` = total - cap."""
+    extra, env = ["--disable-cuda-malloc"], {}
+    if args.smoke:
+        extra, env = extra + ["--cpu"], {"OMP_NUM_THREADS": "1"}
+    elif capped:
+        total = torch.cuda.get_device_properties(0).total_memory / GIB
+        extra += ["--reserve-vram", f"{total - args.cap_gib:.2f}"]
+        env["WAN_BENCH_CAP_GIB"] = str(args.cap_gib)
+    log_path = work / f"comfyui_{'capped' if capped else 'uncapped'}.log"
+    return ComfyServer(Path(args.comfyui), args.python, work, (LINK_NAME, HELPERS_NAME), log_path, extra, env)
 
 
-def http(url: str, payload: dict | None = None, timeout: float = 60) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-            return json.loads(body) if body else {}
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:2000]}") from exc
+def memory(server: ComfyServer, reset_peak: bool = False) -> dict:
+    """The pack's /wan_core/memory report (GPU peak, what ComfyUI's manager holds)."""
+    return http(f"{server.base}/wan_core/memory" + ("?reset_peak=1" if reset_peak else ""))
 
 
-@dataclass
-class Server:
-    """One ComfyUI process (``main.py``) with this pack and the helper pack."""
-
-    args: argparse.Namespace
-    work: Path
-    capped: bool
-    process: subprocess.Popen | None = None
-    port: int = field(default_factory=free_port)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.work / f"comfyui_{'capped' if self.capped else 'uncapped'}.log"
-
-    def command(self) -> list[str]:
-        w = self.work
-        cmd = [self.args.python, "main.py", "--listen", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--extra-model-paths-config", str(w / "extra_model_paths.yaml"), "--output-directory", str(w / "out")]
-        cmd += ["--user-directory", str(w / "user"), "--temp-directory", str(w / "temp")]
-        cmd += ["--database-url", "sqlite:///:memory:", "--disable-all-custom-nodes"]
-        cmd += ["--whitelist-custom-nodes", LINK_NAME, HELPERS_NAME, "--disable-cuda-malloc"]
-        if self.args.smoke:
-            return cmd + ["--cpu"]
-        if self.capped:
-            total = torch.cuda.get_device_properties(0).total_memory / GIB
-            cmd += ["--reserve-vram", f"{total - self.args.cap_gib:.2f}"]
-        return cmd
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        if self.capped and not self.args.smoke:
-            env["WAN_BENCH_CAP_GIB"] = str(self.args.cap_gib)
-        if self.args.smoke:
-            env["OMP_NUM_THREADS"] = "1"
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.args.comfyui, stdout=log, stderr=subprocess.STDOUT, env=env
-            )
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"ComfyUI exited ({self.process.returncode}):\n{self.log_text()[-4000:]}")
-            try:
-                http(f"{self.base}/system_stats", timeout=5)
-                return
-            except OSError:
-                time.sleep(1)
-        raise SystemExit(f"ComfyUI did not start:\n{self.log_text()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def memory(self, reset_peak: bool = False) -> dict:
-        return http(f"{self.base}/wan_core/memory" + ("?reset_peak=1" if reset_peak else ""))
-
-
-def prepare_work(args: argparse.Namespace, work: Path) -> None:
-    folders = ("diffusion_models", "text_encoders", "vae")
-    lines = ["wan_core_bench:", f"    base_path: {work / 'models'}"] + [f"    {f}: {f}" for f in folders]
-    (work / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n")
-    for folder in ("user", "temp", "out", HELPERS_NAME):
-        (work / folder).mkdir(parents=True, exist_ok=True)
+def prepare_work(work: Path) -> None:
+    comfy_server.prepare_work(work)
+    (work / HELPERS_NAME).mkdir(parents=True, exist_ok=True)
     (work / HELPERS_NAME / "__init__.py").write_text(HELPERS_SOURCE)
 
 
@@ -299,20 +227,8 @@ def link_packs(args: argparse.Namespace, work: Path) -> list[Path]:
 
 def ours(size: tuple[int, int, int, int], tag: str, low: str = "none", seed: int = 7) -> dict:
     width, height, frames, steps = size
-    loader = {"model_name": HIGH, "low_noise_model_name": low, "weight_dtype": "auto", "attention": "auto"}
-    sampler = {"seed": seed, "steps": steps, "cfg": 5.0, "cfg_low_noise": -1.0, "shift": 5.0, "solver": "unipc"}
-    sampler |= {"denoise": 1.0, "moe_boundary": 0.0, "batch_size": 1}
-    te = {"text_encoder_name": TE, "device": "auto", "dtype": "auto", "keep_loaded": True}
-    nodes = {
-        "1": ("WanCoreModelLoader", {**loader, "block_swap": 0, "gpus": ""}),
-        "2": ("WanCoreTextEncoderLoader", te),
-        "3": ("WanCoreTextEncode", {"text_encoder": ["2", 0], "positive": "a lighthouse at dusk", "negative": ""}),
-        "4": ("WanCoreVAELoader", {"vae_name": VAE, "dtype": "auto"}),
-        "5": ("WanCoreEmptyVideoLatent", {"vae": ["4", 0], "width": width, "height": height, "length": frames}),
-        "6": ("WanCoreSampler", {"model": ["1", 0], "text_embeds": ["3", 0], "conditioning": ["5", 0], **sampler}),
-        "7": ("SaveLatent", {"samples": ["6", 0], "filename_prefix": f"bench/{tag}"}),
-    }
-    return {key: {"class_type": cls, "inputs": inputs} for key, (cls, inputs) in nodes.items()}
+    files = {"model": HIGH, "low_noise_model": low, "text_encoder": TE, "vae": VAE}
+    return wan_t2v_graph(files, (width, height, frames), steps, tag, seed=seed)
 
 
 def native(size: tuple[int, int, int, int], unet: str, tag: str) -> dict:
@@ -347,20 +263,20 @@ class Case:
     native_gib: float = 0.0  # ... and of native models
 
 
-def run_case(server: Server, name: str, graph: dict, timeout_s: float) -> Case:
+def run_case(server: ComfyServer, name: str, graph: dict, timeout_s: float) -> Case:
     case = Case(name)
-    server.memory(reset_peak=True)
+    memory(server, reset_peak=True)
     offset = len(server.log_text())
     started = time.time()
-    prompt_id = http(f"{server.base}/prompt", {"prompt": graph})["prompt_id"]
-    case.ok, case.error = wait_prompt(server, prompt_id, timeout_s)
+    _, case.error = server.wait(server.queue(graph), timeout_s)
+    case.ok = not case.error
     case.seconds = time.time() - started
     log = server.log_text()[offset:]
     times = re.findall(r"Wan Sampler: \d+ steps in [\d.]+ s \(per step: ([\d., ]+) s\)", log)
     case.steps = [float(t) for t in times[-1].split(",")] if times else []
     streamed = re.findall(r"streaming (\d+) of (\d+) blocks", log)
     case.streamed = ", ".join(sorted({f"{a}/{b}" for a, b in streamed})) or "0"
-    report = server.memory()
+    report = memory(server)
     if "cuda" in report:
         case.peak_gib = report["cuda"]["max_allocated"] / GIB
     for model in report["loaded_models"]:
@@ -370,22 +286,6 @@ def run_case(server: Server, name: str, graph: dict, timeout_s: float) -> Case:
             case.native_gib += model["loaded"] / GIB
     print(f"  {name}: {'ok' if case.ok else 'FAILED ' + case.error[:200]} in {case.seconds:.0f} s", flush=True)
     return case
-
-
-def wait_prompt(server: Server, prompt_id: str, timeout_s: float) -> tuple[bool, str]:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        entry = http(f"{server.base}/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            messages = dict((kind, data) for kind, data in entry["status"].get("messages", []))
-            if "execution_success" in messages:
-                return True, ""
-            error = messages.get("execution_error", {})
-            return False, f"{error.get('exception_type', '')}: {error.get('exception_message', messages)}"
-        if server.process is not None and server.process.poll() is not None:
-            return False, f"the server exited ({server.process.returncode})"
-        time.sleep(0.5)
-    return False, f"did not finish within {timeout_s:.0f} s"
 
 
 # ---------------------------------------------------------------------------------- main
@@ -399,13 +299,13 @@ def run_all(args: argparse.Namespace, work: Path) -> list[Case]:
     def label(what: str, size: tuple[int, int, int, int], where: str) -> str:
         return f"{what} {size[0]}x{size[1]}x{size[2]}, {size[3]} step(s), {where}"
 
-    uncapped = Server(args, work, capped=False)
+    uncapped = make_server(args, work, capped=False)
     try:
         uncapped.start()
         cases = [run_case(uncapped, label("14B", sizes.big, "uncapped"), ours(sizes.big, "uncapped"), args.timeout)]
     finally:
         uncapped.stop()
-    capped = Server(args, work, capped=True)
+    capped = make_server(args, work, capped=True)
     try:
         capped.start()
         if not args.smoke and "process capped at" not in capped.log_text():
@@ -460,7 +360,7 @@ def main() -> int:
         return 2
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="wan_memory_bench_"))
     write_models(work / "models", args.smoke)
-    prepare_work(args, work)
+    prepare_work(work)
     links = link_packs(args, work)
     try:
         cases = run_all(args, work)

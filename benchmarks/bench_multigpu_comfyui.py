@@ -19,16 +19,11 @@ ComfyUI's Python (--python, default this one) needs ComfyUI's requirements and t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -36,6 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import comfy_server  # noqa: E402  (benchmarks/ is on the path from here on)
+from comfy_server import ComfyServer, http, wan_t2v_graph  # noqa: E402
 
 LINK_NAME = "comfyui-wan-core-bench"
 DIT, TE, VAE = "bench_dit.safetensors", "bench_umt5.safetensors", "wan_2.1_vae.safetensors"
@@ -101,50 +99,13 @@ def write_models(models: Path, args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------- ComfyUI server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http(url: str, payload: dict | None = None, timeout: float = 60) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-            return json.loads(body) if body else {}
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:2000]}") from exc
-
-
-def start_comfyui(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen, str, Path]:
-    folders = ("diffusion_models", "text_encoders", "vae")
-    lines = ["wan_core_bench:", f"    base_path: {work / 'models'}"] + [f"    {f}: {f}" for f in folders]
-    (work / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n")
-    for folder in ("user", "temp", "out"):
-        (work / folder).mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cmd = [args.python, "main.py", "--listen", "127.0.0.1", "--port", str(port)]
-    cmd += ["--extra-model-paths-config", str(work / "extra_model_paths.yaml"), "--output-directory", str(work / "out")]
-    cmd += ["--user-directory", str(work / "user"), "--temp-directory", str(work / "temp")]
-    cmd += ["--database-url", "sqlite:///:memory:", "--disable-all-custom-nodes", "--whitelist-custom-nodes", LINK_NAME]
-    cmd += ["--cpu"] if args.smoke else []
-    log_path = work / "comfyui.log"
-    env = dict(os.environ, OMP_NUM_THREADS="1") if args.smoke else dict(os.environ)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(cmd, cwd=args.comfyui, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"ComfyUI exited ({process.returncode}):\n{log_path.read_text()[-4000:]}")
-        try:
-            http(f"{base}/system_stats", timeout=5)
-            return process, base, log_path
-        except OSError:
-            time.sleep(1)
-    raise SystemExit(f"ComfyUI did not start:\n{log_path.read_text()[-4000:]}")
+def start_comfyui(args: argparse.Namespace, work: Path) -> ComfyServer:
+    """ComfyUI with this pack only (``--cpu`` for the smoke run), started and answering."""
+    comfy_server.prepare_work(work)
+    smoke = (["--cpu"], {"OMP_NUM_THREADS": "1"}) if args.smoke else ([], {})
+    server = ComfyServer(Path(args.comfyui), args.python, work, (LINK_NAME,), work / "comfyui.log", *smoke)
+    server.start()
+    return server
 
 
 def prompt(args: argparse.Namespace, gpus: str, steps: int, tag: str, warm: bool = False) -> dict:
@@ -153,38 +114,18 @@ def prompt(args: argparse.Namespace, gpus: str, steps: int, tag: str, warm: bool
     frames = args.frames
     if warm:
         width, height, frames = min(width, 256), min(height, 256), 1
-    loader = {"model_name": DIT, "low_noise_model_name": "none", "weight_dtype": "auto", "attention": "auto"}
-    sampler = {"seed": 7, "steps": steps, "cfg": 5.0, "cfg_low_noise": -1.0, "shift": 5.0, "solver": "unipc"}
-    sampler |= {"denoise": 1.0, "moe_boundary": 0.0, "batch_size": 1}
-    nodes = {
-        "1": ("WanCoreModelLoader", {**loader, "block_swap": 0, "gpus": gpus}),
-        "2": (
-            "WanCoreTextEncoderLoader",
-            {"text_encoder_name": TE, "device": "auto", "dtype": "auto", "keep_loaded": True},
-        ),  # fmt: skip
-        "3": ("WanCoreTextEncode", {"text_encoder": ["2", 0], "positive": "a lighthouse at dusk", "negative": ""}),
-        "4": ("WanCoreVAELoader", {"vae_name": VAE, "dtype": "auto"}),
-        "5": ("WanCoreEmptyVideoLatent", {"vae": ["4", 0], "width": width, "height": height, "length": frames}),
-        "6": ("WanCoreSampler", {"model": ["1", 0], "text_embeds": ["3", 0], "conditioning": ["5", 0], **sampler}),
-        "7": ("SaveLatent", {"samples": ["6", 0], "filename_prefix": f"bench/{tag}"}),
-    }
-    return {key: {"class_type": cls, "inputs": inputs} for key, (cls, inputs) in nodes.items()}
+    files = {"model": DIT, "low_noise_model": "none", "text_encoder": TE, "vae": VAE}
+    return wan_t2v_graph(files, (width, height, frames), steps, tag, gpus=gpus)
 
 
-def run_prompt(base: str, graph: dict, timeout_s: float, log_path: Path) -> tuple[float, dict]:
+def run_prompt(server: ComfyServer, graph: dict, timeout_s: float) -> tuple[float, dict]:
     """Queue a prompt, wait for it; (execution seconds from /history, its outputs)."""
-    prompt_id = http(f"{base}/prompt", {"prompt": graph})["prompt_id"]
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        entry = http(f"{base}/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            messages = dict((name, data) for name, data in entry["status"].get("messages", []))
-            if "execution_success" not in messages:
-                raise SystemExit(f"prompt failed: {messages}\n{log_path.read_text()[-4000:]}")
-            seconds = (messages["execution_success"]["timestamp"] - messages["execution_start"]["timestamp"]) / 1000
-            return seconds, entry["outputs"]
-        time.sleep(0.5)
-    raise SystemExit(f"prompt did not finish within {timeout_s:.0f} s:\n{log_path.read_text()[-4000:]}")
+    entry, error = server.wait(server.queue(graph), timeout_s)
+    if error or entry is None:
+        raise SystemExit(f"prompt failed: {error}\n{server.log_text()[-4000:]}")
+    messages = dict((name, data) for name, data in entry["status"]["messages"])
+    seconds = (messages["execution_success"]["timestamp"] - messages["execution_start"]["timestamp"]) / 1000
+    return seconds, entry["outputs"]
 
 
 def saved_latent(work: Path, outputs: dict) -> torch.Tensor:
@@ -194,11 +135,11 @@ def saved_latent(work: Path, outputs: dict) -> torch.Tensor:
     return load_file(str(work / "out" / info["subfolder"] / info["filename"]))["latent_tensor"].float()
 
 
-def measure(args, base: str, work: Path, log_path: Path, gpus: str, tag: str) -> tuple[float, torch.Tensor]:
-    run_prompt(base, prompt(args, gpus, 1, f"{tag}_warm", warm=True), args.timeout, log_path)
-    seconds, outputs = run_prompt(base, prompt(args, gpus, args.steps, tag), args.timeout, log_path)
-    http(f"{base}/free", {"unload_models": True, "free_memory": True})
-    return seconds, saved_latent(work, outputs)
+def measure(args, server: ComfyServer, gpus: str, tag: str) -> tuple[float, torch.Tensor]:
+    run_prompt(server, prompt(args, gpus, 1, f"{tag}_warm", warm=True), args.timeout)
+    seconds, outputs = run_prompt(server, prompt(args, gpus, args.steps, tag), args.timeout)
+    http(f"{server.base}/free", {"unload_models": True, "free_memory": True})
+    return seconds, saved_latent(server.work, outputs)
 
 
 def wait_for_log(log_path: Path, text: str, timeout_s: float) -> bool:
@@ -222,19 +163,15 @@ def main() -> int:
     link = Path(args.comfyui) / "custom_nodes" / LINK_NAME
     if not link.exists():
         link.symlink_to(ROOT, target_is_directory=True)
-    process = None
+    server = None
     try:
-        process, base, log_path = start_comfyui(args, work)
-        single_s, single = measure(args, base, work, log_path, "", "one_gpu")
-        multi_s, multi = measure(args, base, work, log_path, args.gpus, "multi_gpu")
-        stopped = wait_for_log(log_path, "GPU workers stopped", 60.0)
+        server = start_comfyui(args, work)
+        single_s, single = measure(args, server, "", "one_gpu")
+        multi_s, multi = measure(args, server, args.gpus, "multi_gpu")
+        stopped = wait_for_log(server.log_path, "GPU workers stopped", 60.0)
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if server is not None:
+            server.stop()
         if link.is_symlink():
             link.unlink()
         if not args.work:

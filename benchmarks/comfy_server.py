@@ -1,0 +1,147 @@
+"""A real ComfyUI server for the benchmarks that measure the pack where users run it (one place for both).
+
+Starts ComfyUI's ``main.py`` from a checkout beside the project (never part of it) on a free local port,
+with its models, outputs, user and temp folders under one work folder, only the named custom node packs,
+and an in-memory database; talks to it over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(url: str, payload: dict | None = None, timeout: float = 60) -> dict:
+    """GET (or POST ``payload`` as JSON) and parse the JSON answer; an HTTP error ends the benchmark with its body."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+            return json.loads(body) if body else {}
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:2000]}") from exc
+
+
+def prepare_work(work: Path) -> None:
+    """ComfyUI's folders under ``work``: models (via an extra model paths file), out, user, temp."""
+    lines = ["wan_core_bench:", f"    base_path: {work / 'models'}"] + [f"    {f}: {f}" for f in MODEL_FOLDERS]
+    (work / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n")
+    for folder in ("user", "temp", "out"):
+        (work / folder).mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class ComfyServer:
+    """One ComfyUI process; ``extra_args`` and ``env`` add to the common command line and environment."""
+
+    comfyui: Path
+    python: str
+    work: Path
+    packs: tuple[str, ...]
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        w = self.work
+        cmd = [self.python, "main.py", "--listen", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--extra-model-paths-config", str(w / "extra_model_paths.yaml"), "--output-directory", str(w / "out")]
+        cmd += ["--user-directory", str(w / "user"), "--temp-directory", str(w / "temp")]
+        cmd += ["--database-url", "sqlite:///:memory:", "--disable-all-custom-nodes"]
+        return cmd + ["--whitelist-custom-nodes", *self.packs, *self.extra_args]
+
+    def start(self, timeout_s: float = 300) -> None:
+        """Start the process and wait until it answers; its log goes to ``log_path``."""
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.comfyui, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            )
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"ComfyUI exited ({self.process.returncode}):\n{self.log_text()[-4000:]}")
+            try:
+                http(f"{self.base}/system_stats", timeout=5)
+                return
+            except OSError:
+                time.sleep(1)
+        raise SystemExit(f"ComfyUI did not start:\n{self.log_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def queue(self, graph: dict) -> str:
+        """POST an API-format graph to /prompt; its prompt id."""
+        return http(f"{self.base}/prompt", {"prompt": graph})["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout_s: float) -> tuple[dict | None, str]:
+        """(history entry, "") once the prompt succeeded, else (entry or None, why it did not)."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            entry = http(f"{self.base}/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                messages = dict((kind, data) for kind, data in entry["status"].get("messages", []))
+                if "execution_success" in messages:
+                    return entry, ""
+                error = messages.get("execution_error", {})
+                return entry, f"{error.get('exception_type', '')}: {error.get('exception_message', messages)}"
+            if self.process is not None and self.process.poll() is not None:
+                return None, f"the server exited ({self.process.returncode})"
+            time.sleep(0.5)
+        return None, f"did not finish within {timeout_s:.0f} s"
+
+
+def wan_t2v_graph(
+    files: dict[str, str], size: tuple[int, int, int], steps: int, tag: str, seed: int = 7, gpus: str = ""
+) -> dict:
+    """Our T2V graph in API format, latent saved with SaveLatent (node "7") under ``bench/{tag}``.
+
+    ``files``: model, low_noise_model ("none" for one DiT), text_encoder, vae; ``size``: width, height, frames.
+    UniPC, CFG 5 (batched), shift 5, block_swap 0 (ComfyUI's manager sizes it), ``gpus`` for the Model Loader.
+    """
+    width, height, frames = size
+    loader = {"model_name": files["model"], "low_noise_model_name": files["low_noise_model"]}
+    loader |= {"weight_dtype": "auto", "attention": "auto", "block_swap": 0, "gpus": gpus}
+    sampler = {"seed": seed, "steps": steps, "cfg": 5.0, "cfg_low_noise": -1.0, "shift": 5.0, "solver": "unipc"}
+    sampler |= {"denoise": 1.0, "moe_boundary": 0.0, "batch_size": 1}
+    te = {"text_encoder_name": files["text_encoder"], "device": "auto", "dtype": "auto", "keep_loaded": True}
+    nodes = {
+        "1": ("WanCoreModelLoader", loader),
+        "2": ("WanCoreTextEncoderLoader", te),
+        "3": ("WanCoreTextEncode", {"text_encoder": ["2", 0], "positive": "a lighthouse at dusk", "negative": ""}),
+        "4": ("WanCoreVAELoader", {"vae_name": files["vae"], "dtype": "auto"}),
+        "5": ("WanCoreEmptyVideoLatent", {"vae": ["4", 0], "width": width, "height": height, "length": frames}),
+        "6": ("WanCoreSampler", {"model": ["1", 0], "text_embeds": ["3", 0], "conditioning": ["5", 0], **sampler}),
+        "7": ("SaveLatent", {"samples": ["6", 0], "filename_prefix": f"bench/{tag}"}),
+    }
+    return {key: {"class_type": cls, "inputs": inputs} for key, (cls, inputs) in nodes.items()}
