@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import Any
 
 import torch
 
@@ -171,6 +172,12 @@ def _result(out: torch.Tensor, scale: torch.Tensor):
     return Fp8Rows(out, scale)
 
 
+def _launch_rows(kernel: Any, rows: int, width: int, *args: Any, **constants: Any) -> None:
+    """Launch ``kernel`` with one program per row: BLOCK covers ``width`` elements, warps follow BLOCK."""
+    block = int(triton.next_power_of_2(width))
+    kernel[(rows,)](*args, **constants, BLOCK=block, num_warps=_warps(block))
+
+
 def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: float, out_dtype: torch.dtype):
     """``LayerNorm(x) * mul + add`` -> ``out_dtype``; x [B, S, D] (any float), mul/add [B|1, 1|S, D] or [D] fp32.
 
@@ -180,8 +187,10 @@ def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: floa
     x = x.contiguous()
     mul, add = _broadcast_operand(mul), _broadcast_operand(add)
     out, scale = _output(x, out_dtype)
-    block = int(triton.next_power_of_2(dim))
-    _norm_affine_kernel[(batch * seq,)](
+    _launch_rows(
+        _norm_affine_kernel,
+        batch * seq,
+        dim,
         x,
         mul,
         add,
@@ -193,8 +202,6 @@ def norm_affine(x: torch.Tensor, mul: torch.Tensor, add: torch.Tensor, eps: floa
         *_strides(add, batch, seq),
         eps,
         FP8=out_dtype == FP8_ROWS,
-        BLOCK=block,
-        num_warps=_warps(block),  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )
     return _result(out, scale)
 
@@ -221,8 +228,10 @@ def residual_norm_affine(
     gate_t = _broadcast_operand(gate) if gate is not None else x
     mul, add = _broadcast_operand(mul), _broadcast_operand(add)
     out, scale = _output(x, out_dtype)
-    block = int(triton.next_power_of_2(dim))
-    _residual_norm_kernel[(batch * seq,)](
+    _launch_rows(
+        _residual_norm_kernel,
+        batch * seq,
+        dim,
         x,
         y,
         gate_t,
@@ -238,8 +247,6 @@ def residual_norm_affine(
         eps,
         GATED=gate is not None,
         FP8=out_dtype == FP8_ROWS,
-        BLOCK=block,
-        num_warps=_warps(block),  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )
     return _result(out, scale)
 
@@ -255,8 +262,10 @@ def rms_norm_rope(
     x = x.contiguous()
     out = torch.empty_like(x)
     table = torch.view_as_real(rope).contiguous() if rope is not None else weight
-    block = int(triton.next_power_of_2(dim // 2))
-    _rms_rope_kernel[(batch * seq,)](
+    _launch_rows(
+        _rms_rope_kernel,
+        batch * seq,
+        dim // 2,
         x,
         weight.float().contiguous(),
         table,
@@ -266,8 +275,6 @@ def rms_norm_rope(
         head_dim // 2,
         eps,
         ROPE=rope is not None,
-        BLOCK=block,
-        num_warps=_warps(block),  # pyright: ignore[reportCallIssue]  (triton types a launch as the kernel's signature, without launch options)
     )
     return out
 
