@@ -11,10 +11,8 @@ Imports nothing from ComfyUI. The public entry points are loaded lazily so that
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from .errors import WanError
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -28,11 +26,4 @@ _LAZY = {
 
 __all__ = ["WanError", "__version__", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module, __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'wan_core' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -10,24 +10,16 @@ Heavy modules are imported lazily.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_attributes
 
 _LAZY = {
-    "load_dit": ("loader", "load_dit"),
-    "detect_config": ("loader", "detect_config"),
-    "WanDiT": ("model", "WanDiT"),
-    "DiTConfig": ("config", "DiTConfig"),
-    "tiny_dit_state_dict": ("tiny", "tiny_dit_state_dict"),
+    "load_dit": (".loader", "load_dit"),
+    "detect_config": (".loader", "detect_config"),
+    "WanDiT": (".model", "WanDiT"),
+    "DiTConfig": (".config", "DiTConfig"),
+    "tiny_dit_state_dict": (".tiny", "tiny_dit_state_dict"),
 }
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'wan_core.dit' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -16,20 +16,15 @@ Submodules that need torch are imported lazily, so ``options`` stays cheap for t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..lazy import lazy_attributes
 from .options import ParallelOptions
 
-_LAZY = {"Layout": ("layout", "Layout"), "ParallelDiT": ("service", "ParallelDiT"), "DiTSpec": ("service", "DiTSpec")}
+_LAZY = {
+    "Layout": (".layout", "Layout"),
+    "ParallelDiT": (".service", "ParallelDiT"),
+    "DiTSpec": (".service", "DiTSpec"),
+}
 
 __all__ = ["ParallelOptions", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'wan_core.parallel' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -6,16 +6,9 @@ is cheap and imported directly.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..lazy import lazy_attributes
 from .prompt import clean_prompt
 
 __all__ = ["clean_prompt", "load_text_encoder"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "load_text_encoder":
-        from .loader import load_text_encoder
-
-        return load_text_encoder
-    raise AttributeError(f"module 'wan_core.text' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"load_text_encoder": (".loader", "load_text_encoder")})

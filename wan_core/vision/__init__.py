@@ -5,14 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from ..lazy import lazy_attributes
 
 __all__ = ["load_clip_vision"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "load_clip_vision":
-        from .loader import load_clip_vision
-
-        return load_clip_vision
-    raise AttributeError(f"module 'wan_core.vision' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"load_clip_vision": (".loader", "load_clip_vision")})
