@@ -104,6 +104,21 @@ class ComfyServer:
         """POST an API-format graph to /prompt; its prompt id."""
         return http(f"{self.base}/prompt", {"prompt": graph})["prompt_id"]
 
+    def free(self, timeout_s: float = 120.0) -> None:
+        """POST /free (unload models, reset caches) and wait until the server has acted on it.
+
+        ComfyUI only reads the flags after its prompt loop wakes, possibly after running a prompt
+        queued meanwhile: queueing the next prompt straight away would let the unload land
+        mid-measurement. Done = no model of ours left in ComfyUI's manager (``/wan_core/memory``).
+        """
+        http(f"{self.base}/free", {"unload_models": True, "free_memory": True})
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if not any(m["ours"] for m in http(f"{self.base}/wan_core/memory")["loaded_models"]):
+                return
+            time.sleep(0.5)
+        raise SystemExit(f"ComfyUI did not unload the models within {timeout_s:.0f} s of /free")
+
     def wait(self, prompt_id: str, timeout_s: float) -> tuple[dict | None, str]:
         """(history entry, "") once the prompt succeeded, else (entry or None, why it did not)."""
         deadline = time.time() + timeout_s
