@@ -109,12 +109,14 @@ class ComfyServer:
 
         ComfyUI only reads the flags after its prompt loop wakes, possibly after running a prompt
         queued meanwhile: queueing the next prompt straight away would let the unload land
-        mid-measurement. Done = no model of ours left in ComfyUI's manager (``/wan_core/memory``).
+        mid-measurement. Done = no DiT of ours left in ComfyUI's manager (``/wan_core/memory``; a text
+        encoder on the CPU stays listed: ComfyUI unloads only its compute device).
         """
         http(f"{self.base}/free", {"unload_models": True, "free_memory": True})
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            if not any(m["ours"] for m in http(f"{self.base}/wan_core/memory")["loaded_models"]):
+            models = http(f"{self.base}/wan_core/memory")["loaded_models"]
+            if not any(m["ours"] and m["name"] == "WanDiT" for m in models):
                 return
             time.sleep(0.5)
         raise SystemExit(f"ComfyUI did not unload the models within {timeout_s:.0f} s of /free")
