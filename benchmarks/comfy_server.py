@@ -69,7 +69,8 @@ class ComfyServer:
         cmd = [self.python, "main.py", "--listen", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--extra-model-paths-config", str(w / "extra_model_paths.yaml"), "--output-directory", str(w / "out")]
         cmd += ["--user-directory", str(w / "user"), "--temp-directory", str(w / "temp")]
-        cmd += ["--database-url", "sqlite:///:memory:", "--disable-all-custom-nodes"]
+        # a file database: an in-memory SQLite connection breaks (logged tracebacks) when ComfyUI's threads share it
+        cmd += ["--database-url", f"sqlite:///{w / 'comfyui.db'}", "--disable-all-custom-nodes"]
         return cmd + ["--whitelist-custom-nodes", *self.packs, *self.extra_args]
 
     def start(self, timeout_s: float = 300) -> None:

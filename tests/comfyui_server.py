@@ -126,8 +126,8 @@ class ComfyUIProcess:
             str(self.work / "user"),
             "--temp-directory",
             str(self.work / "temp"),
-            "--database-url",
-            "sqlite:///:memory:",
+            "--database-url",  # a file: an in-memory SQLite connection breaks when ComfyUI's threads share it
+            f"sqlite:///{self.work / 'comfyui.db'}",
             "--disable-all-custom-nodes",
             "--whitelist-custom-nodes",
             LINK_NAME,
