@@ -1,15 +1,14 @@
 """A real ComfyUI server for the benchmarks that measure the pack where users run it (one place for both).
 
 Starts ComfyUI's ``main.py`` from a checkout beside the project (never part of it) on a free local port,
-with its models, outputs, user and temp folders under one work folder, only the named custom node packs,
-and an in-memory database; talks to it over plain HTTP.
+with its models, outputs, user and temp folders and its database under one work folder, and only the named
+custom node packs; talks to it over plain HTTP.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,13 +16,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wan_core.parallel.local import free_port  # the callers put the repository on sys.path
+
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http(url: str, payload: dict | None = None, timeout: float = 60) -> dict:

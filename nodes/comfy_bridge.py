@@ -170,12 +170,6 @@ def compute_device() -> torch.device:
     return resolve_device(None)
 
 
-def offload_device() -> torch.device:
-    if IN_COMFYUI:
-        return _mm.unet_offload_device()
-    return torch.device("cpu")
-
-
 # --------------------------------------------------------------------------- memory (see docs/NODES.md)
 
 
@@ -216,6 +210,11 @@ _patchers: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary
 _patcher_type: Any = None
 
 
+def _patcher(module: nn.Module, where: Placement) -> Any:
+    """The module's patcher, created (and registered with ``where``'s devices) on first use."""
+    return _patchers.get(module) or _new_patcher(module, where)
+
+
 def _new_patcher(module: nn.Module, where: Placement) -> Any:
     global _patcher_type
     if _patcher_type is None:
@@ -240,11 +239,12 @@ def manage(
     unloads the module (held weakly: the module must not keep its owner alive).
     """
     if not IN_COMFYUI:
-        swap = getattr(module, "block_swap", None)
-        if hasattr(module, "set_block_swap") and (len(swap.indices) if swap else 0) != block_swap:
-            module.set_block_swap(block_swap, offload_device())  # type: ignore[operator]
+        from .comfy_patcher import swappable, swapped_blocks
+
+        if swappable(module) and swapped_blocks(module) != block_swap:
+            module.set_block_swap(block_swap, where.offload)  # type: ignore[operator]
         return
-    patcher = _patchers.get(module) or _new_patcher(module, where)
+    patcher = _patcher(module, where)
     patcher.block_swap_override = block_swap or None
     if on_unload is not None and all(ref() != on_unload for ref in patcher.on_unload):
         patcher.on_unload.append(weakref.WeakMethod(on_unload))  # type: ignore[arg-type]
@@ -261,7 +261,7 @@ def use_models(modules: Sequence[nn.Module], run_bytes: Estimate, where: Placeme
 
 
 def _load(modules: Sequence[nn.Module], run_bytes: int, where: Placement | None) -> None:
-    patchers = [_patchers.get(m) or _new_patcher(m, where or placement("diffusion")) for m in modules]
+    patchers = [_patcher(m, where or placement("diffusion")) for m in modules]
     for patcher in patchers:
         patcher.run_bytes = run_bytes
     _mm.load_models_gpu(patchers, memory_required=run_bytes)  # it frees room for the whole models first

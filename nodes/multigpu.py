@@ -302,10 +302,11 @@ def load_parallel(gpus: str, specs: dict[str, DiTSpec]) -> tuple[dict[str, Any],
     """Load each spec on rank 0 (the first device) and on every worker; (rank 0's DiTs, ParallelModels)."""
     devices = parse_gpus(gpus)
     _check_first_device(devices)
+    offload = bridge.placement("diffusion").offload
     locals_ = {}
     for role, spec in specs.items():
-        home = bridge.offload_device() if role == "low" else devices[0]
-        locals_[role] = spec.load(home, bridge.offload_device())
+        home = offload if role == "low" else devices[0]
+        locals_[role] = spec.load(home, offload)
     parallel = ParallelModels(devices, specs, locals_)
     for role, dit in locals_.items():  # rank 0's copies under ComfyUI's manager: unloading them stops the workers
         bridge.manage(dit, bridge.placement("diffusion"), specs[role].block_swap, on_unload=parallel.stop_workers)

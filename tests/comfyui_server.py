@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+from wan_core.parallel.local import free_port
 
 START_TIMEOUT_S = 300
 LINK_NAME = "comfyui-wan-core-under-test"
@@ -52,12 +53,6 @@ def comfyui_python() -> str:
     if not Path(python).is_file():
         raise AssertionError(f"COMFYUI_PYTHON={python} does not exist: {SKIP_HELP}")
     return python
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 30):
