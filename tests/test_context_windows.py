@@ -12,7 +12,7 @@ from wan_core.conditioning.types import Conditioning, FrameLock, VaceHint
 from wan_core.dit.tiny import tiny_dit_state_dict
 from wan_core.errors import InputError
 from wan_core.sampling import SamplerSettings, sample
-from wan_core.sampling.guidance import StepInputs
+from wan_core.sampling.guidance import GuidanceOptions, StepInputs
 from wan_core.sampling.windows import (
     BLENDS,
     SCHEDULES,
@@ -230,6 +230,23 @@ def test_windows_run_the_dit_on_windows_only(t2v):
     frames = window_frames(12, 5, 2, "static", 0)
     assert [c[0] for c in calls] == [5] * len(frames) * 2
     assert [c[1] for c in calls[: len(frames)]] == [None] + [tuple(w) for w in frames[1:]]
+
+
+def test_windows_keep_the_step_so_guidance_options_apply(t2v):
+    """zero_init_steps / cfg ranges read the step index: each window must see the loop's step, not step 0 of 1."""
+    calls = []
+
+    def spy(x, t, context, **extras):
+        calls.append(x.shape[0])
+        return t2v(x, t, context, **extras)
+
+    spy = _spy_dit(spy, t2v)
+    cond = Conditioning(latent_shape=(16, 12, 4, 4))
+    options = ContextWindows(length=5, overlap=2, schedule="static")
+    guidance = GuidanceOptions(zero_init_steps=1)
+    sample(spy, _text(1), None, cond, SamplerSettings(steps=3, cfg=1.0, context_windows=options, guidance=guidance))
+    windows = len(window_frames(12, 5, 2, "static", 0))
+    assert len(calls) == 2 * windows  # step 0 zeroed, steps 1 and 2 run every window
 
 
 def test_image_every_window_joins_the_start_frame_and_positions_matter():

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -213,7 +213,7 @@ def window_inputs(inputs: StepInputs, window: Window, num_frames: int) -> StepIn
     extras = {k: _slice_value(v, frames, num_frames) for k, v in inputs.extras.items()}
     if window.positions != tuple(range(len(frames))):
         extras["frame_positions"] = window.positions
-    return StepInputs(t, inputs.positive, inputs.negative, extras)
+    return replace(inputs, t=t, extras=extras)  # keeps the step index, step count and cache
 
 
 Predict = Callable[[torch.Tensor, StepInputs], torch.Tensor]
