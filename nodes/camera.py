@@ -9,7 +9,7 @@ from wan_core.conditioning.camera import PRESETS
 from wan_core.conditioning.camera_preview import render_trajectory
 
 from . import comfy_bridge as bridge
-from .common import NONE_CHOICE, combo, frames_widget, size_widget, socket, widget
+from .common import NONE_CHOICE, combo, frames_widget, size_widget, socket, use_vae, widget
 from .types import CATEGORY, WAN_CAMERA, WAN_CLIP_EMBEDS, WAN_CONDITIONING, WAN_MODEL, WAN_VAE
 
 _CAT = f"{CATEGORY}/camera"
@@ -93,6 +93,7 @@ class WanFunCameraToVideo:
     def build(self, vae, camera, width, height, length, start_image=None, clip_embeds=None, model=None):
         extra = None if model is None else model.config.extra_channels
         image = None if start_image is None else start_image[:1]
+        use_vae(vae, length, height, width)
         with bridge.comfy_errors(), torch.inference_mode():
             cond = fun_camera_conditioning(
                 vae, camera, length, width, height, image, clip_embeds, model_extra_channels=extra

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from wan_core.budget import vae_run_bytes
+from wan_core.vae import WanVAE
+
 from . import comfy_bridge as bridge
 
 NONE_CHOICE = "none"
@@ -57,3 +60,8 @@ def size_widget(name: str, default: int, multiple: int = 16) -> tuple:
 def with_ui_text(text: str, *result: Any) -> dict:
     """A node return value that also shows ``text`` on the node (variant badges, infos)."""
     return {"ui": {"text": [text]}, "result": tuple(result)}
+
+
+def use_vae(vae: WanVAE, frames: int, height: int, width: int, tile: int | None = None) -> None:
+    """Before a node encodes with ``vae``: ComfyUI's manager loads it for a video of that size (standalone: nothing)."""
+    bridge.use_models([vae], lambda: vae_run_bytes(vae.config, frames, height, width, vae.dtype, tile=tile))

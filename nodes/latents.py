@@ -12,14 +12,13 @@ from collections.abc import Callable
 import torch
 
 from wan_core import conditioning as wc
-from wan_core.budget import vae_run_bytes
 from wan_core.conditioning import Conditioning
 from wan_core.conditioning.image import ResizeMode
 from wan_core.modelset import ModelSet
 from wan_core.vae.model import WanVAE
 
 from . import comfy_bridge as bridge
-from .common import combo, frames_widget, size_widget, socket, widget
+from .common import combo, frames_widget, size_widget, socket, use_vae, widget
 from .types import CATEGORY, WAN_CLIP_EMBEDS, WAN_CONDITIONING, WAN_MODEL, WAN_VAE
 
 _CAT = f"{CATEGORY}/conditioning"
@@ -50,7 +49,7 @@ class _ConditioningNode:
         vae = kwargs.get("vae")
         if isinstance(vae, WanVAE):  # ComfyUI's manager loads the VAE for the images it encodes
             frames, height, width = (int(kwargs.get(k, 1)) for k in ("length", "height", "width"))  # type: ignore[arg-type]
-            bridge.use_models([vae], lambda: vae_run_bytes(vae.config, frames, height, width, vae.dtype))
+            use_vae(vae, frames, height, width)
         with bridge.comfy_errors(), torch.inference_mode():
             return (self.make(**kwargs),)
 

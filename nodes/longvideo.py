@@ -8,7 +8,7 @@ from wan_core.conditioning import continuation_conditioning, join_continuation
 from wan_core.sampling.windows import BLENDS, IMAGE_MODES, POSITIONS, SCHEDULES, ContextWindows
 
 from . import comfy_bridge as bridge
-from .common import combo, frames_widget, socket, widget
+from .common import combo, frames_widget, socket, use_vae, widget
 from .sampling import SOLVERS, WanSampler
 from .text import WanCLIPVisionEncode
 from .types import (
@@ -154,6 +154,7 @@ class WanExtendVideo:
         clip = None
         if clip_vision is not None:
             clip = WanCLIPVisionEncode().encode(clip_vision, video[-overlap_frames:][:1], "none")[0]
+        use_vae(vae, length, height, width)
         with bridge.comfy_errors(), torch.inference_mode():
             cond = continuation_conditioning(
                 vae, model.config, video, overlap_frames, length, width, height, clip_fea=clip, trajectory=camera

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from wan_core import video_io
-from wan_core.budget import vae_latent_run_bytes, vae_run_bytes
+from wan_core.budget import vae_latent_run_bytes
 from wan_core.vae.model import WanVAE
 from wan_core.vae.tiling import TileOptions
 
 from . import comfy_bridge as bridge
-from .common import combo, socket, widget
+from .common import combo, socket, use_vae, widget
 from .convert import image_from_video, latent_from_comfy, latent_to_comfy, video_from_image
 from .types import CATEGORY, WAN_VAE
 
@@ -84,7 +84,7 @@ class WanVAEEncode:
     def encode(self, vae: WanVAE, frames: torch.Tensor, tiled: bool, tile_size: int, tile_overlap: int) -> tuple[dict]:
         count, height, width = frames.shape[:3]
         tile = tile_size if tiled else None
-        bridge.use_models([vae], lambda: vae_run_bytes(vae.config, count, height, width, vae.dtype, tile=tile))
+        use_vae(vae, count, height, width, tile)
         hooks, close = bridge.make_hooks(frames.shape[0], want_preview=False)
         try:
             with bridge.comfy_errors(), torch.inference_mode():
