@@ -9,7 +9,7 @@ from wan_core.conditioning.camera import PRESETS
 from wan_core.conditioning.camera_preview import render_trajectory
 
 from . import comfy_bridge as bridge
-from .common import NONE_CHOICE, combo, frames_widget, size_widget, socket, use_vae, widget
+from .common import NONE_CHOICE, combo, frames_widget, input_file_stamp, size_widget, socket, use_vae, widget
 from .types import CATEGORY, WAN_CAMERA, WAN_CLIP_EMBEDS, WAN_CONDITIONING, WAN_MODEL, WAN_VAE
 
 _CAT = f"{CATEGORY}/camera"
@@ -57,8 +57,7 @@ class WanCameraTrajectory:
     @classmethod
     def IS_CHANGED(cls, preset, speed, length, pose_file):
         """Re-read an edited pose file (ComfyUI caches outputs by input values otherwise)."""
-        path = bridge.input_dir() / pose_file
-        return path.stat().st_mtime if pose_file != NONE_CHOICE and path.is_file() else ""
+        return input_file_stamp(pose_file) if pose_file != NONE_CHOICE else ""
 
 
 class WanFunCameraToVideo:

@@ -65,3 +65,9 @@ def with_ui_text(text: str, *result: Any) -> dict:
 def use_vae(vae: WanVAE, frames: int, height: int, width: int, tile: int | None = None) -> None:
     """Before a node encodes with ``vae``: ComfyUI's manager loads it for a video of that size (standalone: nothing)."""
     bridge.use_models([vae], lambda: vae_run_bytes(vae.config, frames, height, width, vae.dtype, tile=tile))
+
+
+def input_file_stamp(name: str) -> float | str:
+    """An IS_CHANGED value for a file in ComfyUI's input folder: its mtime ("" when absent), so an edit re-runs."""
+    path = bridge.input_dir() / name
+    return path.stat().st_mtime if path.is_file() else ""

@@ -9,7 +9,7 @@ from wan_core.sampling.windows import BLENDS, IMAGE_MODES, POSITIONS, SCHEDULES,
 
 from . import comfy_bridge as bridge
 from .common import combo, frames_widget, socket, use_vae, widget
-from .sampling import SOLVERS, WanSampler
+from .sampling import WanSampler
 from .text import WanCLIPVisionEncode
 from .types import (
     CATEGORY,
@@ -113,7 +113,7 @@ class WanExtendVideo:
                 "steps": sampler["steps"],
                 "cfg": sampler["cfg"],
                 "shift": sampler["shift"],
-                "solver": combo(SOLVERS, "unipc = official default; dpm++ = official alternative; euler = simple."),
+                "solver": sampler["solver"],
                 "color_match": widget(
                     "FLOAT",
                     "Match the new clip's colour and brightness to the shared frames (0 = off, 1 = full).",

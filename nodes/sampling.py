@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from functools import cache as once
 from functools import partial
 
 import torch
@@ -89,8 +90,7 @@ def sampler_inputs(
 
 def _run_bytes(model: ModelSet, conditioning: Conditioning, settings: SamplerSettings) -> int:
     """Device memory one step needs besides the weights (batched guidance doubles the batch)."""
-    scales = tuple(settings.cfg) if isinstance(settings.cfg, (tuple, list)) else (settings.cfg,)
-    guided = any(scale != 1.0 for scale in scales) and settings.batch_cfg
+    guided = any(settings.cfg_for(high) != 1.0 for high in (True, False)) and settings.batch_cfg
     batch = settings.batch_size * (2 if guided else 1)
     loras = sum(os.path.getsize(spec.path) for spec in model.loras if os.path.isfile(spec.path))
     return sampling_run_bytes(model.high, conditioning.latent_shape, batch, loras)
@@ -243,7 +243,7 @@ class WanSampler:
             guidance=guidance,
             context_windows=context_windows,
         )
-        run_bytes = partial(_run_bytes, model, conditioning, settings)  # asked only inside ComfyUI
+        run_bytes = once(partial(_run_bytes, model, conditioning, settings))  # asked (once) only inside ComfyUI
         reports: list[StepReport] = []
         hooks, close = bridge.make_hooks(steps if sigmas is None else len(sigmas) - 1)
         hooks.on_report = reports.append

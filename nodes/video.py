@@ -10,7 +10,7 @@ from wan_core.vae.model import WanVAE
 from wan_core.vae.tiling import TileOptions
 
 from . import comfy_bridge as bridge
-from .common import combo, socket, use_vae, widget
+from .common import combo, input_file_stamp, socket, use_vae, widget
 from .convert import image_from_video, latent_from_comfy, latent_to_comfy, video_from_image
 from .types import CATEGORY, WAN_VAE
 
@@ -182,8 +182,7 @@ class WanLoadVideo:
 
     @classmethod
     def IS_CHANGED(cls, video: str, max_frames: int) -> float | str:
-        path = bridge.input_dir() / video
-        return path.stat().st_mtime if path.is_file() else ""
+        return input_file_stamp(video)
 
     @classmethod
     def VALIDATE_INPUTS(cls, video: str, max_frames: int) -> bool | str:
