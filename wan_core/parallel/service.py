@@ -201,7 +201,7 @@ def serve(host: ModelHost, inbox: Inbox) -> None:
         except Exception as exc:  # the process ends here; rank 0 hears of it through the answer
             inbox.answer(command, f"{type(exc).__name__}: {exc}")
             raise
-        if error is not None or not isinstance(command, Forward):
+        if error is not None or isinstance(command, Load):  # rank 0 waits for answers to loads only
             inbox.answer(command, error)
 
 
@@ -267,9 +267,6 @@ class ParallelDiT:
         if not is_sharded(self.local):
             self.local.to(*args, **kwargs)
         return self
-
-    def with_loras(self, loras: LoraState) -> ParallelDiT:
-        return ParallelDiT(self.leader, self.key, self.local, loras)
 
     def __call__(self, x: torch.Tensor, t: Any, context: Any, **extras: Any) -> torch.Tensor:
         out = self.leader.forward(self.key, self.local, self.loras, ForwardCall(x, t, context, extras))

@@ -28,8 +28,6 @@ class DeviceEvent(Protocol):
 class CommTimer:
     """Accumulates the duration of the collectives run inside :meth:`measure`."""
 
-    enabled = True
-
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
         self._events: list[tuple[DeviceEvent, DeviceEvent]] = []
@@ -63,8 +61,6 @@ class CommTimer:
 
 
 class _NoTimer(CommTimer):
-    enabled = False
-
     def __init__(self) -> None:
         super().__init__(torch.device("cpu"))
 
