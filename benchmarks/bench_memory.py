@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import comfy_server  # noqa: E402  (benchmarks/ is on the path from here on)
-from comfy_server import ComfyServer, http, wan_t2v_graph  # noqa: E402
+from comfy_server import ComfyServer, http, packs_linked, sampler_runs, save_tensors, umt5_tensors, wan_t2v_graph  # noqa: E402
 
 LINK_NAME, HELPERS_NAME = "comfyui-wan-core-bench", "wan-memory-bench-helpers"
 HIGH, LOW = "wan2.1_t2v_14B_bf16.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
@@ -118,59 +118,33 @@ SMOKE_SIZES = Sizes(big=(64, 48, 9, 2), pair=(48, 32, 5, 2), small=(32, 32, 5, 1
 def write_models(models: Path, smoke: bool) -> None:
     from wan_core.tiny_build import write_tiny_models
 
-    for folder in ("diffusion_models", "text_encoders", "vae"):
-        (models / folder).mkdir(parents=True, exist_ok=True)
     write_tiny_models(models, names=(VAE,), overwrite=False)
     if smoke:
         write_tiny_models(models, names=(HIGH, LOW), overwrite=False)
-        _save(models / "text_encoders" / TE, _umt5(None))
-        _save(models / "diffusion_models" / NATIVE_SMOKE, _native_smoke_dit())
+        save_tensors(models / "text_encoders" / TE, umt5_tensors(None))
+        save_tensors(models / "diffusion_models" / NATIVE_SMOKE, _native_smoke_dit())
         return
     started = time.perf_counter()
     for name, seed, fp8 in ((HIGH, 0, False), (LOW, 1, True)):
         if not (models / "diffusion_models" / name).is_file():
-            _save(models / "diffusion_models" / name, _dit_14b(seed, fp8))
+            save_tensors(models / "diffusion_models" / name, _dit_14b(seed, fp8))
     if not (models / "text_encoders" / TE).is_file():
-        _save(models / "text_encoders" / TE, _umt5(4096))
+        save_tensors(models / "text_encoders" / TE, umt5_tensors(4096))
     print(f"model files ready in {time.perf_counter() - started:.0f} s", flush=True)
-
-
-def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
 
 
 def _dit_14b(seed: int, fp8: bool) -> dict[str, torch.Tensor]:
     """Released Wan2.1 T2V 14B shapes, random, in ComfyUI's layout (bf16, or fp8_scaled block Linears)."""
     from bench_dit import random_weights
 
-    from wan_core.checkpoints import SCALED_FP8_MARKER
     from wan_core.dit.config import released_config
-    from wan_core.fp8 import quantize_state_dict
-    from wan_core.tiny_build import DIT_PREFIX, _is_block_linear
+    from wan_core.tiny_build import comfyui_dit_tensors
 
     sd = random_weights(released_config("wan2.1-t2v-14b"), torch.device("cuda"), seed)
-    marker = {}
-    if fp8:
-        sd = quantize_state_dict(sd, _is_block_linear, torch.float8_e4m3fn)
-        marker[SCALED_FP8_MARKER] = sd.pop(SCALED_FP8_MARKER)
-    out = {DIT_PREFIX + k: v.cpu() for k, v in sd.items()} | {k: v.cpu() for k, v in marker.items()}
+    out = {k: v.cpu() for k, v in comfyui_dit_tensors(sd, fp8_scaled=fp8).items()}
     del sd
     torch.cuda.empty_cache()
     return out
-
-
-def _umt5(width: int | None) -> dict[str, torch.Tensor]:
-    """The tiny umT5 (smoke), or one layer as wide as the 14B DiT's text input."""
-    from wan_core.text.tiny import tiny_t5_state_dict
-    from wan_core.tiny_models import TinySizes
-
-    if width is None:
-        return tiny_t5_state_dict(seed=2)
-    return tiny_t5_state_dict(
-        seed=2, sizes=TinySizes(text_dim=width, t5_layers=1, t5_heads=64, t5_d_kv=64, t5_d_ff=1024)
-    )
 
 
 def _native_smoke_dit() -> dict[str, torch.Tensor]:
@@ -210,16 +184,6 @@ def prepare_work(work: Path) -> None:
     comfy_server.prepare_work(work)
     (work / HELPERS_NAME).mkdir(parents=True, exist_ok=True)
     (work / HELPERS_NAME / "__init__.py").write_text(HELPERS_SOURCE)
-
-
-def link_packs(args: argparse.Namespace, work: Path) -> list[Path]:
-    links = []
-    for name, target in ((LINK_NAME, ROOT), (HELPERS_NAME, work / HELPERS_NAME)):
-        link = Path(args.comfyui) / "custom_nodes" / name
-        if not link.exists():
-            link.symlink_to(target, target_is_directory=True)
-        links.append(link)
-    return links
 
 
 # ---------------------------------------------------------------------------------- prompts
@@ -272,8 +236,8 @@ def run_case(server: ComfyServer, name: str, graph: dict, timeout_s: float) -> C
     case.ok = not case.error
     case.seconds = time.time() - started
     log = server.log_text()[offset:]
-    times = re.findall(r"Wan Sampler: \d+ steps in [\d.]+ s \(per step: ([\d., ]+) s\)", log)
-    case.steps = [float(t) for t in times[-1].split(",")] if times else []
+    runs = sampler_runs(log)
+    case.steps = runs[-1][1] if runs else []
     streamed = re.findall(r"streaming (\d+) of (\d+) blocks", log)
     case.streamed = ", ".join(sorted({f"{a}/{b}" for a, b in streamed})) or "0"
     report = memory(server)
@@ -361,13 +325,10 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="wan_memory_bench_"))
     write_models(work / "models", args.smoke)
     prepare_work(work)
-    links = link_packs(args, work)
     try:
-        cases = run_all(args, work)
+        with packs_linked(Path(args.comfyui), {LINK_NAME: ROOT, HELPERS_NAME: work / HELPERS_NAME}):
+            cases = run_all(args, work)
     finally:
-        for link in links:
-            if link.is_symlink():
-                link.unlink()
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     results = checks(args, cases)

@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from timing import rel  # noqa: E402
+
 from wan_core.conditioning import Conditioning  # noqa: E402
 from wan_core.parallel import Layout, ParallelOptions  # noqa: E402
 from wan_core.parallel.distributed import RankInfo, timeout  # noqa: E402
@@ -150,11 +152,6 @@ def timed(fn, device: torch.device, runs: int, timer: CommTimer | None = None) -
         times.append(time.perf_counter() - started)
     comm = timer.seconds() / runs if timer is not None else 0.0
     return statistics.median(times), comm, out
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().cpu(), b.double().cpu()
-    return float((a - b).norm() / b.norm())
 
 
 # ---------------------------------------------------------------------------------- phases

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import comfy_server  # noqa: E402  (benchmarks/ is on the path from here on)
-from comfy_server import ComfyServer, wan_t2v_graph  # noqa: E402
+from comfy_server import ComfyServer, packs_linked, sampler_runs, save_tensors, umt5_tensors, wan_t2v_graph  # noqa: E402
 
 LINK_NAME = "comfyui-wan-core-bench"
 DIT, TE, VAE = "bench_dit.safetensors", "bench_umt5.safetensors", "wan_2.1_vae.safetensors"
@@ -69,21 +68,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def write_models(models: Path, args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
-    from wan_core.text.tiny import tiny_t5_state_dict
     from wan_core.tiny_build import write_tiny_models
-    from wan_core.tiny_models import TinySizes
 
-    for folder in ("diffusion_models", "text_encoders", "vae"):
-        (models / folder).mkdir(parents=True, exist_ok=True)
     write_tiny_models(models, names=(VAE,))
     started = time.perf_counter()
     if args.smoke:
         from wan_core.dit.tiny import tiny_dit_state_dict
 
-        dit = tiny_dit_state_dict("wan2.1-t2v", seed=1)
-        t5 = tiny_t5_state_dict(seed=2)
+        dit, t5 = tiny_dit_state_dict("wan2.1-t2v", seed=1), umt5_tensors(None)
     else:
         from bench_dit import PRESETS, random_weights
 
@@ -91,10 +83,9 @@ def write_models(models: Path, args: argparse.Namespace) -> None:
 
         config = released_config(PRESETS[args.preset])
         dit = {k: v.cpu() for k, v in random_weights(config, torch.device("cuda"), 0).items()}
-        wide = TinySizes(text_dim=config.text_dim, t5_layers=1, t5_heads=64, t5_d_kv=64, t5_d_ff=1024)
-        t5 = tiny_t5_state_dict(seed=2, sizes=wide)
-    save_file({k: v.contiguous() for k, v in dit.items()}, str(models / "diffusion_models" / DIT))
-    save_file({k: v.contiguous() for k, v in t5.items()}, str(models / "text_encoders" / TE))
+        t5 = umt5_tensors(config.text_dim)
+    save_tensors(models / "diffusion_models" / DIT, dit)
+    save_tensors(models / "text_encoders" / TE, t5)
     print(f"model files written in {time.perf_counter() - started:.0f} s", flush=True)
 
 
@@ -151,8 +142,8 @@ def measure(args, server: ComfyServer, gpus: str, tag: str) -> tuple[Timing, tor
     offset = len(server.log_text())
     seconds, outputs = run_prompt(server, prompt(args, gpus, args.steps, tag), args.timeout)
     log = server.log_text()[offset:]
-    found = re.findall(r"Wan Sampler: \d+ steps in ([\d.]+) s", log)
-    timing = Timing(seconds, float(found[-1]) if found else float("nan"), "Loaded wan" in log)
+    runs = sampler_runs(log)
+    timing = Timing(seconds, runs[-1][0] if runs else float("nan"), "Loaded wan" in log)
     server.free()
     return timing, saved_latent(server.work, outputs)
 
@@ -203,21 +194,17 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="wan_mgpu_comfy_"))
     if not (work / "models" / "diffusion_models" / DIT).is_file():
         write_models(work / "models", args)
-    link = Path(args.comfyui) / "custom_nodes" / LINK_NAME
-    if not link.exists():
-        link.symlink_to(ROOT, target_is_directory=True)
-    server = None
     try:
-        server = start_comfyui(args, work)
-        one, single = measure(args, server, "", "one_gpu")
-        several, multi = measure(args, server, args.gpus, "multi_gpu")
-        stopped = wait_for_log(server.log_path, "GPU workers stopped", 60.0)
-        print_server_lines(server.log_path)
+        with packs_linked(Path(args.comfyui), {LINK_NAME: ROOT}):
+            server = start_comfyui(args, work)
+            try:
+                one, single = measure(args, server, "", "one_gpu")
+                several, multi = measure(args, server, args.gpus, "multi_gpu")
+                stopped = wait_for_log(server.log_path, "GPU workers stopped", 60.0)
+                print_server_lines(server.log_path)
+            finally:
+                server.stop()
     finally:
-        if server is not None:
-            server.stop()
-        if link.is_symlink():
-            link.unlink()
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     err = float((multi.double() - single.double()).norm() / single.double().norm())

@@ -27,7 +27,6 @@ weights and ``--swap-blocks`` blocks swapped from pinned CPU memory; it must fin
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import time
@@ -45,7 +44,7 @@ from timing import rel  # noqa: E402
 
 import wan_core  # noqa: E402
 from wan_core.conditioning.types import Conditioning  # noqa: E402
-from wan_core.devices import module_bytes  # noqa: E402
+from wan_core.devices import empty_cache, module_bytes  # noqa: E402
 from wan_core.dit.config import DiTConfig, released_config  # noqa: E402
 from wan_core.ops import WanLinear  # noqa: E402
 from wan_core.quant import QuantizedWeight, set_matmul  # noqa: E402
@@ -187,12 +186,6 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device, runs: int, warmu
     return statistics.median(times), peak, out
 
 
-def free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 @dataclass
 class Row:
     fmt: str
@@ -215,7 +208,7 @@ def forward_rows(args, config: DiTConfig, weights, x, t, context, device) -> lis
         peak_text = "n/a" if peak_gib is None else f"{peak_gib:.2f} GiB"
         print(f"{fmt:12s} {ms:9.1f} ms/forward, peak {peak_text}", flush=True)
         del model, out
-        free(device)
+        empty_cache(device)
     return rows
 
 
@@ -228,7 +221,7 @@ def capped_sample(args, config: DiTConfig, weights: dict[str, torch.Tensor], con
     model = gguf_model(weights, "Q4_K", device)
     weights.clear()
     model.set_block_swap(min(args.swap_blocks, config.num_layers), "cpu")
-    free(device)
+    empty_cache(device)
     resident = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory

@@ -7,12 +7,15 @@ custom node packs; talks to it over plain HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,51 @@ def http(url: str, payload: dict | None = None, timeout: float = 60) -> dict:
             return json.loads(body) if body else {}
     except urllib.error.HTTPError as exc:
         raise SystemExit(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:2000]}") from exc
+
+
+SAMPLER_LINE = re.compile(r"Wan Sampler: \d+ steps in ([\d.]+) s \(per step: ([\d., ]+) s\)")
+
+
+def sampler_runs(log: str) -> list[tuple[float, list[float]]]:
+    """Each Wan Sampler run in a server log: (seconds, per-step seconds), from its summary line."""
+    return [(float(total), [float(t) for t in steps.split(",")]) for total, steps in SAMPLER_LINE.findall(log)]
+
+
+@contextlib.contextmanager
+def packs_linked(comfyui: Path, packs: dict[str, Path]) -> Iterator[None]:
+    """``packs`` ({name: folder}) linked into ComfyUI's custom_nodes while the block runs (links made here are removed)."""
+    made = []
+    for name, target in packs.items():
+        link = comfyui / "custom_nodes" / name
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=True)
+            made.append(link)
+    try:
+        yield
+    finally:
+        for link in made:
+            if link.is_symlink():
+                link.unlink()
+
+
+def save_tensors(path: Path, tensors: dict) -> None:
+    """A safetensors model file (its folder made when missing)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+
+
+def umt5_tensors(width: int | None) -> dict:
+    """The tiny umT5 (``width`` None, for smoke runs), or one layer as wide as a DiT's text input."""
+    from wan_core.text.tiny import tiny_t5_state_dict
+    from wan_core.tiny_models import TinySizes
+
+    if width is None:
+        return tiny_t5_state_dict(seed=2)
+    return tiny_t5_state_dict(
+        seed=2, sizes=TinySizes(text_dim=width, t5_layers=1, t5_heads=64, t5_d_kv=64, t5_d_ff=1024)
+    )
 
 
 def prepare_work(work: Path) -> None:

@@ -63,8 +63,13 @@ def dit_file_tensors(entry: TinyFile, seed: int) -> dict[str, torch.Tensor]:
     sd = tiny_dit_state_dict(entry.kind, seed=seed)
     dtype = storage_dtype(entry.name)
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+    return comfyui_dit_tensors(sd, fp8_scaled=entry.layout == "fp8_scaled")
+
+
+def comfyui_dit_tensors(sd: dict[str, torch.Tensor], fp8_scaled: bool = False) -> dict[str, torch.Tensor]:
+    """An official-layout DiT state dict in ComfyUI's file layout: prefixed, optionally fp8_scaled block Linears."""
     marker: dict[str, torch.Tensor] = {}
-    if entry.layout == "fp8_scaled":
+    if fp8_scaled:
         from .checkpoints import SCALED_FP8_MARKER
         from .fp8 import quantize_state_dict
 
