@@ -123,9 +123,7 @@ async def _run(args: argparse.Namespace) -> int:
         pool.class_types = {n["class_type"] for job in jobs for n in job.prompt.values()}
         for slot in pool.slots:
             slot.object_info = object_info if slot.server is source else None
-        options = RunOptions(
-            args.out, args.per_server, give_up_s=args.give_up_after, progress=False if args.no_progress else None
-        )
+        options = RunOptions(args.out, give_up_s=args.give_up_after, progress=False if args.no_progress else None)
         summary = await BatchRunner(jobs, pool, options).run()
     finally:
         await pool.close()

@@ -7,7 +7,6 @@ command therefore gives the same ids on every run, which is what resume keys on.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -80,15 +79,16 @@ class FileResolver:
         return self._cache[key]
 
     def resolve(self, api: dict) -> tuple[dict, tuple[LocalFile, ...]]:
-        out, files = copy.deepcopy(api), {}
-        for node in out.values():
+        """``api`` (a graph the caller owns, e.g. apply_params' copy) with local files replaced by upload names."""
+        files: dict[str, LocalFile] = {}
+        for node in api.values():
             for name, value in node["inputs"].items():
                 path = _local_path(value, self.inputs_dir) if isinstance(value, str) else None
                 if path is not None:
                     local = self.local_file(path)
                     node["inputs"][name] = local.upload_name
                     files[local.upload_name] = local
-        return out, tuple(files[k] for k in sorted(files))
+        return api, tuple(files[k] for k in sorted(files))
 
 
 def canonical_graph(prompt: dict) -> dict[str, Any]:

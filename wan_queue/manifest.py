@@ -74,10 +74,18 @@ class Manifest:
         return {r["job"]: r for r in self.records()}
 
     def _cut_torn_tail(self) -> None:
-        data = self.path.read_bytes() if self.path.exists() else b""
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
+        """Cut an interrupted last line; reads only the file's end unless that line is torn (appends stay O(1))."""
+        if not self.path.exists():
+            return
+        with open(self.path, "r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            handle.truncate(handle.read().rfind(b"\n") + 1)
 
     def append(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

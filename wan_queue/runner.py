@@ -36,10 +36,8 @@ TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupte
 @dataclass(frozen=True)
 class RunOptions:
     out_dir: Path
-    per_server: int = 2  # our prompts on one server at a time (one running, one waiting: no idle gap)
     poll_s: float = 1.0
     give_up_s: float = 600.0  # stop when no server could take a job for this long
-    backoff_max_s: float = 30.0
     progress: bool | None = None  # None: bars only on a terminal
 
 

@@ -130,9 +130,6 @@ class ServerPool:
     def usable(self) -> list[ServerSlot]:
         return [s for s in self.slots if s.dispatch and not s.unusable]
 
-    def any_up(self) -> bool:
-        return any(s.up for s in self.usable())
-
     async def close(self) -> None:
         for slot in self.slots:
             await slot.server.close()
