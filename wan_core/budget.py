@@ -42,7 +42,7 @@ _VAE_CHUNK_FRAMES = 4
 
 
 def dtype_bytes(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    return dtype.itemsize
 
 
 def stored_bytes(module: nn.Module) -> int:

@@ -177,12 +177,6 @@ GGML_TYPES: dict[str, GgmlType] = {
 }
 
 
-def packed_nbytes(type_name: str, numel: int) -> int:
-    """Bytes that ``numel`` weights take in ``type_name`` (numel must be a whole number of blocks)."""
-    t = GGML_TYPES[type_name]
-    return numel // t.block * t.nbytes
-
-
 def dequantize(
     data: torch.Tensor, type_name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import cast
 import torch
 
 from ..checkpoints import CheckpointInput, PathLike, open_checkpoint
-from ..devices import empty_cache, is_fp8, resolve_device, resolve_dtype
+from ..devices import compute_dtype_for, empty_cache, is_fp8, resolve_device, resolve_dtype
 from ..errors import TokenizerError
 from ..fp8 import attach_scales, dequantizing_view
 from ..materialize import materialize
@@ -223,10 +223,9 @@ def load_text_encoder(
     """
     src = to_official(open_checkpoint(path_or_state_dict))
     dev = resolve_device(device)
-    storage_fp8 = None
-    if dtype is not None and is_fp8(resolve_dtype(dtype, dev)):
-        storage_fp8, dtype = resolve_dtype(dtype, dev), None
-    compute = resolve_dtype(dtype, dev)
+    storage = resolve_dtype(dtype, dev)
+    storage_fp8 = storage if is_fp8(storage) else None
+    compute = compute_dtype_for(storage, dev)
     path = None if isinstance(path_or_state_dict, (Mapping, TensorSource)) else _single_path(path_or_state_dict)
     tok = _resolve_tokenizer(src, tokenizer, path)
     cache = EmbeddingCache(_cache_folder(cache_dir, src.identity))

@@ -7,7 +7,7 @@ import logging
 import torch
 
 from ..checkpoints import CheckpointInput, open_checkpoint
-from ..devices import is_fp8, resolve_device, resolve_dtype
+from ..devices import compute_dtype_for, resolve_device, resolve_dtype
 from ..fp8 import dequantizing_view, split_scales
 from ..materialize import materialize
 from ..tensor_source import TensorSource
@@ -53,9 +53,7 @@ def load_clip_vision(
     src = to_official(open_checkpoint(path_or_state_dict))
     cfg = ClipVisionConfig.from_source(src)
     dev = resolve_device(device)
-    compute = resolve_dtype(dtype, dev)
-    if is_fp8(compute):
-        compute = resolve_dtype(None, dev)  # fp8 is a storage format; CLIP-H is small enough to run dequantised
+    compute = compute_dtype_for(resolve_dtype(dtype, dev), dev)  # fp8: CLIP-H is small enough to run dequantised
     last = f"transformer.{cfg.layers - 1}."
     model_keys, _ = split_scales(src.keys())  # fp8 (rare for CLIP) is dequantised; scales are dropped
     src = dequantizing_view(src, [k for k in src if k in model_keys and not k.startswith(last)])

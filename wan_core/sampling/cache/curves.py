@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...atomic import atomic_write_text
 from ...errors import InputError
 
 log = logging.getLogger(__name__)
@@ -115,15 +115,7 @@ def load_calibration(path: str | os.PathLike) -> tuple[float, ...]:
 
 
 def save_calibration(path: str | os.PathLike, ratios: list[float], meta: dict[str, Any]) -> Path:
-    """Write ``{"ratios": [...], **meta}`` to ``path`` atomically (a temporary file, then a rename)."""
+    """Write ``{"ratios": [...], **meta}`` to ``path`` atomically (``wan_core.atomic``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({**meta, "ratios": [round(float(r), 5) for r in ratios]}, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps({**meta, "ratios": [round(float(r), 5) for r in ratios]}, indent=1))
