@@ -71,6 +71,11 @@ class Experts:
         fraction = self.boundary if self.boundary is not None else official_boundary(self.low.config.task)
         return float(fraction) * 1000.0
 
+    def high_noise_steps(self, timesteps: torch.Tensor) -> list[bool]:
+        """Per step of a schedule: whether the high-noise expert runs it (t >= the switch timestep)."""
+        switch = self.switch_timestep()
+        return [float(t) >= switch for t in timesteps.tolist()]
+
 
 def same_device(a: torch.device | None, b: torch.device | None) -> bool:
     """Device equality that treats "cuda" and "cuda:0" (an unset index) as the same device."""

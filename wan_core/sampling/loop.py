@@ -40,12 +40,8 @@ def step_plan(model: DiTLike | Experts, schedule: Schedule, settings: SamplerSet
     model is split at the task's official boundary, as A14B would.
     """
     if isinstance(model, Experts):
-        switch = model.switch_timestep()
-        plan: list[tuple[DiTLike, float]] = []
-        for t in schedule.timesteps.tolist():
-            high = float(t) >= switch
-            plan.append((model.high if high else model.low, settings.cfg_for(high)))
-        return plan
+        highs = model.high_noise_steps(schedule.timesteps)
+        return [(model.high if high else model.low, settings.cfg_for(high)) for high in highs]
     switch = OFFICIAL_BOUNDARIES.get(model.config.task, 0.0) * 1000.0
     return [(model, settings.cfg_for(float(t) >= switch)) for t in schedule.timesteps.tolist()]
 
@@ -156,8 +152,7 @@ def _cache_run(model: DiTLike | Experts, settings: SamplerSettings, schedule: Sc
     """The run's step-cache strategy (expert-aware: each A14B expert gets its own state)."""
     roles = None
     if isinstance(model, Experts):  # by timestep, so that even one DiT in both roles gets two caches
-        boundary = model.switch_timestep()
-        roles = ["high" if float(t) >= boundary else "low" for t in schedule.timesteps.tolist()]
+        roles = ["high" if high else "low" for high in model.high_noise_steps(schedule.timesteps)]
     sigmas = [float(s) for s in schedule.sigmas.tolist()]
     height, width = cond.latent_shape[-2:]
     return CacheRun(settings.cache, sigmas, settings.shift, roles, (int(height), int(width)))

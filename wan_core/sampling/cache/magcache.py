@@ -64,7 +64,7 @@ class MagCacheState(ResidualState):
 class MagCacheCalibration(ResidualState):
     """Runs every step and records γ per step and branch; the run's curve is saved at the end."""
 
-    def __init__(self, steps: int, record: list[float]) -> None:
+    def __init__(self, record: list[float]) -> None:
         super().__init__()
         self.record = record  # shared by the experts of one run: [2·steps], 1.0 where nothing is known
         self.reset()

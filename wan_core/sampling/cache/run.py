@@ -80,7 +80,7 @@ class CacheRun:
             raise InputError(f"{s.method} skips the DiT's blocks and needs wan_core's WanDiT; use EasyCache.")
         if isinstance(s, MagCacheSettings):
             if self.calibration is not None:
-                return MagCacheCalibration(self.steps, self.calibration)
+                return MagCacheCalibration(self.calibration)
             given = np.asarray(s.ratios, dtype=np.float64) if s.ratios is not None else None
             curve, ratios = ("given", given) if given is not None else magcache_ratios(s.curve, key)
             log.info("MagCache: %s curve for %s", curve, key)
