@@ -24,7 +24,7 @@ from .camera import CameraTrajectory
 from .fun_camera import fun_camera_conditioning
 from .i2v import i2v_conditioning
 from .image import check_images, resize_signed, to_signed_chw
-from .latents import TEMPORAL_STRIDE, checked_geometry, encode_video, latent_frames, place_in_time
+from .latents import checked_geometry, encode_frames, latent_frames, place_in_time, usable_frames
 from .types import Conditioning, FrameLock
 from .vace import vace_conditioning
 
@@ -55,9 +55,8 @@ def _vace(vae: Any, tail: torch.Tensor, frames: int, width: int, height: int, st
 def _ti2v(vae: Any, tail: torch.Tensor, frames: int, width: int, height: int) -> Conditioning:
     """TI2V-5B: lock the latent frames that encode the tail's first 4n+1 frames."""
     z_dim, stride, frames, width, height = checked_geometry(vae, frames, width, height, 48, "TI2V-5B")
-    usable = (tail.shape[0] - 1) // TEMPORAL_STRIDE * TEMPORAL_STRIDE + 1
-    pixels = resize_signed(to_signed_chw(tail[:usable]), width, height, "crop")  # [k, 3, H, W]
-    known = encode_video(vae, pixels.permute(1, 0, 2, 3)[None])  # [1, 48, j + 1, h, w]
+    pixels = resize_signed(to_signed_chw(tail[: usable_frames(tail.shape[0])]), width, height, "crop")  # [k, 3, H, W]
+    known = encode_frames(vae, pixels)  # [1, 48, j + 1, h, w]
     total = latent_frames(frames)
     mask = torch.ones(1, 1, total, 1, 1, device=known.device)
     mask[:, :, : known.shape[2]] = 0.0

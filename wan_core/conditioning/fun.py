@@ -13,22 +13,21 @@ import torch
 from ..errors import ConditioningError, InputError
 from .i2v import _clip_batch
 from .image import check_images, resize_signed, to_signed_chw
-from .latents import VideoVAE, anchor_mask, checked_geometry, encode_video, latent_frames, place_in_time
+from .latents import VideoVAE, anchor_mask, checked_geometry, encode_frames, latent_frames, place_in_time, usable_frames
 from .types import Conditioning
 
 
 def _control_latent(vae: VideoVAE, control_video: torch.Tensor, frames: int, width: int, height: int) -> torch.Tensor:
     """Control frames (cut to the video, then to the largest 4n+1 count) -> latent ``[1, C, t, h, w]``."""
     video = to_signed_chw(check_images(control_video, "control_video"))[:frames]
-    usable = (video.shape[0] - 1) // 4 * 4 + 1
-    video = resize_signed(video[:usable], width, height, "crop")
-    return encode_video(vae, video.permute(1, 0, 2, 3)[None])
+    video = resize_signed(video[: usable_frames(video.shape[0])], width, height, "crop")
+    return encode_frames(vae, video)
 
 
 def _start_latent(vae: VideoVAE, start_image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """First image -> its single-frame latent ``[1, C, 1, h, w]``."""
     image = resize_signed(to_signed_chw(check_images(start_image, "start_image"))[:1], width, height, "crop")
-    return encode_video(vae, image.permute(1, 0, 2, 3)[None])
+    return encode_frames(vae, image)
 
 
 def fun_control_conditioning(

@@ -16,7 +16,14 @@ from ..errors import ConditioningError
 from .camera import CameraTrajectory, camera_embedding
 from .i2v import _clip_batch, anchored_conditioning
 from .image import ResizeMode, check_images, resize_signed, to_signed_chw
-from .latents import TEMPORAL_STRIDE, VideoVAE, checked_geometry, encode_video, latent_frames, place_in_time
+from .latents import (
+    VideoVAE,
+    checked_geometry,
+    encode_frames,
+    latent_frames,
+    place_in_time,
+    usable_frames,
+)
 from .types import Conditioning
 
 
@@ -30,9 +37,7 @@ def _latent_y(vae: VideoVAE, start: torch.Tensor | None, shape: tuple[int, int, 
     z_dim, total, h, w = shape
     if start is None:
         return torch.zeros(1, z_dim, total, h, w)
-    usable = (start.shape[0] - 1) // TEMPORAL_STRIDE * TEMPORAL_STRIDE + 1
-    latent = encode_video(vae, start[:usable].permute(1, 0, 2, 3)[None])
-    return place_in_time(latent, total)
+    return place_in_time(encode_frames(vae, start[: usable_frames(start.shape[0])]), total)
 
 
 def fun_camera_conditioning(

@@ -87,6 +87,16 @@ def encode_video(vae: VideoVAE, video: torch.Tensor) -> torch.Tensor:
     return latent.float()
 
 
+def usable_frames(count: int) -> int:
+    """The largest 4n+1 frame count <= ``count``: what the causal VAE encodes of a clip."""
+    return (count - 1) // TEMPORAL_STRIDE * TEMPORAL_STRIDE + 1
+
+
+def encode_frames(vae: VideoVAE, frames: torch.Tensor) -> torch.Tensor:
+    """Frames ``[N, 3, H, W]`` in [-1, 1] (N = 4n+1) -> NORMALISED latent ``[1, z, T, h, w]`` in float32."""
+    return encode_video(vae, frames.permute(1, 0, 2, 3)[None])
+
+
 def pixel_to_latent_mask(known: torch.Tensor) -> torch.Tensor:
     """Official I2V/FLF2V mask layout: pixel-frame mask ``[F, h, w]`` -> latent mask ``[4, T, h, w]``.
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import ConditioningError, InputError
 from .image import check_images, paste_on_white, to_signed_chw
-from .latents import VideoVAE, checked_geometry, encode_video, latent_frames
+from .latents import VideoVAE, checked_geometry, encode_frames, encode_video, latent_frames
 from .types import Conditioning, VaceHint
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ def vace_conditioning(
     video = _source_video(control_video, frames, width, height)
     mask = _source_mask(control_mask, frames, width, height, video.device)
     keep = mask[:, None]  # [F, 1, H, W]
-    inactive = encode_video(vae, (video * (1 - keep)).permute(1, 0, 2, 3)[None])
-    reactive = encode_video(vae, (video * keep).permute(1, 0, 2, 3)[None])
+    inactive, reactive = encode_frames(vae, video * (1 - keep)), encode_frames(vae, video * keep)
     latents = torch.cat([inactive, reactive], dim=1)  # [1, 32, T, h, w]
     masks = mask_latent(mask.to(latents.device), stride)
     n_ref = 0
