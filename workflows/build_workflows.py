@@ -147,8 +147,24 @@ def load_image(g: GraphBuilder, name: str, title: str) -> int:
     return g.add("LoadImage", {"image": name}, title=title)
 
 
-def sampler(steps: int, cfg: float, shift: float, cfg_low: float = -1.0, boundary: float = 0.0) -> dict:
-    return {"seed": 42, "steps": steps, "cfg": cfg, "cfg_low_noise": cfg_low, "shift": shift, "solver": "unipc",
+def start_image_with_clip(g: GraphBuilder) -> tuple[int, int]:
+    """CLIP-H loader, start.png and its CLIP features: (image node, CLIP-embeds node)."""
+    cv = clip_loader(g)
+    img = load_image(g, "start.png", "Start image")
+    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)},
+               title="CLIP features of the start image")
+    return img, ce
+
+
+def empty_latent(g: GraphBuilder, v: int, width: int, height: int, length: int = 81,
+                 title: str = "Empty video latent (text to video)") -> int:
+    return g.add("WanCoreEmptyVideoLatent", {"width": width, "height": height, "length": length}, {"vae": (v, 0)},
+                 title=title)
+
+
+def sampler(steps: int, cfg: float, shift: float, cfg_low: float = -1.0, boundary: float = 0.0,
+            solver: str = "unipc") -> dict:
+    return {"seed": 42, "steps": steps, "cfg": cfg, "cfg_low_noise": cfg_low, "shift": shift, "solver": solver,
             "moe_boundary": boundary}
 
 
@@ -157,8 +173,7 @@ def t2v(name: str, model: str, width: int, height: int, sampler_values: dict, ti
     note(g, title, [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE)], REPACK_21)
     m, v, t = loaders(g, model, what=f"{title} DiT")
     te = text(g, t, m, "A red fox trotting through fresh snow in a sunlit pine forest, cinematic.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": width, "height": height, "length": 81}, {"vae": (v, 0)},
-              title="Empty video latent (text to video)")
+    c = empty_latent(g, v, width, height)
     finish(g, m, v, te, c, sampler_values, 16.0, name)
     return g.build(title)
 
@@ -169,10 +184,7 @@ def i2v_480p() -> dict:
     note(g, "Wan2.1 I2V 14B 480p", [("diffusion_models", model), ("vae", VAE21), ("text_encoders", TE),
                                      ("clip_vision", CLIP)], REPACK_21, "Put start.png into ComfyUI's input folder.")
     m, v, t = loaders(g, model, what="Wan2.1 I2V 14B DiT")
-    cv = clip_loader(g)
-    img = load_image(g, "start.png", "Start image")
-    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)},
-               title="CLIP features of the start image")
+    img, ce = start_image_with_clip(g)
     te = text(g, t, m, "The sun rises slowly over green hills, clouds drift, gentle camera push-in.")
     c = g.add("WanCoreImageToVideo", {"width": 832, "height": 480, "length": 81},
               {"vae": (v, 0), "start_image": (img, 0), "clip_embeds": (ce, 0)}, title="Start image to video latent")
@@ -233,10 +245,7 @@ def fun_control() -> dict:
          "Put control.mp4 and start.png into ComfyUI's input folder.")
     m, v, t = loaders(g, model, what="Wan2.1 Fun-Control 1.3B DiT")
     edges = control_chain(g, 832, 480)
-    cv = clip_loader(g)
-    img = load_image(g, "start.png", "Start image")
-    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)},
-               title="CLIP features of the start image")
+    img, ce = start_image_with_clip(g)
     te = text(g, t, m, "A paper boat drifts along a stream, soft morning light.")
     c = g.add("WanCoreFunControlToVideo", {"width": 832, "height": 480, "length": 81},
               {"vae": (v, 0), "control_video": (edges, 0), "start_image": (img, 0), "clip_embeds": (ce, 0),
@@ -258,8 +267,7 @@ def lora_stack() -> dict:
                title="LoRA 2 (merged)")
     ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)}, title="Apply the LoRA stack")
     te = text(g, t, ml, "A watercolor painting of a lighthouse in a storm, waves crashing.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)},
-              title="Empty video latent (text to video)")
+    c = empty_latent(g, v, 832, 480)
     finish(g, ml, v, te, c, sampler(50, 5.0, 5.0), 16.0, "lora_stack")
     return g.build("Wan2.1 LoRA stack")
 
@@ -272,8 +280,7 @@ def a14b_t2v() -> dict:
          "The sampler switches from the high-noise to the low-noise expert at t = 875 (official).")
     m, v, t = loaders(g, high, low=low, what="Wan2.2 T2V A14B experts (high + low noise)")
     te = text(g, t, m, "A hot-air balloon floats over a valley of lavender fields at sunrise.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)},
-              title="Empty video latent (text to video)")
+    c = empty_latent(g, v, 1280, 720)
     finish(g, m, v, te, c, sampler(40, 4.0, 12.0, cfg_low=3.0, boundary=0.875), 16.0, "a14b_t2v",
            sampler_title="Sample video latent (high, then low noise expert)")
     return g.build("Wan2.2 A14B T2V")
@@ -312,8 +319,7 @@ def ti2v_5b() -> dict:
 
 def distilled_sampler(boundary: float = 0.0) -> dict:
     """4 steps, CFG 1, Euler, shift 5: the settings of the lightx2v / Lightning step-distilled LoRAs."""
-    return {"seed": 42, "steps": 4, "cfg": 1.0, "cfg_low_noise": -1.0, "shift": 5.0, "solver": "euler",
-            "moe_boundary": boundary}
+    return sampler(4, 1.0, 5.0, boundary=boundary, solver="euler")
 
 
 DISTILL_NOTE = ("Step-distilled: 4 steps, CFG 1 (no negative pass), Euler on the sigma list {sigmas} (shift 5; "
@@ -332,8 +338,7 @@ def t2v_14b_distill() -> dict:
     ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (lora, 0)},
                title="Apply the step-distill LoRA")
     te = text(g, t, ml, "A red fox trotting through fresh snow in a sunlit pine forest, cinematic.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 81}, {"vae": (v, 0)},
-              title="Empty video latent (text to video)")
+    c = empty_latent(g, v, 832, 480)
     sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS}, title="Distilled sigma schedule (4 steps)")
     finish(g, ml, v, te, c, distilled_sampler(), 16.0, "t2v_14b_distill", sigmas=sigmas,
            sampler_title="Sample video latent (4 distilled steps)")
@@ -357,8 +362,7 @@ def a14b_t2v_distill() -> dict:
     ml = g.add("WanCoreApplyLoraStack", {}, {"model": (m, 0), "lora_stack": (l2, 0)},
                title="Apply the step-distill LoRAs")
     te = text(g, t, ml, "A hot-air balloon floats over a valley of lavender fields at sunrise.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 1280, "height": 720, "length": 81}, {"vae": (v, 0)},
-              title="Empty video latent (text to video)")
+    c = empty_latent(g, v, 1280, 720)
     sigmas = g.add("WanCoreSigmas", {"sigmas": LIGHTNING_SIGMAS}, title="Distilled sigma schedule (4 steps)")
     finish(g, ml, v, te, c, distilled_sampler(boundary=0.875), 16.0, "a14b_t2v_distill", sigmas=sigmas,
            sampler_title="Sample video latent (2 + 2 distilled steps, high then low noise)")
@@ -374,8 +378,7 @@ def t2v_long_context() -> dict:
          "length) that overlap by 6 and shift between steps; their results are blended every step.")
     m, v, t = loaders(g, model, what="Wan2.1 T2V 1.3B DiT")
     te = text(g, t, m, "A drone flies along a winding coastal road at golden hour, waves below, one continuous shot.")
-    c = g.add("WanCoreEmptyVideoLatent", {"width": 832, "height": 480, "length": 241}, {"vae": (v, 0)},
-              title="Empty video latent (241 frames)")
+    c = empty_latent(g, v, 832, 480, 241, title="Empty video latent (241 frames)")
     w = g.add("WanCoreContextWindows", {"context_length": 21, "context_overlap": 6, "schedule": "uniform",
                                         "blend": "linear", "positions": "real", "image": "first",
                                         "freenoise": True}, title="Context windows (21 latent frames, overlap 6)")
@@ -392,10 +395,7 @@ def fun_camera_orbit() -> dict:
          "Put start.png into ComfyUI's input folder. Wan Camera Trajectory picks the move (or a CameraCtrl pose "
          "file); Wan Camera Preview draws it.")
     m, v, t = loaders(g, model, what="Wan2.1 Fun Camera 1.3B DiT")
-    cv = clip_loader(g)
-    img = load_image(g, "start.png", "Start image")
-    ce = g.add("WanCoreCLIPVisionEncode", {}, {"clip_vision": (cv, 0), "image": (img, 0)},
-               title="CLIP features of the start image")
+    img, ce = start_image_with_clip(g)
     cam = g.add("WanCoreCameraTrajectory", {"preset": "orbit_left", "speed": 1.0, "length": 81},
                 title="Camera move (orbit left)")
     pv = g.add("WanCoreCameraPreview", {"width": 512, "height": 256}, {"camera": (cam, 0)},
