@@ -79,6 +79,17 @@ class ComfyServer:
     async def history(self, prompt_id: str) -> dict | None:
         return (await self.get_json(f"/history/{prompt_id}")).get(prompt_id)
 
+    async def prompt_state(
+        self, prompt_id: str, queue: tuple[list[str], list[str]] | None = None
+    ) -> tuple[str, dict | None]:
+        """("running" | "pending" | "done" | "unknown", history entry). Queue first (``queue``: an answer
+        of :meth:`queue` already fetched), then history: a prompt that leaves the queue is in the history by then."""
+        running, pending = queue if queue is not None else await self.queue()
+        if prompt_id in running or prompt_id in pending:
+            return ("running" if prompt_id in running else "pending"), None
+        entry = await self.history(prompt_id)
+        return ("done", entry) if entry else ("unknown", None)
+
     async def submit(self, prompt: dict, prompt_id: str, extra_data: dict | None = None) -> dict:
         payload = {"prompt": prompt, "prompt_id": prompt_id, "client_id": self.client_id}
         if extra_data:

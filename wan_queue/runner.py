@@ -206,15 +206,6 @@ class BatchRunner:
         self.summary.requeued += 1
         self.todo.appendleft(job)
 
-    async def _state(self, slot: ServerSlot, prompt_id: str) -> tuple[str, dict | None]:
-        """("running" | "pending" | "done" | "unknown", history entry). Queue first, then history: a prompt
-        that leaves the queue is in the history by then."""
-        running, pending = await slot.server.queue()
-        if prompt_id in running or prompt_id in pending:
-            return ("running" if prompt_id in running else "pending"), None
-        entry = await slot.server.history(prompt_id)
-        return ("done", entry) if entry else ("unknown", None)
-
     async def _follow(self, job: Job, slot: ServerSlot, prompt_id: str, started: float) -> None:
         bar = tqdm(total=1, desc=f"{job.id[:8]} queued", leave=False, disable=self._no_bars(), unit="step")
         listener = Listener(asyncio.Event(), lambda kind, data: _show_event(bar, job, kind, data))
@@ -222,7 +213,7 @@ class BatchRunner:
         unknown = 0
         try:
             while True:
-                state, entry = await self._state(slot, prompt_id)
+                state, entry = await slot.server.prompt_state(prompt_id)
                 if state == "done":
                     return await self._finish(job, slot, prompt_id, entry, started)
                 unknown = unknown + 1 if state == "unknown" else 0

@@ -14,6 +14,8 @@ from .client import ComfyServer
 from .errors import ServerDown
 from .manifest import COMPLETED, FAILED, QUEUED, Manifest, outputs_present
 
+_SHOWN = {"running": "running", "pending": "waiting", "done": "finished, not collected", "unknown": "lost"}
+
 
 async def _live_states(records: list[dict]) -> dict[str, str]:
     """{prompt id: running | waiting | lost | unreachable} for queued records, one /queue call per server."""
@@ -21,13 +23,10 @@ async def _live_states(records: list[dict]) -> dict[str, str]:
     for url in sorted({r["server"] for r in records}):
         server = ComfyServer(url, timeout_s=5.0)
         try:
-            running, pending = await server.queue()
+            queue = await server.queue()
             for record in (r for r in records if r["server"] == url):
-                pid = record["prompt_id"]
-                if pid in running or pid in pending:
-                    states[pid] = "running" if pid in running else "waiting"
-                else:
-                    states[pid] = "finished, not collected" if await server.history(pid) else "lost"
+                state, _ = await server.prompt_state(record["prompt_id"], queue)
+                states[record["prompt_id"]] = _SHOWN[state]
         except ServerDown:
             states.update({r["prompt_id"]: "server unreachable" for r in records if r["server"] == url})
         finally:
