@@ -148,16 +148,6 @@ def measure(args, server: ComfyServer, gpus: str, tag: str) -> tuple[Timing, tor
     return timing, saved_latent(server.work, outputs)
 
 
-def wait_for_log(log_path: Path, text: str, timeout_s: float) -> bool:
-    """ComfyUI handles /free when its prompt loop next wakes (within its gc interval): wait for the line."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if text in log_path.read_text():
-            return True
-        time.sleep(0.5)
-    return False
-
-
 SERVER_LINES = ("Wan Sampler:", "worker", "Requested to load", "unloaded", "streaming", "got prompt", "Prompt executed")
 
 
@@ -200,7 +190,7 @@ def main() -> int:
             try:
                 one, single = measure(args, server, "", "one_gpu")
                 several, multi = measure(args, server, args.gpus, "multi_gpu")
-                stopped = wait_for_log(server.log_path, "GPU workers stopped", 60.0)
+                stopped = server.wait_for_log("GPU workers stopped", 60.0)
                 print_server_lines(server.log_path)
             finally:
                 server.stop()

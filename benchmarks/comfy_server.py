@@ -144,6 +144,15 @@ class ComfyServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout_s: float) -> bool:
+        """Whether ``text`` appears in the server's log within ``timeout_s`` (lines may trail the HTTP answers)."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if text in self.log_text():
+                return True
+            time.sleep(0.5)
+        return False
+
     def queue(self, graph: dict) -> str:
         """POST an API-format graph to /prompt; its prompt id."""
         return http(f"{self.base}/prompt", {"prompt": graph})["prompt_id"]
