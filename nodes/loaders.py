@@ -33,6 +33,7 @@ ATTENTION = [
     "sageattention",
     "int8",
     "int8_fp16pv",
+    "fp8",
 ]
 
 
@@ -94,8 +95,9 @@ class WanModelLoader:
                 ),
                 "attention": combo(
                     ATTENTION,
-                    "Attention kernel; auto picks the fastest exact one for this GPU (cuDNN on Hopper). sdpa_* pin "
-                    "one PyTorch kernel; int8 / int8_fp16pv are our approximate 8-bit kernels.",
+                    "Attention kernel; auto picks the fastest exact one for this GPU (flash-attn 3 when installed, else "
+                    "cuDNN on Hopper). sdpa_* pin one PyTorch kernel; int8 / int8_fp16pv are our approximate 8-bit "
+                    "kernels; fp8 is flash-attn 3's approximate FP8 kernel (Hopper, needs flash-attn 3).",
                 ),
                 "block_swap": widget(
                     "INT",
@@ -117,7 +119,8 @@ class WanModelLoader:
                 "fast_8bit": widget(
                     "BOOLEAN",
                     "Opt-in approximate 8-bit compute: FP8 matmuls with per-token scales (Hopper GPUs, sm90+); "
-                    "slightly different results. Pick attention int8 for 8-bit attention too. Off = exact bf16.",
+                    "with attention auto also FP8 attention where flash-attn 3 is installed. Slightly different "
+                    "results. Off = exact bf16.",
                     default=False,
                 ),
             },

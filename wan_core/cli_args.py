@@ -164,11 +164,13 @@ def _runtime_arguments(parser: argparse.ArgumentParser, out_default: str | None)
         default=None,
         help="keep models in RAM between phases (default: on for GPUs)",
     )
-    group.add_argument("--attention", default="auto", help="attention backend (auto, sdpa, sdpa_cudnn, int8, ...)")
+    group.add_argument(
+        "--attention", default="auto", help="attention backend (auto, sdpa, sdpa_cudnn, flash_attn, fp8, int8, ...)"
+    )
     group.add_argument(
         "--fast-8bit",
         action="store_true",
-        help="opt-in approximate 8-bit DiT compute (INT8/FP8 attention, FP8 matmuls; NVIDIA sm90+)",
+        help="opt-in approximate 8-bit DiT compute (FP8 matmuls; FP8 attention with flash-attn 3; NVIDIA sm90+)",
     )
     group.add_argument(
         "--out", default=out_default, required=out_default is None, help="output video, .mp4 (H.264) or .webp"

@@ -12,7 +12,10 @@
 * ``"int8"``: our Triton kernel, INT8 Q K^T with per-block scales, P V in FP8
   (:mod:`wan_core.kernels.int8_attention`; approximate, CUDA sm89+ only);
   ``"int8_fp16pv"``: the same with P V in fp16.
-* ``"auto"``: flash-attn 3 when installed and the tensors are on CUDA, else ``"sdpa"``.
+* ``"fp8"``: flash-attn 3's FP8 kernel, Q, K, V in e4m3 with one scale per head
+  (:mod:`wan_core.kernels.fp8_attention`; approximate, Hopper only).
+* ``"auto"``: flash-attn 3 when installed and fp16/bf16 tensors are on CUDA (1.18x cuDNN's
+  kernel at Wan's shapes on an H200), ``"sdpa"`` for fp32 and for shapes it refuses; else ``"sdpa"``.
 
 Why explicit: SDPA's own choice reads process-wide state that other code changes.
 ComfyUI runs its SDPA inside ``sdpa_kernel([...], set_priority=True)``; once that has run,
@@ -40,6 +43,7 @@ from torch.nn.attention import SDPBackend, _backend_names, sdpa_kernel
 
 from .. import kernels
 from ..errors import BackendUnavailableError
+from ..kernels.fp8_attention import flash_attn_output
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +68,15 @@ ALIASES = {
     "sageattention": "sageattention",
     "int8": "int8",
     "int8_fp16pv": "int8_fp16pv",
+    "fp8": "fp8",
+    "flash_attn_3_fp8": "fp8",
     "auto": "auto",
 }
 PIP_NAMES = {
     "flash_attn": "flash-attn",
     "flash_attn_3": "flash-attn 3 (hopper build)",
     "sageattention": "sageattention",
+    "fp8": "flash-attn 3 (hopper build)",
 }
 _warned: set[str] = set()
 _refused: dict[tuple, set[str]] = {}  # (device, dtype, shapes) -> SDPA kernels that raised for it
@@ -158,6 +165,9 @@ def _load(name: str) -> AttnFn | None:
         elif name == "sageattention":
             sage = importlib.import_module("sageattention").sageattn
             return lambda q, k, v: sage(q, k, v, tensor_layout="NHD", is_causal=False)
+        elif name == "fp8":
+            module = importlib.import_module("wan_core.kernels.fp8_attention")
+            return module.fp8_attention if module.flash_attn_3() is not None else None
         elif name in ("int8", "int8_fp16pv"):
             module = importlib.import_module("wan_core.kernels.int8_attention")
             return module.int8_attention if name == "int8" else module.int8_attention_fp16_pv
@@ -168,8 +178,7 @@ def _load(name: str) -> AttnFn | None:
         return None
 
     def call(q, k, v):
-        out = fn(q, k, v)
-        return out[0] if isinstance(out, tuple) else out  # flash-attn 3 may return (out, lse)
+        return flash_attn_output(fn(q, k, v))
 
     return call
 
@@ -179,9 +188,15 @@ def _kernel(name: str) -> AttnFn:
     if fn is None and name == "flash_attn":
         fn = _load("flash_attn_3")
     if fn is None:
+        package = PIP_NAMES.get(name, "triton")
+        how = (
+            f"Build {package} from flash-attention's hopper/ folder"
+            if "hopper" in package
+            else f"Install it with `pip install {package}`"
+        )
         raise BackendUnavailableError(
-            f"Attention backend {name!r} was asked for but is not installed. Install it with "
-            f"`pip install {PIP_NAMES.get(name, 'triton')}`, or use attention='sdpa' (always available)."
+            f"Attention backend {name!r} was asked for but is not installed. {how}, "
+            "or use attention='sdpa' (always available)."
         )
 
     def run(q, k, v):
@@ -219,8 +234,47 @@ def select(backend: str, device: torch.device) -> AttnFn:
             log.warning("Attention backend %s needs CUDA; using SDPA on %s.", backend, device.type)
         return sdpa
     if backend == "auto":
-        return _kernel("flash_attn_3") if _load("flash_attn_3") is not None else sdpa
+        return _flash_attn_3_or_sdpa() if _load("flash_attn_3") is not None else sdpa
     return _kernel(backend)
+
+
+def _flash_attn_3_or_sdpa() -> AttnFn:
+    """flash-attn 3 for fp16/bf16, SDPA for fp32 (kept exact) and for shapes it refuses (a build without some
+    head dims, say)."""
+    fa3 = _kernel("flash_attn_3")
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        key = _shape_key(q, k)
+        refused = _refused.setdefault(key, set())
+        if "flash_attn_3" not in refused and q.dtype in (torch.float16, torch.bfloat16):
+            try:
+                return fa3(q, k, v)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:
+                refused.add("flash_attn_3")
+                log.info(
+                    "flash-attn 3 refused %s (%s); using SDPA for it.",
+                    key,
+                    str(exc).splitlines()[0] if str(exc) else exc,
+                )
+        return sdpa(q, k, v)
+
+    return run
+
+
+def eight_bit_attention(backend: str, device: torch.device) -> str:
+    """The 8-bit path's attention: ``auto`` becomes ``fp8`` where flash-attn 3's FP8 kernel runs, else unchanged."""
+    if backend != "auto" or device.type != "cuda" or torch.version.hip is not None or _load("fp8") is None:
+        return backend
+    return "fp8" if torch.cuda.get_device_capability(device)[0] == 9 else backend
+
+
+def resolved(backend: str, device: torch.device) -> str:
+    """What a normalised backend name runs on ``device``: ``auto`` names its pick (for logs and benchmarks)."""
+    if backend != "auto":
+        return backend
+    return "flash_attn_3" if device.type == "cuda" and _load("flash_attn_3") is not None else "sdpa"
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:

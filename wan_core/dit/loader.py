@@ -133,8 +133,8 @@ def load_dit(
 ) -> WanDiT:
     """Load a Wan DiT from any supported layout (see the module docstring) for ``device``.
 
-    ``attention``: "auto", "sdpa", "flash_attn" or "sageattention" (missing kernels raise
-    BackendUnavailableError). ``block_swap``: number of blocks to keep on ``offload_device``.
+    ``attention``: a backend of :mod:`wan_core.dit.attention` ("auto", "sdpa", "flash_attn", "fp8", ...;
+    missing kernels raise BackendUnavailableError). ``block_swap``: number of blocks to keep on ``offload_device``.
     ``fast_8bit``: opt-in approximate 8-bit compute (see :meth:`WanDiT.set_fast_8bit`).
     ``storage_device``: where the weights are put (default ``device``), e.g. the CPU when a
     memory manager moves the model to ``device`` only when it runs; the dtypes follow ``device``.
