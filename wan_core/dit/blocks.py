@@ -165,6 +165,10 @@ class CrossAttention(AttentionProjections):
             self.v_img = WanLinear(dim, dim, device=device)
             self.norm_k_img = WanRMSNorm(dim, eps, device=device)
 
+    def context_projections(self) -> list[WanLinear]:
+        """The Linears that read the text/image context (k, v; k_img, v_img), not the video tokens."""
+        return [self.k, self.v, *([self.k_img, self.v_img] if hasattr(self, "k_img") else [])]
+
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         """x [B, S, D] cdt; ctx tokens cdt -> [B, S, D] cdt."""
         heads = (self.num_heads, -1)
