@@ -51,6 +51,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--profile", default="", help="presets whose exact forward is also profiled (top CUDA kernels)")
     p.add_argument("--sampler-steps", type=int, default=4, help="steps of the Sampler node run (0: skip)")
     p.add_argument("--attention", default="auto", help="our attention backend")
+    p.add_argument("--also-attention", default="sdpa", help="extra exact rows of ours with these backends (comma list)")
+    p.add_argument(
+        "--eight-bit-attention", default="", help="attention backends of the 8-bit rows (default: --attention)"
+    )
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -129,8 +133,14 @@ def bench_dit(comfy: dict, preset: str, args, device: torch.device) -> list[Row]
     if device.type == "cuda":
         print(f"  attention after ComfyUI's ran: {attention_probe(device)}", flush=True)
     ours = wan_core.load_dit(weights, device=device, attention=args.attention)
+    for backend in _set(args.also_attention) - {args.attention}:
+        ours.set_attention(backend)
+        a = measure(lambda: ours(x, t, context), runs)
+        show(f"ours exact ({kernel_name(backend, x)})", a, n, rel(a.out, n.out))
+        rows.append((f"DiT {preset} exact, {backend}", n.seconds, a.seconds, rel(a.out, n.out), n.peak_gib, a.peak_gib))
+    ours.set_attention(args.attention)
     o = measure(lambda: ours(x, t, context), runs)
-    show(f"ours exact ({ours.attention_backend})", o, n, rel(o.out, n.out))
+    show(f"ours exact ({kernel_name(args.attention, x)})", o, n, rel(o.out, n.out))
     rows.append((f"DiT {preset} exact", n.seconds, o.seconds, rel(o.out, n.out), n.peak_gib, o.peak_gib))
     if preset in _set(args.profile) and device.type == "cuda":
         profile_forward(lambda: ours(x, t, context))
@@ -142,7 +152,9 @@ def bench_dit(comfy: dict, preset: str, args, device: torch.device) -> list[Row]
             del os.environ["WAN_CORE_NO_TRITON"]
         show("ours without fused kernels", e, n, rel(e.out, n.out))
     if preset in _set(args.eight_bit):
-        rows.append(bench_eight_bit(weights, x, t, context, o, n, args, device, preset))
+        del ours
+        for backend in sorted(_set(args.eight_bit_attention) or {args.attention}):
+            rows.append(bench_eight_bit(weights, (x, t, context), o, n, args, device, preset, backend))
     if preset in _set(args.diffusers):
         bench_diffusers(config, weights, x, t, context, n, runs, device)
     return rows
@@ -158,20 +170,42 @@ def profile_forward(fn) -> None:
     print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=70))
 
 
-def bench_eight_bit(weights, x, t, context, exact, native, args, device, preset: str) -> Row:
+def bench_eight_bit(weights, inputs, exact, native, args, device, preset: str, attention: str) -> Row:
     import wan_core
     from wan_core.errors import BackendUnavailableError
 
     try:
-        q8 = wan_core.load_dit(weights, device=device, attention=args.attention, fast_8bit=True)
-        q = measure(lambda: q8(x, t, context), args.runs)
+        q8 = wan_core.load_dit(weights, device=device, attention=attention, fast_8bit=True)
+        q = measure(lambda: q8(*inputs), args.runs)
     except BackendUnavailableError as exc:
-        print(f"  8-bit path SKIPPED: {exc}", flush=True)
-        return (f"DiT {preset} 8-bit (skipped)", native.seconds, float("nan"), float("nan"), native.peak_gib, 0.0)
+        print(f"  8-bit path ({attention}) SKIPPED: {exc}", flush=True)
+        return (
+            f"DiT {preset} 8-bit, {attention} (skipped)",
+            native.seconds,
+            float("nan"),
+            float("nan"),
+            native.peak_gib,
+            0.0,
+        )
     err = rel(q.out, exact.out)
-    show(f"ours 8-bit (fp8 GEMMs, {q8.attention_backend})", q, native, rel(q.out, native.out))
+    show(f"ours 8-bit (fp8 GEMMs, {kernel_name(q8.effective_attention, inputs[0])})", q, native, rel(q.out, native.out))
     print(f"  8-bit rel err vs ours exact bf16: {err:.2e}", flush=True)
-    return (f"DiT {preset} 8-bit (err vs exact)", native.seconds, q.seconds, err, native.peak_gib, q.peak_gib)
+    return (
+        f"DiT {preset} 8-bit, {attention} (err vs exact)",
+        native.seconds,
+        q.seconds,
+        err,
+        native.peak_gib,
+        q.peak_gib,
+    )
+
+
+def kernel_name(backend: str, x: torch.Tensor) -> str:
+    """``backend`` and, for auto, the kernel it resolves to on x's device."""
+    from wan_core.dit.attention import resolved
+
+    name = resolved(backend, x.device)
+    return backend if name == backend else f"{backend}: {name}"
 
 
 def bench_diffusers(config, weights, x, t, context, native, runs: int, device: torch.device) -> None:

@@ -35,9 +35,10 @@ def bench_attention(tokens: int, heads: int, runs: int) -> None:
     flops = 4 * tokens * tokens * 128 * heads
     ms, _, ref = time_cuda(lambda: attention(q, k, v, "sdpa_cudnn"), runs)
     line("SDPA cuDNN", ms, flops)
-    for backend in ("sdpa_flash", "int8", "int8_fp16pv", "sageattention"):
-        if backend == "sageattention" and importlib.util.find_spec("sageattention") is None:
-            print("  sageattention: not installed here (skipped)", flush=True)
+    needs = {"sageattention": "sageattention", "flash_attn_3": "flash_attn_interface", "fp8": "flash_attn_interface"}
+    for backend in ("sdpa_flash", "flash_attn_3", "fp8", "int8", "int8_fp16pv", "sageattention"):
+        if backend in needs and importlib.util.find_spec(needs[backend]) is None:
+            print(f"  {backend}: {needs[backend]} is not installed here (skipped)", flush=True)
             continue
         try:
             ms, _, out = time_cuda(lambda b=backend: attention(q, k, v, b), runs)
