@@ -127,20 +127,63 @@ def test_fp8_and_auto_attention_against_cudnn_on_hopper(seq, v_mean):
 
 
 @pytest.mark.parametrize(
-    ("backend", "capability", "installed", "want"),
+    ("backend", "capability", "installed", "fp8_built", "want"),
     [
-        ("auto", (9, 0), True, "fp8"),  # Hopper with flash-attn 3: the 8-bit path takes its FP8 kernel
-        ("auto", (8, 9), True, "auto"),  # flash-attn 3's FP8 kernel is Hopper-only
-        ("auto", (9, 0), False, "auto"),  # not installed
-        ("sdpa", (9, 0), True, "sdpa"),  # an explicit choice is kept
-        ("int8", (9, 0), True, "int8"),
+        ("auto", (9, 0), True, True, "fp8"),  # Hopper with flash-attn 3: the 8-bit path takes its FP8 kernel
+        ("auto", (8, 9), True, True, "auto"),  # flash-attn 3's FP8 kernel is Hopper-only
+        ("auto", (9, 0), False, True, "auto"),  # not installed
+        ("auto", (9, 0), True, False, "auto"),  # a build without the FP8 kernels
+        ("sdpa", (9, 0), True, True, "sdpa"),  # an explicit choice is kept
+        ("int8", (9, 0), True, True, "int8"),
     ],
 )
-def test_eight_bit_path_turns_auto_into_fp8_only_where_it_runs(monkeypatch, backend, capability, installed, want):
-    monkeypatch.setattr(attn, "_load", lambda name: (lambda q, k, v: q) if installed else None)
+def test_eight_bit_path_turns_auto_into_fp8_only_where_it_runs(
+    monkeypatch, backend, capability, installed, fp8_built, want
+):
+    monkeypatch.setattr(fp8_attention, "flash_attn_3", lambda: object() if installed else None)
+    monkeypatch.setattr(fp8_attention, "_fp8_forward_runs", lambda device: fp8_built)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert attn.eight_bit_attention(backend, torch.device("cuda")) == want
     assert attn.eight_bit_attention(backend, torch.device("cpu")) == backend
+
+
+class _FakeFlashAttn3:
+    """flash-attn 3's interface as far as the FP8 probe calls it."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error, self.calls = error, []
+
+    def flash_attn_func(self, q, k, v, **descales):
+        self.calls.append((q.dtype, sorted(descales)))
+        if self.error is not None:
+            raise self.error
+        return torch.zeros(q.shape, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    ("error", "works"),
+    [
+        (None, True),
+        (RuntimeError("This flash attention build does not support FP8"), False),
+        (TypeError("flash_attn_func() got an unexpected keyword argument 'q_descale'"), False),
+    ],
+)
+def test_the_fp8_probe_calls_the_kernel_once_and_reads_a_refusal(monkeypatch, error, works):
+    fake = _FakeFlashAttn3(error)
+    monkeypatch.setattr(fp8_attention, "flash_attn_3", lambda: fake)
+    probe = fp8_attention._fp8_forward_runs
+    probe.cache_clear()
+    try:
+        assert probe("cpu") is works
+        assert probe("cpu") is works
+        assert fake.calls == [(torch.float8_e4m3fn, ["k_descale", "q_descale", "v_descale"])]  # once per device
+        if not works:
+            monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+            monkeypatch.setattr(fp8_attention, "_fp8_forward_runs", lambda device: False)
+            with pytest.raises(BackendUnavailableError, match="cannot run its FP8 forward.*attention='auto'"):
+                fp8_attention.check_device(torch.device("cuda"))
+    finally:
+        probe.cache_clear()
 
 
 def test_the_dit_blocks_run_the_eight_bit_choice_and_return_to_the_chosen_backend(monkeypatch):

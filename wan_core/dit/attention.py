@@ -265,9 +265,9 @@ def _flash_attn_3_or_sdpa() -> AttnFn:
 
 def eight_bit_attention(backend: str, device: torch.device) -> str:
     """The 8-bit path's attention: ``auto`` becomes ``fp8`` where flash-attn 3's FP8 kernel runs, else unchanged."""
-    if backend != "auto" or device.type != "cuda" or torch.version.hip is not None or _load("fp8") is None:
-        return backend
-    return "fp8" if torch.cuda.get_device_capability(device)[0] == 9 else backend
+    from ..kernels import fp8_attention
+
+    return "fp8" if backend == "auto" and fp8_attention.runs_fp8(device) else backend
 
 
 def resolved(backend: str, device: torch.device) -> str:

@@ -21,6 +21,8 @@ and an NVIDIA GPU of compute capability 9.0.
 from __future__ import annotations
 
 import importlib
+import logging
+from functools import lru_cache
 from types import ModuleType
 from typing import NamedTuple
 
@@ -28,6 +30,8 @@ import torch
 
 from ..errors import BackendUnavailableError
 from . import interpreted, tl, triton, usable
+
+log = logging.getLogger(__name__)
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -155,7 +159,7 @@ def check_device(device: torch.device) -> ModuleType:
     if module is None:
         raise BackendUnavailableError(
             "attention='fp8' runs flash-attn 3's FP8 kernel, which is not installed (module flash_attn_interface). "
-            "Build it from flash-attention's hopper/ folder, or use the exact attention='sdpa'."
+            "Build it from flash-attention's hopper/ folder (docs/KERNELS.md), or use the exact attention='sdpa'."
         )
     if device.type != "cuda" or torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] != 9:
         where = f"sm_{''.join(map(str, torch.cuda.get_device_capability(device)))}" if device.type == "cuda" else device
@@ -163,7 +167,36 @@ def check_device(device: torch.device) -> ModuleType:
             f"attention='fp8' (flash-attn 3's FP8 kernel) needs an NVIDIA Hopper GPU (sm_90); the model runs on "
             f"{where}. Use the exact attention='sdpa', or attention='int8' (our Triton kernel, sm_89+)."
         )
+    if not _fp8_forward_runs(str(device)):
+        raise BackendUnavailableError(
+            "attention='fp8': this flash-attn 3 build cannot run its FP8 forward for head dim 128 (built with "
+            "FLASH_ATTENTION_DISABLE_FP8 or _HDIM128, or an interface without q/k/v_descale). Rebuild it with FP8 "
+            "(docs/KERNELS.md), or use the exact attention='auto'."
+        )
     return module
+
+
+def runs_fp8(device: torch.device) -> bool:
+    """Whether ``attention='fp8'`` runs on ``device``: Hopper, flash-attn 3 installed, its FP8 forward built."""
+    if device.type != "cuda" or torch.version.hip is not None or flash_attn_3() is None:
+        return False
+    return torch.cuda.get_device_capability(device)[0] == 9 and _fp8_forward_runs(str(device))
+
+
+@lru_cache(maxsize=None)
+def _fp8_forward_runs(device: str) -> bool:
+    """One tiny FP8 call per device: a build without the FP8 kernels must not fail mid-run."""
+    fa3 = flash_attn_3()
+    if fa3 is None:
+        return False
+    x = torch.zeros(1, 128, 1, 128, device=device, dtype=FP8)
+    one = torch.ones(1, 1, device=device)
+    try:
+        fa3.flash_attn_func(x, x, x, q_descale=one, k_descale=one, v_descale=one)
+    except (RuntimeError, TypeError) as exc:
+        log.warning("flash-attn 3 cannot run FP8 attention on %s (%s); 8-bit attention stays off.", device, exc)
+        return False
+    return True
 
 
 def flash_attn_output(out: torch.Tensor | tuple) -> torch.Tensor:
@@ -180,7 +213,7 @@ def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     V's mean over tokens goes around the kernel (added to the output: each row of softmax sums
     to 1). Why: the kernel rounds P to e4m3 without scaling it, so the small weights of a flat
     attention row lose most of their bits; with a mean in V that showed as a 0.2-0.4 error per
-    call inside a random-weight DiT, ~5e-2 without it.
+    call inside a random-weight DiT, 3e-3 to 5e-3 with V smoothed.
     """
     fa3 = check_device(q.device)
     if k.shape[1] < FP8_MIN_KEYS and q.dtype in (torch.float16, torch.bfloat16):
