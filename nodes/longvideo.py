@@ -47,7 +47,11 @@ class WanContextWindows:
                     max=256,
                 ),
                 "context_overlap": widget(
-                    "INT", "Latent frames shared by neighbouring windows (blended).", default=6, min=0, max=255
+                    "INT",
+                    "Latent frames shared by neighbouring windows (blended); less than context_length.",
+                    default=6,
+                    min=0,
+                    max=255,
                 ),
                 "schedule": combo(
                     list(SCHEDULES),
@@ -75,7 +79,7 @@ class WanContextWindows:
         with bridge.comfy_errors():
             options = ContextWindows(
                 length=context_length,
-                overlap=min(context_overlap, context_length - 1),
+                overlap=context_overlap,  # overlap >= length: ContextWindows says so (was clamped silently)
                 schedule=schedule,
                 blend=blend,
                 positions=positions,

@@ -146,3 +146,15 @@ def test_camera_trajectory_node_reads_pose_files_from_the_input_folder(tmp_path,
     assert WanCameraTrajectory.IS_CHANGED("static", 1.0, 9, "move.txt") != ""
     (preset,) = WanCameraTrajectory().build("pan_right", 2.0, 9, "none")
     assert preset.frames == 9 and float(preset.c2w[-1, 0, 3]) > 0
+
+
+def test_context_windows_node_reports_an_overlap_as_long_as_the_window():
+    from nodes.longvideo import WanContextWindows
+    from wan_core.errors import InputError
+
+    node = WanContextWindows()
+    args = {"schedule": "uniform", "blend": "linear", "positions": "real", "image": "first", "freenoise": False}
+    (options,) = node.build(context_length=21, context_overlap=20, **args)
+    assert options.overlap == 20
+    with pytest.raises(InputError, match=r"context overlap must lie in \[0, length\) = \[0, 21\), got 21"):
+        node.build(context_length=21, context_overlap=21, **args)
