@@ -315,3 +315,25 @@ def test_batched_cfg_falls_back_to_sequential_on_out_of_memory():
     out = run(dit, SamplerSettings(steps=3, cfg=4.0, batch_cfg=True))
     assert len(dit.calls) == 6 and all(c["batch"] == 1 for c in dit.calls)
     assert rel_err(out, run(FakeDiT(), SamplerSettings(steps=3, cfg=4.0, batch_cfg=False))) <= 1e-6
+
+
+def test_conditioning_moves_to_the_device_once_per_run(monkeypatch):
+    ctx = torch.randn(1, 96, *SHAPE[1:])
+    cond = Conditioning(
+        latent_shape=SHAPE,
+        y=torch.randn(1, 2, *SHAPE[1:]),
+        clip_fea=torch.randn(1, 257, 16),
+        camera=torch.randn(1, 24, SHAPE[1], 8, 8),
+        vace=(VaceHint(context=ctx, strength=0.5, start=0.2),),
+    )
+    moved = cond.on(torch.device("meta"))
+    assert [t.device.type for t in (moved.y, moved.clip_fea, moved.camera, moved.vace[0].context)] == ["meta"] * 4
+    assert (moved.vace[0].strength, moved.vace[0].start, moved.latent_shape) == (0.5, 0.2, SHAPE)
+    assert cond.camera is not None and cond.camera.device.type == "cpu"  # the original is left as it was
+
+    moves = []
+    real_on = Conditioning.on
+    monkeypatch.setattr(Conditioning, "on", lambda self, device: moves.append(device) or real_on(self, device))
+    dit = FakeDiT(task="vace")
+    run(dit, SamplerSettings(steps=5, cfg=3.0), cond=cond.with_(camera=None, clip_fea=None))
+    assert len(dit.calls) == 5 and moves == [torch.device("cpu")]  # once, not once per step

@@ -181,7 +181,7 @@ class _Run:
         self.x: torch.Tensor | None = None
 
     def loop(self, positive: TextEmbeddings, negative: TextEmbeddings | None) -> torch.Tensor:
-        cond, settings, n = self.cond, self.settings, self.schedule.steps
+        cond, settings, n = self.cond.on(self.device), self.settings, self.schedule.steps
         batch = settings.batch_size
         pos = [c.to(self.device) for c in as_context_list(positive, batch, "positive")]
         neg = None if negative is None else [c.to(self.device) for c in as_context_list(negative, batch, "negative")]
