@@ -43,6 +43,7 @@ from torch.nn.attention import SDPBackend, _backend_names, sdpa_kernel
 
 from .. import kernels
 from ..errors import BackendUnavailableError
+from ..kernels import fp8_attention
 from ..kernels.fp8_attention import flash_attn_output
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,7 @@ def _load(name: str) -> AttnFn | None:
             sage = importlib.import_module("sageattention").sageattn
             return lambda q, k, v: sage(q, k, v, tensor_layout="NHD", is_causal=False)
         elif name == "fp8":
-            module = importlib.import_module("wan_core.kernels.fp8_attention")
-            return module.fp8_attention if module.flash_attn_3() is not None else None
+            return fp8_attention.fp8_attention if fp8_attention.flash_attn_3() is not None else None
         elif name in ("int8", "int8_fp16pv"):
             module = importlib.import_module("wan_core.kernels.int8_attention")
             return module.int8_attention if name == "int8" else module.int8_attention_fp16_pv
@@ -265,8 +265,6 @@ def _flash_attn_3_or_sdpa() -> AttnFn:
 
 def eight_bit_attention(backend: str, device: torch.device) -> str:
     """The 8-bit path's attention: ``auto`` becomes ``fp8`` where flash-attn 3's FP8 kernel runs, else unchanged."""
-    from ..kernels import fp8_attention
-
     return "fp8" if backend == "auto" and fp8_attention.runs_fp8(device) else backend
 
 

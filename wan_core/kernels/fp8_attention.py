@@ -3,8 +3,9 @@
 Why: at 14B 720p attention is ~75 % of a forward. On the lent H200, flash-attn 3's FP8 forward
 ran at 941 TFLOP/s (124 ms per call), against 580 for cuDNN's bf16 kernel and 574 for our INT8
 Triton kernel (see benchmarks/README.md). Its price is accuracy: P is rounded to e4m3 inside the
-kernel, so one call is ~5e-2 off on random data; this is the ``attention="fp8"`` backend, an
-explicit choice, never taken by ``auto``.
+kernel, so one call on zero-mean random data is 5e-2 to 7e-2 off (inside a random-weight DiT,
+3e-3 to 5e-3). So this is the ``attention="fp8"`` backend: an explicit choice, or what ``auto``
+becomes on the opt-in 8-bit path (``WanDiT.set_fast_8bit``), never the exact path's pick.
 
 * Q, K, V go to e4m3 with one scale per (batch, head): flash-attn 3's ``q/k/v_descale`` shape.
 * K is smoothed first (its mean over tokens is subtracted per head and channel). Softmax is
