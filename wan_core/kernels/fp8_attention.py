@@ -154,34 +154,40 @@ def flash_attn_3() -> ModuleType | None:
         return None
 
 
-def check_device(device: torch.device) -> ModuleType:
-    """flash-attn 3's module; a BackendUnavailableError saying what is missing when ``device`` cannot run it."""
-    module = flash_attn_3()
-    if module is None:
-        raise BackendUnavailableError(
-            "attention='fp8' runs flash-attn 3's FP8 kernel, which is not installed (module flash_attn_interface). "
+def _unavailable(device: torch.device) -> str | None:
+    """Why ``attention='fp8'`` cannot run on ``device`` (the rest of the error's sentence); None when it can."""
+    if flash_attn_3() is None:
+        return (
+            " runs flash-attn 3's FP8 kernel, which is not installed (module flash_attn_interface). "
             "Build it from flash-attention's hopper/ folder (docs/KERNELS.md), or use the exact attention='sdpa'."
         )
     if device.type != "cuda" or torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] != 9:
         where = f"sm_{''.join(map(str, torch.cuda.get_device_capability(device)))}" if device.type == "cuda" else device
-        raise BackendUnavailableError(
-            f"attention='fp8' (flash-attn 3's FP8 kernel) needs an NVIDIA Hopper GPU (sm_90); the model runs on "
+        return (
+            f" (flash-attn 3's FP8 kernel) needs an NVIDIA Hopper GPU (sm_90); the model runs on "
             f"{where}. Use the exact attention='sdpa', or attention='int8' (our Triton kernel, sm_89+)."
         )
     if not _fp8_forward_runs(str(device)):
-        raise BackendUnavailableError(
-            "attention='fp8': this flash-attn 3 build cannot run its FP8 forward for head dim 128 (built with "
+        return (
+            ": this flash-attn 3 build cannot run its FP8 forward for head dim 128 (built with "
             "FLASH_ATTENTION_DISABLE_FP8 or _HDIM128, or an interface without q/k/v_descale). Rebuild it with FP8 "
             "(docs/KERNELS.md), or use the exact attention='auto'."
         )
+    return None
+
+
+def check_device(device: torch.device) -> ModuleType:
+    """flash-attn 3's module; a BackendUnavailableError saying what is missing when ``device`` cannot run it."""
+    reason = _unavailable(device)
+    module = flash_attn_3()
+    if reason is not None or module is None:
+        raise BackendUnavailableError(f"attention='fp8'{reason}")
     return module
 
 
 def runs_fp8(device: torch.device) -> bool:
     """Whether ``attention='fp8'`` runs on ``device``: Hopper, flash-attn 3 installed, its FP8 forward built."""
-    if device.type != "cuda" or torch.version.hip is not None or flash_attn_3() is None:
-        return False
-    return torch.cuda.get_device_capability(device)[0] == 9 and _fp8_forward_runs(str(device))
+    return _unavailable(device) is None
 
 
 @lru_cache(maxsize=None)
