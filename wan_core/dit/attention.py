@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -112,30 +112,37 @@ def _shape_key(q: torch.Tensor, k: torch.Tensor) -> tuple:
     return (str(q.device), q.dtype, tuple(q.shape), tuple(k.shape))
 
 
+def _first_that_runs(candidates: Sequence[tuple[str, AttnFn]], q: torch.Tensor, k, v) -> torch.Tensor:
+    """The first of ``candidates`` (name, kernel) that takes these tensors; one that raised for a shape is
+    remembered and skipped for it from then on."""
+    key = _shape_key(q, k)
+    refused = _refused.setdefault(key, set())
+    errors = []
+    for name, kernel in candidates:
+        if name in refused:
+            continue
+        try:
+            return kernel(q, k, v)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # this kernel cannot take these tensors: next one
+            refused.add(name)
+            errors.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            log.info("Attention kernel %s refused %s; trying the next one.", name, key)
+    raise BackendUnavailableError(
+        f"No attention kernel of {[name for name, _ in candidates]} can run attention on {key}: "
+        f"{'; '.join(errors) or 'all refused'}. Use attention='sdpa' (it falls back to the math kernel)."
+    )
+
+
+def _sdpa_candidates(kernels: tuple[str, ...]) -> list[tuple[str, AttnFn]]:
+    return [(kernel, partial(_sdpa_call, kernel=kernel)) for kernel in kernels]
+
+
 def sdpa_with(kernels: tuple[str, ...]) -> AttnFn:
     """SDPA that tries ``kernels`` in order, remembering which ones refused a shape."""
-
-    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        key = _shape_key(q, k)
-        refused = _refused.setdefault(key, set())
-        errors = []
-        for kernel in kernels:
-            if kernel in refused:
-                continue
-            try:
-                return _sdpa_call(q, k, v, kernel)
-            except torch.OutOfMemoryError:
-                raise
-            except RuntimeError as exc:  # this kernel cannot take these tensors: next one
-                refused.add(kernel)
-                errors.append(f"{kernel}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-                log.info("SDPA kernel %s refused %s; trying the next one.", kernel, key)
-        raise BackendUnavailableError(
-            f"No SDPA kernel of {list(kernels)} can run attention on {key}: {'; '.join(errors) or 'all refused'}. "
-            "Use attention='sdpa' (it falls back to the math kernel)."
-        )
-
-    return run
+    candidates = _sdpa_candidates(kernels)
+    return lambda q, k, v: _first_that_runs(candidates, q, k, v)
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -239,26 +246,13 @@ def select(backend: str, device: torch.device) -> AttnFn:
 
 
 def _flash_attn_3_or_sdpa() -> AttnFn:
-    """flash-attn 3 for fp16/bf16, SDPA for fp32 (kept exact) and for shapes it refuses (a build without some
-    head dims, say)."""
-    fa3 = _kernel("flash_attn_3")
+    """flash-attn 3 for fp16/bf16, then our SDPA order: SDPA for fp32 (kept exact) and for shapes flash-attn 3
+    refuses (a build without some head dims, say)."""
+    fa3 = [("flash_attn_3", _kernel("flash_attn_3"))]
 
     def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        key = _shape_key(q, k)
-        refused = _refused.setdefault(key, set())
-        if "flash_attn_3" not in refused and q.dtype in (torch.float16, torch.bfloat16):
-            try:
-                return fa3(q, k, v)
-            except torch.OutOfMemoryError:
-                raise
-            except RuntimeError as exc:
-                refused.add("flash_attn_3")
-                log.info(
-                    "flash-attn 3 refused %s (%s); using SDPA for it.",
-                    key,
-                    str(exc).splitlines()[0] if str(exc) else exc,
-                )
-        return sdpa(q, k, v)
+        first = fa3 if q.dtype in (torch.float16, torch.bfloat16) else []
+        return _first_that_runs([*first, *_sdpa_candidates(sdpa_order(q.device, q.dtype))], q, k, v)
 
     return run
 
