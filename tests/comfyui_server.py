@@ -65,6 +65,16 @@ def write_extra_model_paths(path: Path, models: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def tiny_model_folder(work: Path) -> Path:
+    """Tiny models under ``work/models`` and the extra_model_paths.yaml that points ComfyUI at them (returned)."""
+    from wan_core.tiny_build import write_tiny_models
+
+    write_tiny_models(work / "models")
+    yaml = work / "extra_model_paths.yaml"
+    write_extra_model_paths(yaml, work / "models")
+    return yaml
+
+
 @contextlib.contextmanager
 def pack_linked(root: Path) -> Iterator[None]:
     """This checkout linked into ``root/custom_nodes`` under LINK_NAME while the block runs."""

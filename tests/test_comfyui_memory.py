@@ -21,7 +21,7 @@ import urllib.request
 import uuid
 
 import pytest
-from comfyui_server import ComfyUIProcess, comfyui_path, pack_linked, write_extra_model_paths
+from comfyui_server import ComfyUIProcess, comfyui_path, pack_linked, tiny_model_folder
 from comfyui_server import get_json as _get
 from workflow_tools import API_DIR, load_json, override_api
 
@@ -36,12 +36,8 @@ RSS_TOLERANCE = 0.05
 @pytest.fixture(scope="module")
 def comfyui(tmp_path_factory):
     root = comfyui_path()
-    from wan_core.tiny_build import write_tiny_models
-
     work = tmp_path_factory.mktemp("comfyui_memory")
-    write_tiny_models(work / "models")
-    write_extra_model_paths(work / "extra_model_paths.yaml", work / "models")
-    server = ComfyUIProcess(root, work, work / "extra_model_paths.yaml")
+    server = ComfyUIProcess(root, work, tiny_model_folder(work))
     with pack_linked(root), pytest.MonkeyPatch.context() as env:
         env.setenv("WAN_CORE_CACHE", str(work / "cache"))  # a fresh prompt cache: the first run loads umT5
         try:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 from comfyui_frontend import link_problems, mp4_editor_metadata, node_problems, schema_problems
-from comfyui_server import LINK_NAME, ComfyUIProcess, comfyui_path, pack_linked, write_extra_model_paths
+from comfyui_server import LINK_NAME, ComfyUIProcess, comfyui_path, pack_linked, tiny_model_folder
 from comfyui_server import get_json as _get
 from conftest import ROOT
 from workflow_tools import API_DIR, VIRTUAL_NODES, WORKFLOWS, load_json, override_api
@@ -96,14 +96,10 @@ def _write_gguf_dit(folder: Path, name: str) -> None:
 def comfyui_files(tmp_path_factory):
     """Tiny models and extra_model_paths.yaml, and this pack linked into custom_nodes (shared by the servers)."""
     root = comfyui_path()
-    from wan_core.tiny_build import write_tiny_models
-
     work = tmp_path_factory.mktemp("comfyui_real")
-    models = work / "models"
-    write_tiny_models(models)
-    _write_released_width_vae(models / "vae" / REAL_VAE)
-    _write_gguf_dit(models / "diffusion_models", GGUF_DIT)
-    write_extra_model_paths(work / "extra_model_paths.yaml", models)
+    tiny_model_folder(work)
+    _write_released_width_vae(work / "models" / "vae" / REAL_VAE)
+    _write_gguf_dit(work / "models" / "diffusion_models", GGUF_DIT)
     with pack_linked(root):
         yield {"root": root, "work": work}
 

@@ -35,18 +35,23 @@ def _within(estimate: int, measured: int) -> None:
     assert measured <= estimate <= 1.4 * measured, f"estimate {estimate / 2**30:.3f} GiB vs {measured / 2**30:.3f}"
 
 
+def _built_in(dtype: torch.dtype, make):
+    """``make()`` with ``dtype`` as torch's default dtype (the released weights' dtype), restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return make()
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def _dit_peak(variant: str, latent: tuple[int, int, int], batch: int, dtype: torch.dtype, monkeypatch) -> int:
     import wan_core.dit.blocks as blocks
 
     monkeypatch.setattr(blocks, "attention", lambda q, k, v, backend: torch.empty_like(q))
     config = released_config(variant)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            model = WanDiT(config, device="cpu")
-        finally:
-            torch.set_default_dtype(previous)
+        model = _built_in(dtype, lambda: WanDiT(config, device="cpu"))
         model.compute_dtype = dtype
         x = torch.randn(batch, config.out_dim, *latent)
         y = torch.randn(batch, config.in_dim - config.out_dim, *latent) if config.in_dim > config.out_dim else None
@@ -78,12 +83,7 @@ def test_vae_estimate_covers_the_measured_decode_peak(version, frames, height, w
     config = tiny_vae_config(version, RELEASED_VAE_SIZES)
     s = config.spatial_stride
     with FakeTensorMode(allow_non_fake_inputs=True):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            vae = WanVAE(config)
-        finally:
-            torch.set_default_dtype(previous)
+        vae = _built_in(torch.bfloat16, lambda: WanVAE(config))
         z = torch.randn(1, config.z_dim, (frames - 1) // 4 + 1, height // s, width // s)
         with PeakTracker([*vae.parameters(), *vae.buffers(), z]) as probe:
             vae.decode(z)
@@ -95,12 +95,7 @@ def test_text_estimate_covers_the_measured_peak():
 
     config = T5Config(d_model=4096, layers=2, heads=64, d_kv=64, d_ff=10240, vocab=256384)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            model = UMT5Encoder(config)
-        finally:
-            torch.set_default_dtype(previous)
+        model = _built_in(torch.bfloat16, lambda: UMT5Encoder(config))
         ids = torch.zeros(2, 512, dtype=torch.long)
         with PeakTracker([*model.parameters(), ids]) as probe:
             model(ids, torch.ones_like(ids), torch.bfloat16)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from comfyui_server import ComfyUIProcess, comfyui_path, get_json, pack_linked, write_extra_model_paths
+from comfyui_server import ComfyUIProcess, comfyui_path, get_json, pack_linked, tiny_model_folder
 from conftest import ROOT
 from workflow_tools import API_DIR, WORKFLOWS
 
@@ -34,12 +34,9 @@ RUN_TIMEOUT_S = 900
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     root = comfyui_path()
-    from wan_core.tiny_build import write_tiny_models
-
     work = tmp_path_factory.mktemp("queue_real")
-    write_tiny_models(work / "models")
-    write_extra_model_paths(work / "extra_model_paths.yaml", work / "models")
-    pair = [ComfyUIProcess(root, work / name, work / "extra_model_paths.yaml") for name in ("a", "b")]
+    yaml = tiny_model_folder(work)
+    pair = [ComfyUIProcess(root, work / name, yaml) for name in ("a", "b")]
     with pack_linked(root):
         try:
             for server in pair:
