@@ -145,9 +145,10 @@ class WanDiT(nn.Module):
         FP8 rows with per-token scales. The cross-attention's context projections (k, v of the
         512 text / 257 image tokens) stay exact: every video token reads the same context keys and
         values, so their rounding error does not average out (at 14B 720p: 4.5e-2 instead of 5.1e-2
-        output error on random weights), and 8-bit saves nothing on so few tokens. Attention ``auto`` becomes ``fp8`` (flash-attn 3's FP8
-        kernel) where that runs (Hopper with flash-attn 3 installed): 1.6x its bf16 kernel at 14B
-        720p on an H200, adding ~4e-3 error per call inside the DiT. Other backends are kept as
+        output error on random weights), and 8-bit saves nothing on so few tokens. Attention
+        ``auto`` becomes ``fp8`` (flash-attn 3's FP8 kernel) where that runs (Hopper with
+        flash-attn 3 installed): 1.3x its bf16 kernel at 14B 720p on an H200, adding ~4e-3 error
+        per call inside the DiT. Other backends are kept as
         chosen (our INT8 kernel, ``attention="int8"``, at best tied cuDNN's bf16 kernel there).
         Raises BackendUnavailableError naming the missing piece.
         ``run_on``: the device the model will run on (default: where it is now); the FP8 weight
